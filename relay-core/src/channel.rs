@@ -1,0 +1,371 @@
+//! A channel: one region holding the header and every CPU's producer state,
+//! consumer state and sub-buffers, carved into per-CPU slices once, so that
+//! writers and readers only ever index slices whose bounds were checked here.
+
+use crate::format::{
+    producer, ChannelHeader, Clock, FormatError, Head, Rule, CHANNEL_HEADER_SIZE,
+    CHANNEL_HEADER_WORDS, CONSUMER_STRIDE, MAGIC, PRODUCER_FIXED_WORDS, RECORD_HEADER_SIZE,
+    SUBBUF_HEADER_SIZE, VERSION_MAJOR,
+};
+use crate::geometry::{align_up, Geometry, GeometryError, GeometryParams};
+use crate::policy::{ChannelFlags, Mode};
+use crate::reader::{CpuReader, CpuStats};
+use crate::sync::{AtomicU64, Ordering};
+use crate::writer::Writer;
+
+/// Why a region could not be opened or created as a channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChannelError {
+    /// The region is smaller than the channel needs.
+    Truncated {
+        /// Bytes the channel needs.
+        need: u64,
+        /// Bytes the region has.
+        have: u64,
+    },
+    /// A header field is wrong.
+    Format(FormatError),
+    /// The header's geometry breaks a rule.
+    Geometry(GeometryError),
+}
+
+impl core::fmt::Display for ChannelError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ChannelError::Truncated { need, have } => {
+                write!(f, "total_size: the channel needs {need} bytes but the region has {have}")
+            }
+            ChannelError::Format(e) => write!(f, "channel header: {e}"),
+            ChannelError::Geometry(e) => write!(f, "channel header: {e}"),
+        }
+    }
+}
+
+impl From<FormatError> for ChannelError {
+    fn from(e: FormatError) -> Self {
+        ChannelError::Format(e)
+    }
+}
+
+/// One CPU's slices of a channel. Each slice has exactly the length the
+/// geometry gives it, so `slot < count` and `word < size / 8` index in bounds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CpuBuffer<'a> {
+    pub(crate) cpu: u32,
+    pub(crate) mode: Mode,
+    pub(crate) shift: u32,
+    pub(crate) count: u32,
+    /// `count - 1` when `count` is a power of two: slot lookup without a division.
+    pub(crate) count_mask: Option<u64>,
+    pub(crate) head: &'a AtomicU64,
+    /// The fixed producer words (head, statistics).
+    pub(crate) producer: &'a [AtomicU64],
+    pub(crate) commits: &'a [AtomicU64],
+    pub(crate) seals: &'a [AtomicU64],
+    pub(crate) consumer: &'a [AtomicU64],
+    /// `count` sub-buffers of `1 << shift` bytes.
+    pub(crate) data: &'a [AtomicU64],
+}
+
+impl<'a> CpuBuffer<'a> {
+    pub(crate) fn size(&self) -> u64 {
+        1 << self.shift
+    }
+
+    /// Producer word `index` (a `format::producer` constant: always in bounds).
+    pub(crate) fn producer_word(&self, index: usize) -> Option<&'a AtomicU64> {
+        self.producer.get(index)
+    }
+
+    /// Consumer word `index` (a `format::consumer` constant: always in bounds).
+    pub(crate) fn consumer_word(&self, index: usize) -> Option<&'a AtomicU64> {
+        self.consumer.get(index)
+    }
+
+    /// The slot sub-buffer `seq` occupies.
+    #[inline]
+    pub(crate) fn slot(&self, seq: u64) -> usize {
+        // The remainder is below `count`, a u32: the cast is lossless.
+        match self.count_mask {
+            Some(mask) => (seq & mask) as usize,
+            None => (seq % u64::from(self.count)) as usize,
+        }
+    }
+
+    /// The words of sub-buffer slot `slot`.
+    #[inline]
+    pub(crate) fn subbuf_words(&self, slot: usize) -> &'a [AtomicU64] {
+        let words = 1usize << (self.shift - 3);
+        let start = slot.saturating_mul(words);
+        self.data.get(start..start.saturating_add(words)).unwrap_or(&[])
+    }
+
+    pub(crate) fn load(&self, index: usize) -> u64 {
+        self.producer_word(index).map_or(0, |w| w.load(Ordering::Relaxed))
+    }
+}
+
+/// A channel laid out in `docs/FORMAT.md`'s format over memory it borrows.
+pub struct Channel<'a> {
+    words: &'a [AtomicU64],
+    geometry: Geometry,
+    flags: ChannelFlags,
+}
+
+impl core::fmt::Debug for Channel<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Channel")
+            .field("geometry", &self.geometry)
+            .field("flags", &self.flags)
+            .field("bytes", &(self.words.len() * 8))
+            .finish()
+    }
+}
+
+fn words_of(bytes: u64) -> Option<usize> {
+    usize::try_from(bytes / 8).ok()
+}
+
+impl<'a> Channel<'a> {
+    /// Lays a new channel out over `words` (from `mem::words_from_raw`, or an
+    /// owned buffer): writes the header and initializes every CPU's producer
+    /// and consumer state. Sub-buffer contents need not be initialized: no
+    /// one reads a sub-buffer before a writer sealed it.
+    pub fn create(
+        words: &'a [AtomicU64],
+        geometry: Geometry,
+        flags: ChannelFlags,
+        clock: Clock,
+    ) -> Result<Self, ChannelError> {
+        let have = (words.len() as u64).saturating_mul(8);
+        if have < geometry.total_size() {
+            return Err(ChannelError::Truncated { need: geometry.total_size(), have });
+        }
+        let channel = Channel { words, geometry, flags };
+        for cpu in 0..geometry.cpu_count() {
+            let Some(b) = channel.cpu_buffer(cpu) else { continue };
+            for w in b.producer.iter().chain(b.commits).chain(b.seals).chain(b.consumer) {
+                w.store(0, Ordering::Relaxed);
+            }
+            b.head.store(Head::INITIAL, Ordering::Relaxed);
+        }
+        let header = ChannelHeader::new(&geometry, flags.bits(), clock).to_words();
+        // The magic goes last, with release: whoever sees it sees the rest.
+        for (w, v) in words.iter().zip(header).skip(1) {
+            w.store(v, Ordering::Relaxed);
+        }
+        if let Some(w) = words.first() {
+            w.store(MAGIC, Ordering::Release);
+        }
+        Ok(channel)
+    }
+
+    /// Opens the channel that `words` holds, validating every header field:
+    /// the geometry is recomputed from the parameters and every offset the
+    /// header claims must match it, so nothing later trusts a stored offset.
+    pub fn open(words: &'a [AtomicU64]) -> Result<Self, ChannelError> {
+        let have = (words.len() as u64).saturating_mul(8);
+        if words.len() < CHANNEL_HEADER_WORDS {
+            return Err(ChannelError::Truncated { need: CHANNEL_HEADER_SIZE as u64, have });
+        }
+        let mut raw = [0u64; CHANNEL_HEADER_WORDS];
+        for (i, (r, w)) in raw.iter_mut().zip(words).enumerate() {
+            *r = w.load(if i == 0 { Ordering::Acquire } else { Ordering::Relaxed });
+        }
+        let h = ChannelHeader::from_words(&raw);
+        let field = |name: &'static str, offset: u64, value: u64, expect: u64| {
+            if value == expect {
+                Ok(())
+            } else {
+                Err(FormatError { field: name, offset, value, rule: Rule::Equals(expect) })
+            }
+        };
+        field("magic", 0, h.magic, MAGIC)?;
+        field("version_major", 8, h.version_major.into(), VERSION_MAJOR.into())?;
+        field("header_size", 12, h.header_size.into(), CHANNEL_HEADER_SIZE as u64)?;
+        let flags = ChannelFlags::from_bits(h.flags).ok_or(FormatError {
+            field: "flags",
+            offset: 16,
+            value: h.flags,
+            rule: Rule::KnownBits(ChannelFlags::all().bits()),
+        })?;
+        let geometry = Geometry::new(GeometryParams {
+            subbuf_size: h.subbuf_size.into(),
+            subbuf_count: h.subbuf_count.into(),
+            cpu_count: h.cpu_count,
+            page_size: h.page_size,
+        })
+        .map_err(ChannelError::Geometry)?;
+        // A count of 0 means 8 in the API, but a stored header holds the real count.
+        field("subbuf_count", 28, h.subbuf_count.into(), geometry.subbuf_count().into())?;
+        field("producer_offset", 40, h.producer_offset, geometry.producer_offset())?;
+        field("producer_stride", 48, h.producer_stride, geometry.producer_stride())?;
+        field("consumer_offset", 56, h.consumer_offset, geometry.consumer_offset())?;
+        field("consumer_stride", 64, h.consumer_stride, geometry.consumer_stride())?;
+        field("data_offset", 72, h.data_offset, geometry.data_offset())?;
+        field("data_stride", 80, h.data_stride, geometry.data_stride())?;
+        field("total_size", 88, h.total_size, geometry.total_size())?;
+        field("subbuf_header_size", 96, h.subbuf_header_size.into(), SUBBUF_HEADER_SIZE as u64)?;
+        field("record_header_size", 100, h.record_header_size.into(), RECORD_HEADER_SIZE as u64)?;
+        if have < geometry.total_size() {
+            return Err(ChannelError::Truncated { need: geometry.total_size(), have });
+        }
+        Ok(Channel { words, geometry, flags })
+    }
+
+    /// The validated geometry.
+    pub fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
+
+    /// The channel's flags.
+    pub fn flags(&self) -> ChannelFlags {
+        self.flags
+    }
+
+    /// The overwrite mode the flags select.
+    pub fn mode(&self) -> Mode {
+        self.flags.into()
+    }
+
+    pub(crate) fn cpu_buffer(&self, cpu: u32) -> Option<CpuBuffer<'a>> {
+        let g = &self.geometry;
+        if cpu >= g.cpu_count() {
+            return None;
+        }
+        let cpu64 = u64::from(cpu);
+        let count = g.subbuf_count() as usize;
+        let slot_words = align_up(count as u64, 8)? as usize;
+        let slice = |offset: u64, len_words: usize| -> Option<&'a [AtomicU64]> {
+            let start = words_of(offset)?;
+            self.words.get(start..start.checked_add(len_words)?)
+        };
+        let producer_base = g.producer_offset() + cpu64 * g.producer_stride();
+        let producer = slice(producer_base, PRODUCER_FIXED_WORDS)?;
+        let commits = slice(producer_base + (producer::COMMITS * 8) as u64, count)?;
+        let seals = slice(producer_base + ((producer::COMMITS + slot_words) * 8) as u64, count)?;
+        let consumer = slice(g.consumer_offset() + cpu64 * CONSUMER_STRIDE as u64, CONSUMER_STRIDE / 8)?;
+        let data_words = (u64::from(g.subbuf_size()) * count as u64) / 8;
+        let data = slice(g.data_offset() + cpu64 * g.data_stride(), usize::try_from(data_words).ok()?)?;
+        Some(CpuBuffer {
+            cpu,
+            mode: self.mode(),
+            shift: g.subbuf_shift(),
+            count: g.subbuf_count(),
+            count_mask: g.subbuf_count().is_power_of_two().then(|| u64::from(g.subbuf_count()) - 1),
+            head: producer.get(producer::HEAD)?,
+            producer,
+            commits,
+            seals,
+            consumer,
+            data,
+        })
+    }
+
+    /// The writer for `cpu`'s buffer, or `None` if there is no such CPU.
+    ///
+    /// Any number of writers may write one CPU's buffer: nested contexts on
+    /// that CPU (IRQ, NMI) or, in userspace, several threads.
+    pub fn writer(&self, cpu: u32) -> Option<Writer<'a>> {
+        self.cpu_buffer(cpu).map(Writer::new)
+    }
+
+    /// The reader for `cpu`'s buffer, or `None` if there is no such CPU.
+    /// One reader per CPU buffer at a time (see `CpuReader`).
+    pub fn reader(&self, cpu: u32) -> Option<CpuReader<'a>> {
+        self.cpu_buffer(cpu).map(|b| CpuReader::new(b, self.geometry))
+    }
+
+    /// `cpu`'s statistics.
+    pub fn stats(&self, cpu: u32) -> Option<CpuStats> {
+        self.cpu_buffer(cpu).map(|b| CpuStats::load(&b))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    fn geo() -> Geometry {
+        Geometry::new(GeometryParams { subbuf_size: 256, subbuf_count: 3, cpu_count: 2, page_size: 4096 }).unwrap()
+    }
+
+    fn region(geo: &Geometry) -> Vec<AtomicU64> {
+        (0..geo.total_size() / 8).map(|_| AtomicU64::new(0)).collect()
+    }
+
+    #[test]
+    fn create_then_open() {
+        let g = geo();
+        let mem = region(&g);
+        Channel::create(&mem, g, ChannelFlags::OVERWRITE, Clock::Counter).unwrap();
+        let ch = Channel::open(&mem).unwrap();
+        assert_eq!(*ch.geometry(), g);
+        assert_eq!(ch.mode(), Mode::Overwrite);
+        assert!(ch.writer(1).is_some());
+        assert!(ch.writer(2).is_none());
+        assert!(ch.reader(2).is_none());
+    }
+
+    #[test]
+    fn create_refuses_short_region() {
+        let g = geo();
+        let mem = region(&g);
+        let e = Channel::create(&mem[..mem.len() - 1], g, ChannelFlags::empty(), Clock::Counter).unwrap_err();
+        assert_eq!(e, ChannelError::Truncated { need: g.total_size(), have: g.total_size() - 8 });
+    }
+
+    #[test]
+    fn open_rejects_each_bad_header_field() {
+        let g = geo();
+        let mem = region(&g);
+        Channel::create(&mem, g, ChannelFlags::empty(), Clock::Counter).unwrap();
+        let good: Vec<u64> = mem.iter().take(16).map(|w| w.load(Ordering::Relaxed)).collect();
+        let try_with = |word: usize, value: u64| {
+            for (w, v) in mem.iter().zip(&good) {
+                w.store(*v, Ordering::Relaxed);
+            }
+            mem[word].store(value, Ordering::Relaxed);
+            Channel::open(&mem).unwrap_err()
+        };
+        let field = |e: ChannelError| match e {
+            ChannelError::Format(f) => f.field,
+            ChannelError::Geometry(g) => g.param.name(),
+            ChannelError::Truncated { .. } => "truncated",
+        };
+        assert_eq!(field(try_with(0, 0)), "magic");
+        assert_eq!(field(try_with(1, good[1] + 1)), "version_major");
+        assert_eq!(field(try_with(1, good[1] & 0xffff_ffff)), "header_size");
+        assert_eq!(field(try_with(2, 6)), "flags");
+        assert_eq!(field(try_with(3, 100 | 3 << 32)), "subbuf_size");
+        assert_eq!(field(try_with(3, 256 | 1 << 32)), "subbuf_count");
+        assert_eq!(field(try_with(3, 256)), "subbuf_count");
+        assert_eq!(field(try_with(4, 0 | 4096 << 32)), "cpu_count");
+        assert_eq!(field(try_with(4, 2 | 100 << 32)), "page_size");
+        assert_eq!(field(try_with(5, 0)), "producer_offset");
+        assert_eq!(field(try_with(6, 8)), "producer_stride");
+        assert_eq!(field(try_with(7, 1)), "consumer_offset");
+        assert_eq!(field(try_with(8, 64)), "consumer_stride");
+        assert_eq!(field(try_with(9, 0)), "data_offset");
+        assert_eq!(field(try_with(10, 4095)), "data_stride");
+        assert_eq!(field(try_with(11, 1 << 50)), "total_size");
+        assert_eq!(field(try_with(12, 64 | 16 << 32)), "subbuf_header_size");
+        assert_eq!(field(try_with(12, 72 | 8 << 32)), "record_header_size");
+        // A consistent header that claims more CPUs than the region holds.
+        try_with(11, 24576);
+        mem[4].store(3 | 4096 << 32, Ordering::Relaxed);
+        assert_eq!(Channel::open(&mem).unwrap_err(), ChannelError::Truncated { need: 24576, have: 20480 });
+        let e = format!("{}", try_with(0, 0));
+        assert!(e.starts_with("channel header: magic (byte 0): must be"), "{e}");
+    }
+
+    #[test]
+    fn open_rejects_truncated_region() {
+        let g = geo();
+        let mem = region(&g);
+        Channel::create(&mem, g, ChannelFlags::empty(), Clock::Counter).unwrap();
+        assert!(matches!(Channel::open(&mem[..10]).unwrap_err(), ChannelError::Truncated { need: 128, have: 80 }));
+        assert!(matches!(Channel::open(&mem[..mem.len() - 1]).unwrap_err(), ChannelError::Truncated { .. }));
+    }
+}

@@ -1,0 +1,334 @@
+//! The reader: finds the next sealed sub-buffer of one CPU, validates it,
+//! hands it out (in place or as a copy), and advances the consumer position.
+//!
+//! Everything read from shared memory is treated as hostile: a value that
+//! breaks the format is a [`ReadError`], never a panic or an out-of-bounds
+//! access, and a corrupt sub-buffer is consumed so the reader moves on.
+//!
+//! # Protocol
+//!
+//! The consumer position `consumed` names the next sub-buffer to read; it is
+//! ready when its slot's seal word is `Sealed(consumed)`.
+//!
+//! - No-overwrite: nothing writes a sealed sub-buffer until `consumed` moves
+//!   past it, so the reader reads it in place ([`CpuReader::peek`]) or copies
+//!   it, delivers its records, and only then advances `consumed` with
+//!   [`CpuReader::finish`]. A reader that dies mid-way resumes from the cursor
+//!   saved with [`CpuReader::save_progress`]: nothing is lost or repeated.
+//! - Overwrite: a writer may reclaim the sub-buffer at any time, so the reader
+//!   copies it and then claims it with a CAS on `consumed`. The writer moves
+//!   `consumed` with a CAS too before it reuses the slot, so if the claim
+//!   succeeds the copy is intact, and if it fails the writer has counted the
+//!   records as lost to overwrite and the torn copy is dropped.
+//!
+//! One reader per CPU buffer at a time: the cursor and the reported-loss
+//! baseline live in the consumer state, not in the reader.
+
+use crate::channel::CpuBuffer;
+use crate::format::{consumer, producer, FormatError, Head, Seal, SubbufView, SUBBUF_HEADER_SIZE};
+use crate::geometry::Geometry;
+use crate::policy::Mode;
+use crate::sync::{AtomicU64, Ordering};
+
+/// Records lost, by cause.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lost {
+    /// Dropped because no sub-buffer was free.
+    pub full: u64,
+    /// Dropped because larger than a sub-buffer.
+    pub too_big: u64,
+    /// Reclaimed by the writer before any reader consumed them.
+    pub overwrite: u64,
+}
+
+impl Lost {
+    /// All causes together.
+    pub fn total(&self) -> u64 {
+        self.full.wrapping_add(self.too_big).wrapping_add(self.overwrite)
+    }
+
+    /// Whether nothing was lost.
+    pub fn is_zero(&self) -> bool {
+        *self == Lost::default()
+    }
+
+    /// Losses counted since `earlier` (the counters only grow; wrapping
+    /// keeps a hostile decrease from panicking).
+    pub fn since(&self, earlier: &Lost) -> Lost {
+        Lost {
+            full: self.full.wrapping_sub(earlier.full),
+            too_big: self.too_big.wrapping_sub(earlier.too_big),
+            overwrite: self.overwrite.wrapping_sub(earlier.overwrite),
+        }
+    }
+}
+
+/// Why the reader could not deliver a sub-buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadError {
+    /// Sub-buffer `seq` broke the format. It has been consumed (skipped);
+    /// its records are lost, and the error says what was wrong.
+    Corrupt {
+        /// The sub-buffer.
+        seq: u64,
+        /// What was wrong.
+        error: FormatError,
+    },
+    /// `peek` on an overwrite channel: only copies are safe there.
+    InPlaceNeedsNoOverwrite,
+    /// The copy buffer is smaller than a sub-buffer.
+    BufferTooSmall {
+        /// Bytes needed (the sub-buffer size).
+        need: usize,
+    },
+}
+
+impl core::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ReadError::Corrupt { seq, error } => write!(f, "sub-buffer {seq} skipped: {error}"),
+            ReadError::InPlaceNeedsNoOverwrite => {
+                f.write_str("mode: in-place reads need a no-overwrite channel (copy instead)")
+            }
+            ReadError::BufferTooSmall { need } => write!(f, "buf: must hold a whole sub-buffer ({need} bytes)"),
+        }
+    }
+}
+
+/// A validated sub-buffer handed to the caller.
+#[derive(Clone, Copy, Debug)]
+pub struct Delivery<'b> {
+    /// Its sequence number.
+    pub seq: u64,
+    /// Its header and records.
+    pub view: SubbufView<'b>,
+    /// Records this CPU lost since the previous delivered sub-buffer (or since
+    /// the channel was created, for the first one): report them *before* this
+    /// sub-buffer's records.
+    pub lost_before: Lost,
+    /// Byte offset of the first record not yet delivered: past the header, or
+    /// where a previous reader of this sub-buffer stopped.
+    pub resume: u64,
+    /// Whether the reader already consumed it (overwrite mode claims as it
+    /// copies); [`CpuReader::finish`] is still required and harmless.
+    pub claimed: bool,
+}
+
+impl<'b> Delivery<'b> {
+    /// The records not yet delivered, in order.
+    pub fn records(&self) -> crate::format::Records<'b> {
+        let mut records = self.view.records();
+        records.seek(self.resume);
+        records
+    }
+}
+
+/// Per-CPU statistics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuStats {
+    /// Records in sealed sub-buffers: all a reader can ever get.
+    pub produced: u64,
+    /// Records lost, by cause.
+    pub lost: Lost,
+    /// Sub-buffers sealed.
+    pub sealed_subbufs: u64,
+    /// The consumer position: sub-buffers consumed or skipped.
+    pub consumed_subbufs: u64,
+    /// Records delivered, as readers reported it (untrusted).
+    pub consumed_records: u64,
+    /// Sub-buffers sealed and not yet consumed (0 when the consumer position
+    /// is past the writer, which only a hostile reader causes).
+    pub ready_subbufs: u64,
+    /// The sub-buffer the writer is filling, if one is open.
+    pub open_seq: Option<u64>,
+}
+
+impl CpuStats {
+    pub(crate) fn load(b: &CpuBuffer<'_>) -> Self {
+        let consumed = load(b.consumer_word(consumer::CONSUMED));
+        let sealed = b.load(producer::SEALED_SUBBUFS);
+        let head = b.head.load(Ordering::Relaxed);
+        CpuStats {
+            produced: b.load(producer::PRODUCED),
+            lost: Lost {
+                full: b.load(producer::LOST_FULL),
+                too_big: b.load(producer::LOST_TOO_BIG),
+                overwrite: b.load(producer::LOST_OVERWRITE),
+            },
+            sealed_subbufs: sealed,
+            consumed_subbufs: consumed,
+            consumed_records: load(b.consumer_word(consumer::CONSUMED_RECORDS)),
+            ready_subbufs: sealed.checked_sub(consumed).filter(|&n| n <= b.count.into()).unwrap_or(0),
+            open_seq: match Head::decode(head, b.shift) {
+                Head::Open { seq, .. } => Some(seq),
+                Head::Closed { .. } => None,
+            },
+        }
+    }
+}
+
+fn load(w: Option<&AtomicU64>) -> u64 {
+    w.map_or(0, |w| w.load(Ordering::Acquire))
+}
+
+/// Consumer-state words holding the loss counts already reported to users.
+const REPORTED_FULL: usize = 4;
+const REPORTED_TOO_BIG: usize = 5;
+const REPORTED_OVERWRITE: usize = 6;
+
+/// How many times [`CpuReader::next`] retries after losing a race with an
+/// overwriting writer before it returns (the caller calls again later).
+const OVERRUN_RETRIES: u32 = 8;
+
+/// The reader of one CPU's buffer.
+#[derive(Debug)]
+pub struct CpuReader<'a> {
+    b: CpuBuffer<'a>,
+    geometry: Geometry,
+}
+
+impl<'a> CpuReader<'a> {
+    pub(crate) fn new(b: CpuBuffer<'a>, geometry: Geometry) -> Self {
+        CpuReader { b, geometry }
+    }
+
+    /// The CPU whose buffer this reads.
+    pub fn cpu(&self) -> u32 {
+        self.b.cpu
+    }
+
+    /// This CPU's statistics.
+    pub fn stats(&self) -> CpuStats {
+        CpuStats::load(&self.b)
+    }
+
+    fn consumed_word(&self) -> Option<&'a AtomicU64> {
+        self.b.consumer_word(consumer::CONSUMED)
+    }
+
+    /// The sequence number of the next sealed, unconsumed sub-buffer.
+    pub fn ready(&self) -> Option<u64> {
+        let consumed = load(self.consumed_word());
+        let seal = self.b.seals.get(self.b.slot(consumed))?;
+        (Seal::decode(seal.load(Ordering::Acquire)) == Seal::Sealed(consumed)).then_some(consumed)
+    }
+
+    fn reported(&self) -> Lost {
+        let w = |i| load(self.b.consumer_word(i));
+        Lost { full: w(REPORTED_FULL), too_big: w(REPORTED_TOO_BIG), overwrite: w(REPORTED_OVERWRITE) }
+    }
+
+    fn resume_offset(&self, seq: u64) -> u64 {
+        let cursor_seq = load(self.b.consumer_word(consumer::CURSOR_SEQ));
+        let cursor_off = load(self.b.consumer_word(consumer::CURSOR_OFF));
+        if cursor_seq == seq && cursor_off != 0 {
+            cursor_off
+        } else {
+            SUBBUF_HEADER_SIZE as u64
+        }
+    }
+
+    fn deliver<'b>(&mut self, seq: u64, bytes: &'b [u8], claimed: bool) -> Result<Delivery<'b>, ReadError> {
+        match SubbufView::parse(bytes, &self.geometry, seq, self.b.cpu) {
+            Ok(view) => {
+                let h = view.header();
+                let now = Lost { full: h.lost_full, too_big: h.lost_too_big, overwrite: h.lost_overwrite };
+                Ok(Delivery { seq, view, lost_before: now.since(&self.reported()), resume: self.resume_offset(seq), claimed })
+            }
+            Err(error) => {
+                if !claimed {
+                    self.advance(seq);
+                }
+                Err(ReadError::Corrupt { seq, error })
+            }
+        }
+    }
+
+    /// Moves the consumer position from `seq` to `seq + 1`; false if it was
+    /// not at `seq` (a writer pushed it, or another reader moved it).
+    fn advance(&self, seq: u64) -> bool {
+        self.consumed_word().is_some_and(|w| {
+            w.compare_exchange(seq, seq.wrapping_add(1), Ordering::AcqRel, Ordering::Acquire).is_ok()
+        })
+    }
+
+    /// The next sealed sub-buffer, validated, read in place without copying.
+    /// No-overwrite channels only. Call [`Self::finish`] when done with it.
+    #[cfg(not(loom))]
+    pub fn peek(&mut self) -> Result<Option<Delivery<'_>>, ReadError> {
+        if self.b.mode != Mode::NoOverwrite {
+            return Err(ReadError::InPlaceNeedsNoOverwrite);
+        }
+        let Some(seq) = self.ready() else { return Ok(None) };
+        let bytes = crate::mem::subbuf_bytes(self.b.subbuf_words(self.b.slot(seq)));
+        self.deliver(seq, bytes, false).map(Some)
+    }
+
+    /// The next sealed sub-buffer, copied into `buf` (at least one sub-buffer
+    /// long) and validated. Works in both modes; in overwrite mode a copy that
+    /// a writer overwrote meanwhile is dropped (the writer counted it) and the
+    /// next one is tried. Call [`Self::finish`] when done with it.
+    pub fn next<'b>(&mut self, buf: &'b mut [u8]) -> Result<Option<Delivery<'b>>, ReadError> {
+        let size = self.geometry.subbuf_size() as usize;
+        let Some(buf) = buf.get_mut(..size) else { return Err(ReadError::BufferTooSmall { need: size }) };
+        for _ in 0..OVERRUN_RETRIES {
+            let Some(seq) = self.ready() else { return Ok(None) };
+            copy_out(self.b.subbuf_words(self.b.slot(seq)), buf);
+            let claimed = match self.b.mode {
+                Mode::NoOverwrite => false,
+                Mode::Overwrite => {
+                    if !self.advance(seq) {
+                        continue;
+                    }
+                    true
+                }
+            };
+            return self.deliver(seq, buf, claimed).map(Some);
+        }
+        Ok(None)
+    }
+
+    /// Records where delivery of sub-buffer `seq` stopped (`offset` is
+    /// [`crate::format::Records::offset`]), so a reader that restarts resumes
+    /// there instead of repeating records.
+    pub fn save_progress(&mut self, seq: u64, offset: u64) {
+        if let Some(w) = self.b.consumer_word(consumer::CURSOR_OFF) {
+            w.store(offset, Ordering::Relaxed);
+        }
+        if let Some(w) = self.b.consumer_word(consumer::CURSOR_SEQ) {
+            w.store(seq, Ordering::Release);
+        }
+    }
+
+    /// Marks sub-buffer `delivery.seq` done: `records` of it were delivered.
+    /// Advances the consumer position (no-overwrite), remembers the losses it
+    /// reported, and clears the resume cursor.
+    pub fn finish(&mut self, seq: u64, lost_reported: &Lost, records: u64) {
+        let reported = self.reported();
+        let now = Lost {
+            full: reported.full.wrapping_add(lost_reported.full),
+            too_big: reported.too_big.wrapping_add(lost_reported.too_big),
+            overwrite: reported.overwrite.wrapping_add(lost_reported.overwrite),
+        };
+        for (i, v) in [(REPORTED_FULL, now.full), (REPORTED_TOO_BIG, now.too_big), (REPORTED_OVERWRITE, now.overwrite)] {
+            if let Some(w) = self.b.consumer_word(i) {
+                w.store(v, Ordering::Relaxed);
+            }
+        }
+        if let Some(w) = self.b.consumer_word(consumer::CONSUMED_RECORDS) {
+            w.fetch_add(records, Ordering::Relaxed);
+        }
+        self.save_progress(seq, 0);
+        if self.b.mode == Mode::NoOverwrite {
+            self.advance(seq);
+        }
+    }
+}
+
+/// Copies sub-buffer words into `buf` (word by word, atomically: racing an
+/// overwriting writer is detected by the claim, never undefined).
+fn copy_out(words: &[AtomicU64], buf: &mut [u8]) {
+    for (w, chunk) in words.iter().zip(buf.chunks_exact_mut(8)) {
+        chunk.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+    }
+}

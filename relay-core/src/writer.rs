@@ -1,0 +1,465 @@
+//! The writer: lockless reserve/commit on one CPU's buffer, correct when a
+//! write is interrupted by another write on the same CPU (IRQ, NMI) and, with
+//! real atomics, when several threads share a buffer.
+//!
+//! # Protocol
+//!
+//! A reservation moves the head word with one compare-and-swap; the timestamp
+//! is read after loading the head and before the CAS, and re-read on every
+//! retry, so timestamps never decrease in buffer order on a CPU (an interrupt
+//! that writes in between makes the CAS fail). A commit adds the record's bytes
+//! (and one record) to its slot's commit word. The CAS that moves the head out
+//! of a sub-buffer *closes* it: the closer writes the content size and end
+//! timestamp and commits the padding plus the closed bit. Whichever commit
+//! brings a closed sub-buffer's bytes to its size *seals* it: writes the
+//! record count, updates the statistics and stores `Sealed(seq)` with release
+//! ordering. Readers only ever read sealed sub-buffers.
+//!
+//! Opening sub-buffer `t` needs its slot: the writer checks the policy
+//! ([`crate::policy::may_open`]), then takes the slot by swapping its seal word
+//! from `Sealed(t - count)` (or `Empty`) to `Opening(t)`. Only the winner
+//! resets the slot's commit word and may move the head into `t`; a nested
+//! writer that finds the slot being opened drops its record (counted), since it
+//! cannot wait for the context it interrupted. In overwrite mode the winner
+//! first pushes the consumer position past the old occupant with a CAS, and
+//! counts the occupant's records as lost if it was unread: that CAS is the one
+//! point where writer and reader agree on who owns the old data.
+//!
+//! # Invariants (checked by the loom models and the differential test)
+//!
+//! 1. Every reserved byte of a sub-buffer is committed exactly once, so a
+//!    sub-buffer seals exactly once, after its last reservation committed.
+//! 2. A sealed sub-buffer is not written until its slot is reopened, which
+//!    needs the consumer past it (no-overwrite) or a successful push of the
+//!    consumer past it (overwrite).
+//! 3. Every record a writer accepted is delivered once or counted lost to
+//!    overwrite once; every record it refused is counted full or too big once.
+
+use crate::channel::CpuBuffer;
+use crate::format::{
+    close_flags, consumer, producer, record_total, subbuf, Commit, Head, RecordHeader, Seal,
+    RECORD_HEADER_SIZE, SUBBUF_HEADER_SIZE,
+};
+use crate::policy::{may_open, reclaim_push, required_seal, Mode, RECLAIM_ATTEMPTS};
+use crate::sync::{AtomicU64, Ordering};
+
+const HDR: u64 = SUBBUF_HEADER_SIZE as u64;
+
+/// Why a record was not written. Each refusal is counted in the statistics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteError {
+    /// The payload is larger than [`crate::Geometry::max_payload`].
+    TooBig,
+    /// No sub-buffer was free: the reader is behind (no-overwrite), or the
+    /// next slot is still held by an interrupted write.
+    Full,
+}
+
+impl core::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            WriteError::TooBig => "payload: larger than one sub-buffer can hold",
+            WriteError::Full => "buffer full: no free sub-buffer",
+        })
+    }
+}
+
+/// What a commit (or flush) did that a caller may need to act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[must_use]
+pub struct Committed {
+    /// The sub-buffer this commit sealed, if any: readers waiting for data
+    /// can be woken (from a context where waking is allowed).
+    pub sealed: Option<u64>,
+}
+
+/// The result of a flush.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub struct Flushed {
+    /// Every record reserved on this CPU after the flush has a timestamp at
+    /// least this; every record reserved before it is in a closed sub-buffer.
+    pub barrier: u64,
+    /// The sub-buffer the flush closed, if one was open.
+    pub closed: Option<u64>,
+    /// The sub-buffer the flush sealed, if its last commit had already landed.
+    pub sealed: Option<u64>,
+}
+
+/// A writer for one CPU's buffer. Cheap to copy; holds no state of its own,
+/// so any number of them (nested contexts, threads) may write at once.
+#[derive(Clone, Copy, Debug)]
+pub struct Writer<'a> {
+    b: CpuBuffer<'a>,
+}
+
+/// Space reserved for one record. Write the payload, then [`Grant::commit`].
+/// A grant dropped without commit is committed as a discarded record, so
+/// its sub-buffer still seals.
+#[derive(Debug)]
+pub struct Grant<'w, 'a> {
+    writer: &'w Writer<'a>,
+    seq: u64,
+    slot: usize,
+    /// The sub-buffer's words.
+    words: &'a [AtomicU64],
+    /// Word index of the record within `words`.
+    at: usize,
+    total: u64,
+    payload_len: usize,
+    ts: u64,
+    opened: bool,
+    done: bool,
+}
+
+impl<'a> Writer<'a> {
+    pub(crate) fn new(b: CpuBuffer<'a>) -> Self {
+        Writer { b }
+    }
+
+    /// The CPU whose buffer this writes.
+    pub fn cpu(&self) -> u32 {
+        self.b.cpu
+    }
+
+    fn bump(&self, index: usize, by: u64) {
+        if let Some(w) = self.b.producer_word(index) {
+            w.fetch_add(by, Ordering::Relaxed);
+        }
+    }
+
+    fn refuse(&self, e: WriteError) -> WriteError {
+        self.bump(
+            match e {
+                WriteError::TooBig => producer::LOST_TOO_BIG,
+                WriteError::Full => producer::LOST_FULL,
+            },
+            1,
+        );
+        e
+    }
+
+    /// Reserves room for a record of `payload_len` bytes. `clock` is called
+    /// once per attempt; the record gets the time of the attempt that won.
+    #[inline]
+    pub fn reserve(
+        &self,
+        payload_len: usize,
+        clock: &mut impl FnMut() -> u64,
+    ) -> Result<Grant<'_, 'a>, WriteError> {
+        let b = &self.b;
+        let size = b.size();
+        let total = match record_total(payload_len) {
+            Some(t) if t as u64 <= size - HDR => t as u64,
+            _ => return Err(self.refuse(WriteError::TooBig)),
+        };
+        // The sub-buffer whose slot this call took (seal `Opening`), if any.
+        let mut owned: Option<u64> = None;
+        loop {
+            let head = b.head.load(Ordering::Acquire);
+            let ts = clock();
+            let (target, closing) = match Head::decode(head, b.shift) {
+                Head::Open { seq, off } if off + total <= size => {
+                    let new = head.wrapping_add(total);
+                    if b.head.compare_exchange_weak(head, new, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                        if let Some(stale) = owned {
+                            self.release_slot(stale);
+                        }
+                        return Ok(Grant::new(self, seq, off, total, payload_len, ts, false));
+                    }
+                    continue;
+                }
+                Head::Open { seq, off } => (seq.wrapping_add(1), Some((seq, off))),
+                Head::Closed { next, .. } => (next, None),
+            };
+            if owned != Some(target) {
+                if let Some(stale) = owned.take() {
+                    self.release_slot(stale);
+                }
+                self.acquire_slot(target).map_err(|e| self.refuse(e))?;
+                owned = Some(target);
+            }
+            let new = Head::Open { seq: target, off: HDR + total }.encode(b.shift);
+            if b.head.compare_exchange(head, new, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+                continue;
+            }
+            if let Some((seq, off)) = closing {
+                // Sealing here is possible (everyone else committed already);
+                // the caller learns about it only through a later commit's
+                // `Committed`, so report nothing: readers poll seals anyway.
+                let _ = self.close(seq, off, ts, 0);
+            }
+            self.write_subbuf_header(target, ts);
+            return Ok(Grant::new(self, target, HDR, total, payload_len, ts, true));
+        }
+    }
+
+    /// Reserves, copies `payload` and commits: one record of type `rtype`.
+    #[inline]
+    pub fn write(
+        &self,
+        rtype: u16,
+        payload: &[u8],
+        clock: &mut impl FnMut() -> u64,
+    ) -> Result<Committed, WriteError> {
+        let mut grant = self.reserve(payload.len(), clock)?;
+        grant.write_payload(payload);
+        Ok(grant.commit(rtype))
+    }
+
+    /// Closes the open sub-buffer, if any, so readers get it without waiting
+    /// for it to fill. Safe to call from any CPU, concurrently with writers.
+    pub fn flush(&self, clock: &mut impl FnMut() -> u64) -> Flushed {
+        let b = &self.b;
+        loop {
+            let head = b.head.load(Ordering::Acquire);
+            let ts = clock();
+            let (new, closing) = match Head::decode(head, b.shift) {
+                Head::Open { seq, off } => {
+                    (Head::Closed { next: seq.wrapping_add(1), epoch: 0 }, Some((seq, off)))
+                }
+                // Nothing to close, but still move the head so that a writer
+                // that read the clock before this flush retries (see `Flushed`).
+                Head::Closed { next, epoch } => (Head::Closed { next, epoch: epoch.wrapping_add(1) }, None),
+            };
+            let new = new.encode(b.shift);
+            if b.head.compare_exchange(head, new, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+                continue;
+            }
+            let (closed, sealed) = match closing {
+                Some((seq, off)) => (Some(seq), self.close(seq, off, ts, close_flags::FLUSHED).sealed),
+                None => (None, None),
+            };
+            return Flushed { barrier: ts, closed, sealed };
+        }
+    }
+
+    /// Takes the slot for sub-buffer `target`, or says why it cannot.
+    fn acquire_slot(&self, target: u64) -> Result<(), WriteError> {
+        let b = &self.b;
+        let slot = b.slot(target);
+        let (Some(seal_word), Some(commit_word)) = (b.seals.get(slot), b.commits.get(slot)) else {
+            return Err(WriteError::Full);
+        };
+        let seal = Seal::decode(seal_word.load(Ordering::Acquire));
+        let consumed = match b.mode {
+            Mode::NoOverwrite => b.consumer_word(consumer::CONSUMED).map_or(0, |w| w.load(Ordering::Acquire)),
+            Mode::Overwrite => 0,
+        };
+        if !may_open(b.mode, target, b.count, seal, consumed) {
+            return Err(WriteError::Full);
+        }
+        if seal_word
+            .compare_exchange(seal.encode(), Seal::Opening(target).encode(), Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(WriteError::Full);
+        }
+        if let (Mode::Overwrite, Seal::Sealed(previous)) = (b.mode, seal) {
+            self.reclaim(previous, Commit::records(commit_word.load(Ordering::Relaxed)));
+        }
+        commit_word.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Gives back a slot this writer took but no longer needs. Only a head
+    /// changed by someone outside the protocol gets here.
+    #[cold]
+    fn release_slot(&self, target: u64) {
+        let b = &self.b;
+        if let Some(w) = b.seals.get(b.slot(target)) {
+            let _ = w.compare_exchange(
+                Seal::Opening(target).encode(),
+                required_seal(target, b.count).encode(),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Overwrite mode: sealed sub-buffer `previous` (holding `records`) is
+    /// about to be reused. Push the consumer past it if it is unread.
+    fn reclaim(&self, previous: u64, records: u32) {
+        let Some(consumed) = self.b.consumer_word(consumer::CONSUMED) else { return };
+        for _ in 0..RECLAIM_ATTEMPTS {
+            let c = consumed.load(Ordering::Acquire);
+            let Some(to) = reclaim_push(previous, c) else { return };
+            if consumed.compare_exchange(c, to, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                break;
+            }
+        }
+        // Pushed, or a hostile reader kept moving the position: count once.
+        self.bump(producer::LOST_OVERWRITE, records.into());
+    }
+
+    fn write_subbuf_header(&self, seq: u64, ts: u64) {
+        let b = &self.b;
+        let words = b.subbuf_words(b.slot(seq));
+        let fields = [
+            (subbuf::SEQ, seq),
+            (subbuf::CPU_FLAGS, u64::from(b.cpu)),
+            (subbuf::TS_BEGIN, ts),
+            (subbuf::LOST_FULL, b.load(producer::LOST_FULL)),
+            (subbuf::LOST_TOO_BIG, b.load(producer::LOST_TOO_BIG)),
+            (subbuf::LOST_OVERWRITE, b.load(producer::LOST_OVERWRITE)),
+        ];
+        for (index, value) in fields {
+            if let Some(w) = words.get(index) {
+                w.store(value, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Closes sub-buffer `seq` with `off` bytes of content.
+    fn close(&self, seq: u64, off: u64, ts: u64, flags: u32) -> Committed {
+        let b = &self.b;
+        let slot = b.slot(seq);
+        let words = b.subbuf_words(slot);
+        if let Some(w) = words.get(subbuf::TS_END) {
+            w.store(ts, Ordering::Relaxed);
+        }
+        if let Some(w) = words.get(subbuf::CONTENT) {
+            w.store(off | u64::from(flags) << 32, Ordering::Relaxed);
+        }
+        self.commit_add(seq, slot, Commit::CLOSED.wrapping_add(b.size().wrapping_sub(off)))
+    }
+
+    /// Adds `add` to the commit word of `slot` (holding `seq`); seals `seq`
+    /// if that completed it.
+    #[inline]
+    fn commit_add(&self, seq: u64, slot: usize, add: u64) -> Committed {
+        let b = &self.b;
+        let Some(w) = b.commits.get(slot) else { return Committed::default() };
+        let now = w.fetch_add(add, Ordering::AcqRel).wrapping_add(add);
+        if !Commit::is_complete(now, b.size()) {
+            return Committed::default();
+        }
+        let records = Commit::records(now);
+        if let Some(w) = b.subbuf_words(slot).get(subbuf::RECORDS) {
+            w.store(records.into(), Ordering::Relaxed);
+        }
+        self.bump(producer::PRODUCED, records.into());
+        self.bump(producer::SEALED_SUBBUFS, 1);
+        if let Some(seal) = b.seals.get(slot) {
+            seal.store(Seal::Sealed(seq).encode(), Ordering::Release);
+        }
+        Committed { sealed: Some(seq) }
+    }
+}
+
+impl<'w, 'a> Grant<'w, 'a> {
+    fn new(writer: &'w Writer<'a>, seq: u64, off: u64, total: u64, payload_len: usize, ts: u64, opened: bool) -> Self {
+        let slot = writer.b.slot(seq);
+        Grant {
+            writer,
+            seq,
+            slot,
+            words: writer.b.subbuf_words(slot),
+            // `off <= size <= 2^30`: the cast is lossless.
+            at: (off / 8) as usize,
+            total,
+            payload_len,
+            ts,
+            opened,
+            done: false,
+        }
+    }
+
+    /// The record's timestamp.
+    pub fn ts(&self) -> u64 {
+        self.ts
+    }
+
+    /// Payload bytes reserved.
+    pub fn len(&self) -> usize {
+        self.payload_len
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.payload_len == 0
+    }
+
+    /// Sequence number of the sub-buffer holding this record.
+    pub fn subbuf_seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Copies `payload` to the start of the reserved payload, zero-filling the
+    /// last word. Bytes beyond the reservation are ignored.
+    #[inline]
+    pub fn write_payload(&mut self, payload: &[u8]) {
+        let payload = payload.get(..self.payload_len).unwrap_or(payload);
+        let first = self.at + RECORD_HEADER_SIZE / 8;
+        let dst = self.words.get(first..).unwrap_or(&[]);
+        let mut chunks = payload.chunks_exact(8);
+        let mut dst = dst.iter();
+        for (chunk, w) in (&mut chunks).zip(&mut dst) {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(chunk);
+            w.store(u64::from_le_bytes(a), Ordering::Relaxed);
+        }
+        let tail = chunks.remainder();
+        if !tail.is_empty() {
+            let mut a = [0u8; 8];
+            a[..tail.len()].copy_from_slice(tail);
+            if let Some(w) = dst.next() {
+                w.store(u64::from_le_bytes(a), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Copies `bytes` to payload offset `offset`. Returns false (writing
+    /// nothing) if that range is outside the reservation.
+    pub fn write_at(&mut self, offset: usize, bytes: &[u8]) -> bool {
+        match offset.checked_add(bytes.len()) {
+            Some(end) if end <= self.payload_len => {}
+            _ => return false,
+        }
+        let base = (self.at * 8 + RECORD_HEADER_SIZE) + offset;
+        for (i, &byte) in bytes.iter().enumerate() {
+            let pos = base + i;
+            if let Some(w) = self.words.get(pos / 8) {
+                // This word is inside our reservation: no one else stores to it.
+                let shift = (pos % 8) * 8;
+                let old = w.load(Ordering::Relaxed);
+                let new = (old & !(0xff << shift)) | u64::from(byte) << shift;
+                w.store(new, Ordering::Relaxed);
+            }
+        }
+        true
+    }
+
+    fn finish(&mut self, rtype: u16, flags: u16, records: u64) -> Committed {
+        self.done = true;
+        // `payload_len + 16 <= size <= 2^30`: the cast is lossless.
+        let len = (self.payload_len + RECORD_HEADER_SIZE) as u32;
+        if let Some(w) = self.words.get(self.at) {
+            w.store(RecordHeader::word0(len, rtype, flags), Ordering::Relaxed);
+        }
+        if let Some(w) = self.words.get(self.at + 1) {
+            w.store(self.ts, Ordering::Relaxed);
+        }
+        let add = records + self.total + if self.opened { HDR } else { 0 };
+        self.writer.commit_add(self.seq, self.slot, add)
+    }
+
+    /// Publishes the record with type `rtype`.
+    #[inline]
+    pub fn commit(mut self, rtype: u16) -> Committed {
+        self.finish(rtype, 0, Commit::RECORD)
+    }
+
+    /// Gives the space back: readers skip it and no record is counted.
+    pub fn discard(mut self) -> Committed {
+        self.finish(0, crate::format::record_flags::DISCARDED, 0)
+    }
+}
+
+impl Drop for Grant<'_, '_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.finish(0, crate::format::record_flags::DISCARDED, 0);
+        }
+    }
+}

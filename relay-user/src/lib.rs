@@ -1,0 +1,1 @@
+pub use relay_core;
