@@ -8,7 +8,7 @@
 //! rejected geometry is a [`GeometryError`] naming the parameter and the rule.
 
 use crate::format::{
-    CONSUMER_STRIDE, PRODUCER_FIXED_WORDS, RECORD_HEADER_SIZE, SUBBUF_HEADER_SIZE,
+    CHANNEL_HEADER_SIZE, CONSUMER_STRIDE, PRODUCER_FIXED_WORDS, RECORD_HEADER_SIZE, SUBBUF_HEADER_SIZE,
 };
 
 /// Sub-buffer count used when the 64-bit count field is 0.
@@ -191,7 +191,8 @@ impl Geometry {
         // line with writers' commits.
         let slot_words = align_up(subbuf_count, 8).ok_or(total_err(u64::MAX))?;
         let producer_stride = (PRODUCER_FIXED_WORDS as u64 + 2 * slot_words) * 8;
-        let producer_offset = page; // the channel header owns the first page
+        // The channel header owns the first page(s).
+        let producer_offset = align_up(CHANNEL_HEADER_SIZE as u64, page).ok_or(total_err(u64::MAX))?;
         let producer_len = producer_stride.checked_mul(cpus).and_then(|v| align_up(v, page));
         let consumer_offset = producer_len.and_then(|len| producer_offset.checked_add(len));
         let consumer_len = align_up(CONSUMER_STRIDE as u64 * cpus, page);
@@ -348,6 +349,17 @@ mod tests {
         assert_eq!(Geometry::new(p).unwrap_err().rule, Rule::AtLeast(64));
         p.page_size = 1 << 17;
         assert_eq!(Geometry::new(p).unwrap_err().rule, Rule::AtMost(1 << 16));
+    }
+
+    #[test]
+    fn small_pages_still_leave_room_for_the_header() {
+        let mut p = params(128, 2, 1);
+        p.page_size = 64;
+        let g = Geometry::new(p).unwrap();
+        assert_eq!(g.producer_offset(), 128);
+        assert_eq!(g.consumer_offset(), 128 + 256);
+        assert_eq!(g.data_offset(), 128 + 256 + 128);
+        assert_eq!(g.total_size(), 128 + 256 + 128 + 256);
     }
 
     #[test]
