@@ -66,7 +66,6 @@ impl core::fmt::Display for WriteError {
 
 /// What a commit (or flush) did that a caller may need to act on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[must_use]
 pub struct Committed {
     /// The sub-buffer this commit sealed, if any: readers waiting for data
     /// can be woken (from a context where waking is allowed).
@@ -75,7 +74,6 @@ pub struct Committed {
 
 /// The result of a flush.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[must_use]
 pub struct Flushed {
     /// Every record reserved on this CPU after the flush has a timestamp at
     /// least this; every record reserved before it is in a closed sub-buffer.
@@ -176,7 +174,14 @@ impl<'a> Writer<'a> {
                 if let Some(stale) = owned.take() {
                     self.release_slot(stale);
                 }
-                self.acquire_slot(target).map_err(|e| self.refuse(e))?;
+                if let Err(e) = self.acquire_slot(target) {
+                    if b.head.load(Ordering::Acquire) != head {
+                        // Our view of the head was stale (an interrupt wrote
+                        // meanwhile): decide again from the new head.
+                        continue;
+                    }
+                    return Err(self.refuse(e));
+                }
                 owned = Some(target);
             }
             let new = Head::Open { seq: target, off: HDR + total }.encode(b.shift);

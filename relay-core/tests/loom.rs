@@ -95,7 +95,7 @@ fn check(mem: &[AtomicU64], written: u64, accepted: u64, seen: &Seen) {
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut b = loom::model::Builder::new();
     if b.preemption_bound.is_none() {
-        b.preemption_bound = Some(2);
+        b.preemption_bound = Some(4);
     }
     b.check(f);
 }

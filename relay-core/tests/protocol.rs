@@ -1,0 +1,350 @@
+//! Scenario tests of the protocol on real atomics: interrupts injected at the
+//! worst moments, restarts, late readers, hostile consumer state, and
+//! threads hammering one buffer.
+
+mod common;
+
+use std::cell::Cell;
+use std::sync::atomic::Ordering;
+
+use common::{check_payload, create, geometry, payload, region};
+use relay_core::format::{consumer, subbuf};
+use relay_core::{Lost, ReadError, WriteError};
+
+fn counter() -> impl FnMut() -> u64 {
+    let mut t = 0;
+    move || {
+        t += 10;
+        t
+    }
+}
+
+/// Collects (id, ts) of every record available now, finishing each sub-buffer.
+fn drain(reader: &mut relay_core::CpuReader<'_>, len_of: impl Fn(u64) -> usize + Copy) -> (Vec<(u64, u64)>, Lost) {
+    let mut out = Vec::new();
+    let mut lost = Lost::default();
+    let mut buf = vec![0u8; 1 << 16];
+    while let Some(d) = reader.next(&mut buf).unwrap() {
+        let n0 = out.len();
+        out.extend(d.records().map(|r| (check_payload(r.payload, len_of), r.ts)));
+        lost.full += d.lost_before.full;
+        lost.too_big += d.lost_before.too_big;
+        lost.overwrite += d.lost_before.overwrite;
+        let (seq, l) = (d.seq, d.lost_before);
+        reader.finish(seq, &l, (out.len() - n0) as u64);
+    }
+    (out, lost)
+}
+
+#[test]
+fn interrupt_between_clock_and_reservation() {
+    // The clock is read after loading the head and before the CAS: an
+    // "interrupt" inside the clock call writes a record, so the outer CAS
+    // fails and the outer write retries with a later timestamp.
+    let geo = geometry(256, 4, 1);
+    let mem = region(&geo);
+    let ch = create(&mem, geo, false);
+    let w = ch.writer(0).unwrap();
+    let t = Cell::new(0u64);
+    let fired = Cell::new(false);
+    let mut clock = || {
+        t.set(t.get() + 1);
+        if !fired.replace(true) {
+            let mut inner = || {
+                t.set(t.get() + 1);
+                t.get()
+            };
+            w.write(2, &payload(2, 8), &mut inner).unwrap();
+        }
+        t.get()
+    };
+    w.write(1, &payload(1, 8), &mut clock).unwrap();
+    let _ = w.flush(&mut counter());
+    let mut r = ch.reader(0).unwrap();
+    let (recs, _) = drain(&mut r, |_| 8);
+    assert_eq!(recs.iter().map(|r| r.0).collect::<Vec<_>>(), [2, 1], "the interrupt's record comes first");
+    assert!(recs[0].1 < recs[1].1, "timestamps follow buffer order: {recs:?}");
+}
+
+#[test]
+fn interrupt_that_fills_the_buffer_while_a_write_is_open() {
+    // The outer write holds a reservation in sub-buffer 0 while nested writes
+    // fill every other sub-buffer: sub-buffer 0 cannot seal, the slot it
+    // occupies cannot be reopened, and the nested writer drops (counted).
+    for overwrite in [false, true] {
+        let geo = geometry(128, 2, 1);
+        let mem = region(&geo);
+        let ch = create(&mem, geo, overwrite);
+        let w = ch.writer(0).unwrap();
+        let mut clock = counter();
+        let mut outer = w.reserve(8, &mut clock).unwrap();
+        outer.write_payload(&payload(0, 8));
+        let mut accepted = vec![0];
+        let mut refused = 0;
+        for id in 1..10 {
+            match w.write(1, &payload(id, 8), &mut clock) {
+                Ok(_) => accepted.push(id),
+                Err(WriteError::Full) => refused += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(ch.reader(0).unwrap().ready().is_none(), "sub-buffer 0 must not seal before its writer commits");
+        let _ = outer.commit(1);
+        let _ = w.flush(&mut clock);
+        let mut r = ch.reader(0).unwrap();
+        let (recs, _) = drain(&mut r, |_| 8);
+        let stats = r.stats();
+        assert_eq!(stats.lost.full, refused);
+        assert_eq!(recs.len() as u64 + stats.lost.overwrite, accepted.len() as u64, "overwrite={overwrite}");
+        assert_eq!(recs.iter().map(|r| r.0).collect::<Vec<_>>(), accepted, "overwrite={overwrite}");
+    }
+}
+
+#[test]
+fn reader_restart_resumes_mid_subbuffer() {
+    let geo = geometry(512, 4, 1);
+    let mem = region(&geo);
+    let ch = create(&mem, geo, false);
+    let w = ch.writer(0).unwrap();
+    let mut clock = counter();
+    for id in 0..6 {
+        w.write(1, &payload(id, 40), &mut clock).unwrap();
+    }
+    let _ = w.flush(&mut clock);
+    // First reader: delivers two records, saves progress, "dies".
+    {
+        let mut r = ch.reader(0).unwrap();
+        let d = r.peek().unwrap().unwrap();
+        let mut it = d.records();
+        let got: Vec<u64> = it.by_ref().take(2).map(|r| check_payload(r.payload, |_| 40)).collect();
+        assert_eq!(got, [0, 1]);
+        let (seq, off) = (d.seq, it.offset() as u64);
+        r.save_progress(seq, off);
+    }
+    // Second reader: the rest, nothing repeated, nothing lost.
+    let mut r = ch.reader(0).unwrap();
+    let (recs, lost) = drain(&mut r, |_| 40);
+    assert_eq!(recs.iter().map(|r| r.0).collect::<Vec<_>>(), [2, 3, 4, 5]);
+    assert!(lost.is_zero());
+}
+
+#[test]
+fn late_reader_of_a_flight_recorder_gets_the_newest_data() {
+    let geo = geometry(256, 4, 1);
+    let mem = region(&geo);
+    let ch = create(&mem, geo, true);
+    let w = ch.writer(0).unwrap();
+    let mut clock = counter();
+    // 256 - 72 = 184 bytes: three 40-byte-payload records (56 bytes) each.
+    for id in 0..300 {
+        w.write(1, &payload(id, 40), &mut clock).unwrap();
+    }
+    let _ = w.flush(&mut clock);
+    let mut r = ch.reader(0).unwrap();
+    let (recs, lost) = drain(&mut r, |_| 40);
+    let ids: Vec<u64> = recs.iter().map(|r| r.0).collect();
+    // Sub-buffers 0..=99 sealed; the four slots hold 96..=99.
+    assert_eq!(ids, (288..300).collect::<Vec<_>>());
+    assert_eq!(lost.overwrite, 288, "the loss is reported in-stream, before the first record");
+    assert_eq!(r.stats().lost.overwrite, 288);
+}
+
+#[test]
+fn too_big_and_max_payload() {
+    let geo = geometry(256, 2, 1);
+    let mem = region(&geo);
+    let ch = create(&mem, geo, false);
+    let w = ch.writer(0).unwrap();
+    let max = geo.max_payload() as usize;
+    let mut clock = counter();
+    assert_eq!(w.write(1, &vec![0; max + 1], &mut clock), Err(WriteError::TooBig));
+    assert_eq!(w.reserve(usize::MAX, &mut clock).unwrap_err(), WriteError::TooBig);
+    w.write(1, &payload(7, max), &mut clock).unwrap();
+    let _ = w.flush(&mut clock);
+    let mut r = ch.reader(0).unwrap();
+    let (recs, lost) = drain(&mut r, |_| max);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(lost.too_big, 2);
+}
+
+#[test]
+fn dropped_grant_is_discarded_not_delivered() {
+    let geo = geometry(256, 2, 1);
+    let mem = region(&geo);
+    let ch = create(&mem, geo, false);
+    let w = ch.writer(0).unwrap();
+    let mut clock = counter();
+    drop(w.reserve(16, &mut clock).unwrap());
+    w.write(1, &payload(1, 8), &mut clock).unwrap();
+    let mut g = w.reserve(16, &mut clock).unwrap();
+    assert!(g.write_at(8, &[1; 8]));
+    assert!(!g.write_at(9, &[1; 8]), "writes past the reservation are refused");
+    let _ = g.discard();
+    let _ = w.flush(&mut clock);
+    let mut r = ch.reader(0).unwrap();
+    let (recs, _) = drain(&mut r, |_| 8);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(r.stats().produced, 1);
+}
+
+#[test]
+fn write_at_assembles_a_payload() {
+    let geo = geometry(256, 2, 1);
+    let mem = region(&geo);
+    let ch = create(&mem, geo, false);
+    let w = ch.writer(0).unwrap();
+    let mut clock = counter();
+    let p = payload(3, 21);
+    let mut g = w.reserve(21, &mut clock).unwrap();
+    assert!(g.write_at(13, &p[13..]));
+    assert!(g.write_at(0, &p[..5]));
+    assert!(g.write_at(5, &p[5..13]));
+    let _ = g.commit(1);
+    let _ = w.flush(&mut clock);
+    let mut r = ch.reader(0).unwrap();
+    assert_eq!(drain(&mut r, |_| 21).0.len(), 1);
+}
+
+#[test]
+fn flush_is_a_timestamp_barrier() {
+    let geo = geometry(256, 4, 1);
+    let mem = region(&geo);
+    let ch = create(&mem, geo, false);
+    let w = ch.writer(0).unwrap();
+    let mut clock = counter();
+    let f = w.flush(&mut clock);
+    assert_eq!((f.closed, f.sealed), (None, None), "nothing open, nothing to close");
+    w.write(1, &payload(1, 8), &mut clock).unwrap();
+    let f = w.flush(&mut clock);
+    assert_eq!((f.closed, f.sealed), (Some(0), Some(0)));
+    w.write(1, &payload(2, 8), &mut clock).unwrap();
+    let _ = w.flush(&mut clock);
+    let mut r = ch.reader(0).unwrap();
+    let (recs, _) = drain(&mut r, |_| 8);
+    assert!(recs[1].1 > f.barrier);
+
+    // A writer that read the clock before a flush of an idle buffer must not
+    // complete with that old time: the flush moves the head (epoch) anyway.
+    let t = Cell::new(100u64);
+    let fired = Cell::new(false);
+    let mut clock = || {
+        t.set(t.get() + 1);
+        let now = t.get();
+        if !fired.replace(true) {
+            let _ = w.flush(&mut || {
+                t.set(t.get() + 1);
+                t.get()
+            });
+        }
+        now
+    };
+    let _ = w.flush(&mut counter());
+    let barrier_before = t.get();
+    let g = w.reserve(8, &mut clock).unwrap();
+    assert!(g.ts() > barrier_before + 1, "the reservation retried after the flush: ts {}", g.ts());
+}
+
+#[test]
+fn hostile_consumer_state_cannot_push_the_writer_out_of_bounds() {
+    for overwrite in [false, true] {
+        let geo = geometry(256, 3, 2);
+        let mem = region(&geo);
+        let ch = create(&mem, geo, overwrite);
+        let w = ch.writer(0).unwrap();
+        let other = ch.writer(1).unwrap();
+        let mut clock = counter();
+        other.write(1, &payload(99, 8), &mut clock).unwrap();
+        let _ = other.flush(&mut clock);
+        let consumed_word = (geo.consumer_offset() / 8) as usize + consumer::CONSUMED;
+        let values = [u64::MAX, 1 << 63, 12345, 0, 2, u64::MAX - 3];
+        for (i, id) in (0..3000).enumerate() {
+            mem[consumed_word].store(values[i % values.len()], Ordering::Relaxed);
+            let _ = w.write(1, &payload(id, 8 + (id as usize % 100)), &mut clock);
+            if i % 7 == 0 {
+                let _ = w.flush(&mut clock);
+            }
+        }
+        let s = ch.stats(0).unwrap();
+        assert!(s.produced + s.lost.full > 0);
+        // CPU 1 is untouched.
+        let mut r1 = ch.reader(1).unwrap();
+        let (recs, _) = drain(&mut r1, |_| 8);
+        assert_eq!(recs.iter().map(|r| r.0).collect::<Vec<_>>(), [99]);
+    }
+}
+
+#[test]
+fn corrupt_subbuffer_is_reported_and_skipped() {
+    let geo = geometry(256, 4, 1);
+    let mem = region(&geo);
+    let ch = create(&mem, geo, false);
+    let w = ch.writer(0).unwrap();
+    let mut clock = counter();
+    w.write(1, &payload(1, 8), &mut clock).unwrap();
+    let _ = w.flush(&mut clock);
+    w.write(1, &payload(2, 8), &mut clock).unwrap();
+    let _ = w.flush(&mut clock);
+    // Sub-buffer 0 lies about its content size.
+    let content = (geo.data_offset() / 8) as usize + subbuf::CONTENT;
+    mem[content].store(9999, Ordering::Relaxed);
+    let mut r = ch.reader(0).unwrap();
+    let mut buf = vec![0u8; 256];
+    match r.next(&mut buf) {
+        Err(ReadError::Corrupt { seq: 0, error }) => assert_eq!(error.field, "subbuf.content_size"),
+        other => panic!("{other:?}"),
+    }
+    let (recs, _) = drain(&mut r, |_| 8);
+    assert_eq!(recs.iter().map(|r| r.0).collect::<Vec<_>>(), [2]);
+    assert_eq!(r.next(&mut [0u8; 10]).unwrap_err(), ReadError::BufferTooSmall { need: 256 });
+}
+
+#[test]
+fn threads_share_one_buffer_with_a_concurrent_reader() {
+    for overwrite in [false, true] {
+        let geo = geometry(1024, 4, 1);
+        let mem = region(&geo);
+        let ch = create(&mem, geo, overwrite);
+        let clock = std::sync::atomic::AtomicU64::new(0);
+        let per_thread = 20_000u64;
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let (accepted, delivered) = std::thread::scope(|s| {
+            let writers: Vec<_> = (0..2u64)
+                .map(|t| {
+                    let (ch, clock) = (&ch, &clock);
+                    s.spawn(move || {
+                        let w = ch.writer(0).unwrap();
+                        let mut now = || clock.fetch_add(1, Ordering::SeqCst) + 1;
+                        (0..per_thread)
+                            .filter(|i| w.write(1, &payload(t << 32 | i, 8 + (*i as usize % 24)), &mut now).is_ok())
+                            .count() as u64
+                    })
+                })
+                .collect();
+            let reader = s.spawn(|| {
+                let mut r = ch.reader(0).unwrap();
+                let mut all = Vec::new();
+                loop {
+                    let finished = done.load(Ordering::Acquire);
+                    let (recs, _) = drain(&mut r, |id| 8 + ((id & 0xffff_ffff) as usize % 24));
+                    all.extend(recs);
+                    if finished {
+                        return all;
+                    }
+                    std::thread::yield_now();
+                }
+            });
+            let accepted: u64 = writers.into_iter().map(|h| h.join().unwrap()).sum();
+            let _ = ch.writer(0).unwrap().flush(&mut || clock.fetch_add(1, Ordering::SeqCst) + 1);
+            done.store(true, Ordering::Release);
+            (accepted, reader.join().unwrap())
+        });
+        let stats = ch.stats(0).unwrap();
+        let mut ids: Vec<u64> = delivered.iter().map(|r| r.0).collect();
+        assert!(delivered.windows(2).all(|p| p[0].1 < p[1].1), "timestamps in buffer order");
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), delivered.len(), "no duplicates");
+        assert_eq!(accepted, delivered.len() as u64 + stats.lost.overwrite, "overwrite={overwrite} {stats:?}");
+        assert_eq!(2 * per_thread - accepted, stats.lost.full + stats.lost.too_big);
+    }
+}
