@@ -33,7 +33,10 @@ impl core::fmt::Display for ChannelError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             ChannelError::Truncated { need, have } => {
-                write!(f, "total_size: the channel needs {need} bytes but the region has {have}")
+                write!(
+                    f,
+                    "total_size: the channel needs {need} bytes but the region has {have}"
+                )
             }
             ChannelError::Format(e) => write!(f, "channel header: {e}"),
             ChannelError::Geometry(e) => write!(f, "channel header: {e}"),
@@ -97,11 +100,14 @@ impl<'a> CpuBuffer<'a> {
     pub(crate) fn subbuf_words(&self, slot: usize) -> &'a [AtomicU64] {
         let words = 1usize << (self.shift - 3);
         let start = slot.saturating_mul(words);
-        self.data.get(start..start.saturating_add(words)).unwrap_or(&[])
+        self.data
+            .get(start..start.saturating_add(words))
+            .unwrap_or(&[])
     }
 
     pub(crate) fn load(&self, index: usize) -> u64 {
-        self.producer_word(index).map_or(0, |w| w.load(Ordering::Relaxed))
+        self.producer_word(index)
+            .map_or(0, |w| w.load(Ordering::Relaxed))
     }
 }
 
@@ -139,12 +145,27 @@ impl<'a> Channel<'a> {
     ) -> Result<Self, ChannelError> {
         let have = (words.len() as u64).saturating_mul(8);
         if have < geometry.total_size() {
-            return Err(ChannelError::Truncated { need: geometry.total_size(), have });
+            return Err(ChannelError::Truncated {
+                need: geometry.total_size(),
+                have,
+            });
         }
-        let channel = Channel { words, geometry, flags };
+        let channel = Channel {
+            words,
+            geometry,
+            flags,
+        };
         for cpu in 0..geometry.cpu_count() {
-            let Some(b) = channel.cpu_buffer(cpu) else { continue };
-            for w in b.producer.iter().chain(b.commits).chain(b.seals).chain(b.consumer) {
+            let Some(b) = channel.cpu_buffer(cpu) else {
+                continue;
+            };
+            for w in b
+                .producer
+                .iter()
+                .chain(b.commits)
+                .chain(b.seals)
+                .chain(b.consumer)
+            {
                 w.store(0, Ordering::Relaxed);
             }
             b.head.store(Head::INITIAL, Ordering::Relaxed);
@@ -166,23 +187,45 @@ impl<'a> Channel<'a> {
     pub fn open(words: &'a [AtomicU64]) -> Result<Self, ChannelError> {
         let have = (words.len() as u64).saturating_mul(8);
         if words.len() < CHANNEL_HEADER_WORDS {
-            return Err(ChannelError::Truncated { need: CHANNEL_HEADER_SIZE as u64, have });
+            return Err(ChannelError::Truncated {
+                need: CHANNEL_HEADER_SIZE as u64,
+                have,
+            });
         }
         let mut raw = [0u64; CHANNEL_HEADER_WORDS];
         for (i, (r, w)) in raw.iter_mut().zip(words).enumerate() {
-            *r = w.load(if i == 0 { Ordering::Acquire } else { Ordering::Relaxed });
+            *r = w.load(if i == 0 {
+                Ordering::Acquire
+            } else {
+                Ordering::Relaxed
+            });
         }
         let h = ChannelHeader::from_words(&raw);
         let field = |name: &'static str, offset: u64, value: u64, expect: u64| {
             if value == expect {
                 Ok(())
             } else {
-                Err(FormatError { field: name, offset, value, rule: Rule::Equals(expect) })
+                Err(FormatError {
+                    field: name,
+                    offset,
+                    value,
+                    rule: Rule::Equals(expect),
+                })
             }
         };
         field("magic", 0, h.magic, MAGIC)?;
-        field("version_major", 8, h.version_major.into(), VERSION_MAJOR.into())?;
-        field("header_size", 12, h.header_size.into(), CHANNEL_HEADER_SIZE as u64)?;
+        field(
+            "version_major",
+            8,
+            h.version_major.into(),
+            VERSION_MAJOR.into(),
+        )?;
+        field(
+            "header_size",
+            12,
+            h.header_size.into(),
+            CHANNEL_HEADER_SIZE as u64,
+        )?;
         let flags = ChannelFlags::from_bits(h.flags).ok_or(FormatError {
             field: "flags",
             offset: 16,
@@ -197,20 +240,62 @@ impl<'a> Channel<'a> {
         })
         .map_err(ChannelError::Geometry)?;
         // A count of 0 means 8 in the API, but a stored header holds the real count.
-        field("subbuf_count", 28, h.subbuf_count.into(), geometry.subbuf_count().into())?;
-        field("producer_offset", 40, h.producer_offset, geometry.producer_offset())?;
-        field("producer_stride", 48, h.producer_stride, geometry.producer_stride())?;
-        field("consumer_offset", 56, h.consumer_offset, geometry.consumer_offset())?;
-        field("consumer_stride", 64, h.consumer_stride, geometry.consumer_stride())?;
+        field(
+            "subbuf_count",
+            28,
+            h.subbuf_count.into(),
+            geometry.subbuf_count().into(),
+        )?;
+        field(
+            "producer_offset",
+            40,
+            h.producer_offset,
+            geometry.producer_offset(),
+        )?;
+        field(
+            "producer_stride",
+            48,
+            h.producer_stride,
+            geometry.producer_stride(),
+        )?;
+        field(
+            "consumer_offset",
+            56,
+            h.consumer_offset,
+            geometry.consumer_offset(),
+        )?;
+        field(
+            "consumer_stride",
+            64,
+            h.consumer_stride,
+            geometry.consumer_stride(),
+        )?;
         field("data_offset", 72, h.data_offset, geometry.data_offset())?;
         field("data_stride", 80, h.data_stride, geometry.data_stride())?;
         field("total_size", 88, h.total_size, geometry.total_size())?;
-        field("subbuf_header_size", 96, h.subbuf_header_size.into(), SUBBUF_HEADER_SIZE as u64)?;
-        field("record_header_size", 100, h.record_header_size.into(), RECORD_HEADER_SIZE as u64)?;
+        field(
+            "subbuf_header_size",
+            96,
+            h.subbuf_header_size.into(),
+            SUBBUF_HEADER_SIZE as u64,
+        )?;
+        field(
+            "record_header_size",
+            100,
+            h.record_header_size.into(),
+            RECORD_HEADER_SIZE as u64,
+        )?;
         if have < geometry.total_size() {
-            return Err(ChannelError::Truncated { need: geometry.total_size(), have });
+            return Err(ChannelError::Truncated {
+                need: geometry.total_size(),
+                have,
+            });
         }
-        Ok(Channel { words, geometry, flags })
+        Ok(Channel {
+            words,
+            geometry,
+            flags,
+        })
     }
 
     /// The validated geometry.
@@ -243,16 +328,28 @@ impl<'a> Channel<'a> {
         let producer_base = g.producer_offset() + cpu64 * g.producer_stride();
         let producer = slice(producer_base, PRODUCER_FIXED_WORDS)?;
         let commits = slice(producer_base + (producer::COMMITS * 8) as u64, count)?;
-        let seals = slice(producer_base + ((producer::COMMITS + slot_words) * 8) as u64, count)?;
-        let consumer = slice(g.consumer_offset() + cpu64 * CONSUMER_STRIDE as u64, CONSUMER_STRIDE / 8)?;
+        let seals = slice(
+            producer_base + ((producer::COMMITS + slot_words) * 8) as u64,
+            count,
+        )?;
+        let consumer = slice(
+            g.consumer_offset() + cpu64 * CONSUMER_STRIDE as u64,
+            CONSUMER_STRIDE / 8,
+        )?;
         let data_words = (u64::from(g.subbuf_size()) * count as u64) / 8;
-        let data = slice(g.data_offset() + cpu64 * g.data_stride(), usize::try_from(data_words).ok()?)?;
+        let data = slice(
+            g.data_offset() + cpu64 * g.data_stride(),
+            usize::try_from(data_words).ok()?,
+        )?;
         Some(CpuBuffer {
             cpu,
             mode: self.mode(),
             shift: g.subbuf_shift(),
             count: g.subbuf_count(),
-            count_mask: g.subbuf_count().is_power_of_two().then(|| u64::from(g.subbuf_count()) - 1),
+            count_mask: g
+                .subbuf_count()
+                .is_power_of_two()
+                .then(|| u64::from(g.subbuf_count()) - 1),
             head: producer.get(producer::HEAD)?,
             producer,
             commits,
@@ -273,7 +370,8 @@ impl<'a> Channel<'a> {
     /// The reader for `cpu`'s buffer, or `None` if there is no such CPU.
     /// One reader per CPU buffer at a time (see `CpuReader`).
     pub fn reader(&self, cpu: u32) -> Option<CpuReader<'a>> {
-        self.cpu_buffer(cpu).map(|b| CpuReader::new(b, self.geometry))
+        self.cpu_buffer(cpu)
+            .map(|b| CpuReader::new(b, self.geometry))
     }
 
     /// `cpu`'s statistics.
@@ -288,11 +386,19 @@ mod tests {
     use std::vec::Vec;
 
     fn geo() -> Geometry {
-        Geometry::new(GeometryParams { subbuf_size: 256, subbuf_count: 3, cpu_count: 2, page_size: 4096 }).unwrap()
+        Geometry::new(GeometryParams {
+            subbuf_size: 256,
+            subbuf_count: 3,
+            cpu_count: 2,
+            page_size: 4096,
+        })
+        .unwrap()
     }
 
     fn region(geo: &Geometry) -> Vec<AtomicU64> {
-        (0..geo.total_size() / 8).map(|_| AtomicU64::new(0)).collect()
+        (0..geo.total_size() / 8)
+            .map(|_| AtomicU64::new(0))
+            .collect()
     }
 
     #[test]
@@ -312,8 +418,20 @@ mod tests {
     fn create_refuses_short_region() {
         let g = geo();
         let mem = region(&g);
-        let e = Channel::create(&mem[..mem.len() - 1], g, ChannelFlags::empty(), Clock::Counter).unwrap_err();
-        assert_eq!(e, ChannelError::Truncated { need: g.total_size(), have: g.total_size() - 8 });
+        let e = Channel::create(
+            &mem[..mem.len() - 1],
+            g,
+            ChannelFlags::empty(),
+            Clock::Counter,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            ChannelError::Truncated {
+                need: g.total_size(),
+                have: g.total_size() - 8
+            }
+        );
     }
 
     #[test]
@@ -321,7 +439,11 @@ mod tests {
         let g = geo();
         let mem = region(&g);
         Channel::create(&mem, g, ChannelFlags::empty(), Clock::Counter).unwrap();
-        let good: Vec<u64> = mem.iter().take(16).map(|w| w.load(Ordering::Relaxed)).collect();
+        let good: Vec<u64> = mem
+            .iter()
+            .take(16)
+            .map(|w| w.load(Ordering::Relaxed))
+            .collect();
         let try_with = |word: usize, value: u64| {
             for (w, v) in mem.iter().zip(&good) {
                 w.store(*v, Ordering::Relaxed);
@@ -341,7 +463,7 @@ mod tests {
         assert_eq!(field(try_with(3, 100 | 3 << 32)), "subbuf_size");
         assert_eq!(field(try_with(3, 256 | 1 << 32)), "subbuf_count");
         assert_eq!(field(try_with(3, 256)), "subbuf_count");
-        assert_eq!(field(try_with(4, 0 | 4096 << 32)), "cpu_count");
+        assert_eq!(field(try_with(4, 4096 << 32)), "cpu_count");
         assert_eq!(field(try_with(4, 2 | 100 << 32)), "page_size");
         assert_eq!(field(try_with(5, 0)), "producer_offset");
         assert_eq!(field(try_with(6, 8)), "producer_stride");
@@ -355,9 +477,18 @@ mod tests {
         // A consistent header that claims more CPUs than the region holds.
         try_with(11, 24576);
         mem[4].store(3 | 4096 << 32, Ordering::Relaxed);
-        assert_eq!(Channel::open(&mem).unwrap_err(), ChannelError::Truncated { need: 24576, have: 20480 });
+        assert_eq!(
+            Channel::open(&mem).unwrap_err(),
+            ChannelError::Truncated {
+                need: 24576,
+                have: 20480
+            }
+        );
         let e = format!("{}", try_with(0, 0));
-        assert!(e.starts_with("channel header: magic (byte 0): must be"), "{e}");
+        assert!(
+            e.starts_with("channel header: magic (byte 0): must be"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -365,7 +496,16 @@ mod tests {
         let g = geo();
         let mem = region(&g);
         Channel::create(&mem, g, ChannelFlags::empty(), Clock::Counter).unwrap();
-        assert!(matches!(Channel::open(&mem[..10]).unwrap_err(), ChannelError::Truncated { need: 128, have: 80 }));
-        assert!(matches!(Channel::open(&mem[..mem.len() - 1]).unwrap_err(), ChannelError::Truncated { .. }));
+        assert!(matches!(
+            Channel::open(&mem[..10]).unwrap_err(),
+            ChannelError::Truncated {
+                need: 128,
+                have: 80
+            }
+        ));
+        assert!(matches!(
+            Channel::open(&mem[..mem.len() - 1]).unwrap_err(),
+            ChannelError::Truncated { .. }
+        ));
     }
 }

@@ -42,7 +42,12 @@ pub const CONSUMER_STRIDE: usize = 128;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(
     feature = "zerocopy",
-    derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::KnownLayout, zerocopy::Immutable)
+    derive(
+        zerocopy::FromBytes,
+        zerocopy::IntoBytes,
+        zerocopy::KnownLayout,
+        zerocopy::Immutable
+    )
 )]
 pub struct ChannelHeader {
     /// [`MAGIC`].
@@ -265,7 +270,12 @@ pub mod consumer {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(
     feature = "zerocopy",
-    derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::KnownLayout, zerocopy::Immutable)
+    derive(
+        zerocopy::FromBytes,
+        zerocopy::IntoBytes,
+        zerocopy::KnownLayout,
+        zerocopy::Immutable
+    )
 )]
 pub struct SubbufHeader {
     /// Sequence number: the n-th sub-buffer this CPU opened, from 0.
@@ -301,11 +311,20 @@ const_assert_eq!(offset_of!(SubbufHeader, cpu), subbuf::CPU_FLAGS * 8);
 const_assert_eq!(offset_of!(SubbufHeader, flags), subbuf::CPU_FLAGS * 8 + 4);
 const_assert_eq!(offset_of!(SubbufHeader, ts_begin), subbuf::TS_BEGIN * 8);
 const_assert_eq!(offset_of!(SubbufHeader, lost_full), subbuf::LOST_FULL * 8);
-const_assert_eq!(offset_of!(SubbufHeader, lost_too_big), subbuf::LOST_TOO_BIG * 8);
-const_assert_eq!(offset_of!(SubbufHeader, lost_overwrite), subbuf::LOST_OVERWRITE * 8);
+const_assert_eq!(
+    offset_of!(SubbufHeader, lost_too_big),
+    subbuf::LOST_TOO_BIG * 8
+);
+const_assert_eq!(
+    offset_of!(SubbufHeader, lost_overwrite),
+    subbuf::LOST_OVERWRITE * 8
+);
 const_assert_eq!(offset_of!(SubbufHeader, ts_end), subbuf::TS_END * 8);
 const_assert_eq!(offset_of!(SubbufHeader, content_size), subbuf::CONTENT * 8);
-const_assert_eq!(offset_of!(SubbufHeader, close_flags), subbuf::CONTENT * 8 + 4);
+const_assert_eq!(
+    offset_of!(SubbufHeader, close_flags),
+    subbuf::CONTENT * 8 + 4
+);
 const_assert_eq!(offset_of!(SubbufHeader, records), subbuf::RECORDS * 8);
 const_assert_eq!(offset_of!(SubbufHeader, reserved), subbuf::RECORDS * 8 + 4);
 
@@ -342,7 +361,12 @@ pub mod close_flags {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(
     feature = "zerocopy",
-    derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::KnownLayout, zerocopy::Immutable)
+    derive(
+        zerocopy::FromBytes,
+        zerocopy::IntoBytes,
+        zerocopy::KnownLayout,
+        zerocopy::Immutable
+    )
 )]
 pub struct RecordHeader {
     /// Header plus payload bytes, unpadded. The next record starts at the
@@ -422,10 +446,16 @@ impl Head {
     pub fn decode(word: u64, shift: u32) -> Head {
         if word & 1 == 1 {
             let mask = (1u64 << shift) - 1;
-            Head::Closed { next: word >> shift, epoch: (word & mask) >> 1 }
+            Head::Closed {
+                next: word >> shift,
+                epoch: (word & mask) >> 1,
+            }
         } else {
             let seq = word.wrapping_sub(1) >> shift;
-            Head::Open { seq, off: word.wrapping_sub(seq << shift) }
+            Head::Open {
+                seq,
+                off: word.wrapping_sub(seq << shift),
+            }
         }
     }
 
@@ -535,7 +565,12 @@ pub enum Rule {
 
 impl core::fmt::Display for FormatError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let FormatError { field, offset, value, rule } = *self;
+        let FormatError {
+            field,
+            offset,
+            value,
+            rule,
+        } = *self;
         write!(f, "{field} (byte {offset}): ")?;
         match rule {
             Rule::Equals(v) => write!(f, "must be {v}")?,
@@ -559,7 +594,12 @@ fn check(field: &'static str, offset: usize, value: u64, rule: Rule) -> Result<u
     if ok {
         Ok(value)
     } else {
-        Err(FormatError { field, offset: offset as u64, value, rule })
+        Err(FormatError {
+            field,
+            offset: offset as u64,
+            value,
+            rule,
+        })
     }
 }
 
@@ -617,10 +657,30 @@ impl<'b> SubbufView<'b> {
         check("subbuf.cpu", 8, header.cpu.into(), Rule::Equals(cpu.into()))?;
         check("subbuf.flags", 12, header.flags.into(), Rule::Equals(0))?;
         let content = header.content_size as usize;
-        check("subbuf.content_size", 56, content as u64, Rule::AtLeast((SUBBUF_HEADER_SIZE + RECORD_HEADER_SIZE) as u64))?;
-        check("subbuf.content_size", 56, content as u64, Rule::AtMost(size as u64))?;
-        check("subbuf.content_size", 56, content as u64, Rule::MultipleOf(RECORD_ALIGN as u64))?;
-        check("subbuf.close_flags", 60, header.close_flags.into(), Rule::KnownBits(close_flags::FLUSHED.into()))?;
+        check(
+            "subbuf.content_size",
+            56,
+            content as u64,
+            Rule::AtLeast((SUBBUF_HEADER_SIZE + RECORD_HEADER_SIZE) as u64),
+        )?;
+        check(
+            "subbuf.content_size",
+            56,
+            content as u64,
+            Rule::AtMost(size as u64),
+        )?;
+        check(
+            "subbuf.content_size",
+            56,
+            content as u64,
+            Rule::MultipleOf(RECORD_ALIGN as u64),
+        )?;
+        check(
+            "subbuf.close_flags",
+            60,
+            header.close_flags.into(),
+            Rule::KnownBits(close_flags::FLUSHED.into()),
+        )?;
         let content_bytes = bytes.get(..content).unwrap_or(&[]);
 
         // Walk the framing once; `Records` then trusts it.
@@ -630,17 +690,40 @@ impl<'b> SubbufView<'b> {
             let w0 = read_u64(content_bytes, off).unwrap_or(0);
             let len = lo(w0) as usize;
             let flags = (w0 >> 48) as u16;
-            check("record.len", off, len as u64, Rule::AtLeast(RECORD_HEADER_SIZE as u64))?;
-            check("record.len", off, len as u64, Rule::AtMost((content - off) as u64))?;
-            check("record.flags", off + 6, flags.into(), Rule::KnownBits(record_flags::DISCARDED.into()))?;
+            check(
+                "record.len",
+                off,
+                len as u64,
+                Rule::AtLeast(RECORD_HEADER_SIZE as u64),
+            )?;
+            check(
+                "record.len",
+                off,
+                len as u64,
+                Rule::AtMost((content - off) as u64),
+            )?;
+            check(
+                "record.flags",
+                off + 6,
+                flags.into(),
+                Rule::KnownBits(record_flags::DISCARDED.into()),
+            )?;
             if flags & record_flags::DISCARDED == 0 {
                 records += 1;
             }
             // len <= content - off <= 2^30, so this cannot overflow.
             off += (len + RECORD_ALIGN - 1) & !(RECORD_ALIGN - 1);
         }
-        check("subbuf.records", 64, header.records.into(), Rule::Equals(records))?;
-        Ok(SubbufView { header, content: content_bytes })
+        check(
+            "subbuf.records",
+            64,
+            header.records.into(),
+            Rule::Equals(records),
+        )?;
+        Ok(SubbufView {
+            header,
+            content: content_bytes,
+        })
     }
 
     /// The validated header.
@@ -651,7 +734,10 @@ impl<'b> SubbufView<'b> {
     /// The records, in the order they were reserved (timestamps ascending).
     /// Discarded reservations are skipped.
     pub fn records(&self) -> Records<'b> {
-        Records { content: self.content, off: SUBBUF_HEADER_SIZE }
+        Records {
+            content: self.content,
+            off: SUBBUF_HEADER_SIZE,
+        }
     }
 }
 
@@ -690,9 +776,20 @@ impl<'b> Records<'b> {
         let w0 = read_u64(self.content, self.off)?;
         let ts = read_u64(self.content, self.off + 8)?;
         let len = lo(w0) as usize;
-        let payload = self.content.get(self.off + RECORD_HEADER_SIZE..self.off.checked_add(len)?)?;
-        self.off = self.off.checked_add((len + RECORD_ALIGN - 1) & !(RECORD_ALIGN - 1))?;
-        Some(((w0 >> 48) as u16, Record { ts, rtype: (w0 >> 32) as u16, payload }))
+        let payload = self
+            .content
+            .get(self.off + RECORD_HEADER_SIZE..self.off.checked_add(len)?)?;
+        self.off = self
+            .off
+            .checked_add((len + RECORD_ALIGN - 1) & !(RECORD_ALIGN - 1))?;
+        Some((
+            (w0 >> 48) as u16,
+            Record {
+                ts,
+                rtype: (w0 >> 32) as u16,
+                payload,
+            },
+        ))
     }
 }
 
@@ -717,7 +814,13 @@ mod tests {
     use std::vec::Vec;
 
     fn geo() -> Geometry {
-        Geometry::new(GeometryParams { subbuf_size: 256, subbuf_count: 2, cpu_count: 1, page_size: 4096 }).unwrap()
+        Geometry::new(GeometryParams {
+            subbuf_size: 256,
+            subbuf_count: 2,
+            cpu_count: 1,
+            page_size: 4096,
+        })
+        .unwrap()
     }
 
     fn put(bytes: &mut [u8], off: usize, v: u64) {
@@ -750,15 +853,34 @@ mod tests {
             Head::Open { seq: 3, off: 256 },
             Head::Open { seq: 3, off: 88 },
             Head::Closed { next: 0, epoch: 0 },
-            Head::Closed { next: 9, epoch: 127 },
+            Head::Closed {
+                next: 9,
+                epoch: 127,
+            },
         ] {
             assert_eq!(Head::decode(h.encode(shift), shift), h);
         }
-        assert_eq!(Head::decode(Head::INITIAL, shift), Head::Closed { next: 0, epoch: 0 });
+        assert_eq!(
+            Head::decode(Head::INITIAL, shift),
+            Head::Closed { next: 0, epoch: 0 }
+        );
         // A full sub-buffer is still open, not the next one.
-        assert_eq!(Head::decode(4 * 256, shift), Head::Open { seq: 3, off: 256 });
+        assert_eq!(
+            Head::decode(4 * 256, shift),
+            Head::Open { seq: 3, off: 256 }
+        );
         // Epochs wrap inside the low bits.
-        assert_eq!(Head::decode(Head::Closed { next: 1, epoch: 128 }.encode(shift), shift), Head::Closed { next: 1, epoch: 0 });
+        assert_eq!(
+            Head::decode(
+                Head::Closed {
+                    next: 1,
+                    epoch: 128
+                }
+                .encode(shift),
+                shift
+            ),
+            Head::Closed { next: 1, epoch: 0 }
+        );
         // Any word decodes to an in-range offset.
         for w in [0u64, 2, u64::MAX - 1, 0x8000_0000_0000_0000] {
             if let Head::Open { off, .. } = Head::decode(w, shift) {
@@ -769,7 +891,13 @@ mod tests {
 
     #[test]
     fn seal_round_trips() {
-        for s in [Seal::Empty, Seal::Sealed(0), Seal::Opening(0), Seal::Sealed((1 << 62) + 5), Seal::Opening(41)] {
+        for s in [
+            Seal::Empty,
+            Seal::Sealed(0),
+            Seal::Opening(0),
+            Seal::Sealed((1 << 62) + 5),
+            Seal::Opening(41),
+        ] {
             assert_eq!(Seal::decode(s.encode()), s);
         }
     }
@@ -845,20 +973,33 @@ mod tests {
         assert_eq!(bad(&|b| put(b, 56, 300)).field, "subbuf.content_size");
         assert_eq!(bad(&|b| put(b, 56, 80)).field, "subbuf.content_size");
         assert_eq!(bad(&|b| put(b, 56, 124)).field, "subbuf.content_size");
-        assert_eq!(bad(&|b| put(b, 56, 120 | 2 << 32)).field, "subbuf.close_flags");
+        assert_eq!(
+            bad(&|b| put(b, 56, 120 | 2 << 32)).field,
+            "subbuf.close_flags"
+        );
         assert_eq!(bad(&|b| put(b, 64, 3)).field, "subbuf.records");
         assert_eq!(bad(&|b| put(b, 72, 8)).field, "record.len");
         assert_eq!(bad(&|b| put(b, 72, 1000)).field, "record.len");
-        assert_eq!(bad(&|b| put(b, 72, RecordHeader::word0(24, 0, 4))).field, "record.flags");
+        assert_eq!(
+            bad(&|b| put(b, 72, RecordHeader::word0(24, 0, 4))).field,
+            "record.flags"
+        );
         let e = SubbufView::parse(&good[..255], &g, 5, 0).unwrap_err();
         assert_eq!(e.field, "subbuf");
-        assert_eq!(format!("{}", bad(&|b| put(b, 0, 6))), "subbuf.seq (byte 0): must be 5 (got 6)");
+        assert_eq!(
+            format!("{}", bad(&|b| put(b, 0, 6))),
+            "subbuf.seq (byte 0): must be 5 (got 6)"
+        );
     }
 
     #[test]
     fn discarded_records_are_skipped() {
         let mut b = subbuf(&[8, 8]);
-        put(&mut b, 72, RecordHeader::word0(24, 7, record_flags::DISCARDED));
+        put(
+            &mut b,
+            72,
+            RecordHeader::word0(24, 7, record_flags::DISCARDED),
+        );
         put(&mut b, 64, 1);
         let v = SubbufView::parse(&b, &geo(), 5, 0).unwrap();
         let recs: Vec<_> = v.records().collect();

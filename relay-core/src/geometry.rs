@@ -8,7 +8,8 @@
 //! rejected geometry is a [`GeometryError`] naming the parameter and the rule.
 
 use crate::format::{
-    CHANNEL_HEADER_SIZE, CONSUMER_STRIDE, PRODUCER_FIXED_WORDS, RECORD_HEADER_SIZE, SUBBUF_HEADER_SIZE,
+    CHANNEL_HEADER_SIZE, CONSUMER_STRIDE, PRODUCER_FIXED_WORDS, RECORD_HEADER_SIZE,
+    SUBBUF_HEADER_SIZE,
 };
 
 /// Sub-buffer count used when the 64-bit count field is 0.
@@ -166,20 +167,44 @@ pub(crate) const fn align_up(value: u64, align: u64) -> Option<u64> {
 impl Geometry {
     /// Validates `params` and computes the layout.
     pub fn new(params: GeometryParams) -> Result<Self, GeometryError> {
-        let GeometryParams { subbuf_size, subbuf_count, cpu_count, page_size } = params;
+        let GeometryParams {
+            subbuf_size,
+            subbuf_count,
+            cpu_count,
+            page_size,
+        } = params;
         let total_err = |value| err(Param::TotalSize, Rule::AtMost(MAX_TOTAL_SIZE), value);
 
-        check_range(Param::SubbufSize, subbuf_size, MIN_SUBBUF_SIZE.into(), MAX_SUBBUF_SIZE.into())?;
+        check_range(
+            Param::SubbufSize,
+            subbuf_size,
+            MIN_SUBBUF_SIZE.into(),
+            MAX_SUBBUF_SIZE.into(),
+        )?;
         if !subbuf_size.is_power_of_two() {
             return Err(err(Param::SubbufSize, Rule::PowerOfTwo, subbuf_size));
         }
         if subbuf_count >> 32 != 0 {
             return Err(err(Param::SubbufCount, Rule::UpperBitsZero, subbuf_count));
         }
-        let subbuf_count = if subbuf_count == 0 { u64::from(DEFAULT_SUBBUF_COUNT) } else { subbuf_count };
-        check_range(Param::SubbufCount, subbuf_count, MIN_SUBBUF_COUNT.into(), MAX_SUBBUF_COUNT.into())?;
+        let subbuf_count = if subbuf_count == 0 {
+            u64::from(DEFAULT_SUBBUF_COUNT)
+        } else {
+            subbuf_count
+        };
+        check_range(
+            Param::SubbufCount,
+            subbuf_count,
+            MIN_SUBBUF_COUNT.into(),
+            MAX_SUBBUF_COUNT.into(),
+        )?;
         check_range(Param::CpuCount, cpu_count.into(), 1, MAX_CPUS.into())?;
-        check_range(Param::PageSize, page_size.into(), MIN_PAGE_SIZE.into(), MAX_PAGE_SIZE.into())?;
+        check_range(
+            Param::PageSize,
+            page_size.into(),
+            MIN_PAGE_SIZE.into(),
+            MAX_PAGE_SIZE.into(),
+        )?;
         if !page_size.is_power_of_two() {
             return Err(err(Param::PageSize, Rule::PowerOfTwo, page_size.into()));
         }
@@ -192,12 +217,19 @@ impl Geometry {
         let slot_words = align_up(subbuf_count, 8).ok_or(total_err(u64::MAX))?;
         let producer_stride = (PRODUCER_FIXED_WORDS as u64 + 2 * slot_words) * 8;
         // The channel header owns the first page(s).
-        let producer_offset = align_up(CHANNEL_HEADER_SIZE as u64, page).ok_or(total_err(u64::MAX))?;
-        let producer_len = producer_stride.checked_mul(cpus).and_then(|v| align_up(v, page));
+        let producer_offset =
+            align_up(CHANNEL_HEADER_SIZE as u64, page).ok_or(total_err(u64::MAX))?;
+        let producer_len = producer_stride
+            .checked_mul(cpus)
+            .and_then(|v| align_up(v, page));
         let consumer_offset = producer_len.and_then(|len| producer_offset.checked_add(len));
         let consumer_len = align_up(CONSUMER_STRIDE as u64 * cpus, page);
-        let data_offset = consumer_offset.zip(consumer_len).and_then(|(o, l)| o.checked_add(l));
-        let data_stride = subbuf_size.checked_mul(subbuf_count).and_then(|v| align_up(v, page));
+        let data_offset = consumer_offset
+            .zip(consumer_len)
+            .and_then(|(o, l)| o.checked_add(l));
+        let data_stride = subbuf_size
+            .checked_mul(subbuf_count)
+            .and_then(|v| align_up(v, page));
         let total_size = data_stride
             .and_then(|s| s.checked_mul(cpus))
             .zip(data_offset)
@@ -296,7 +328,12 @@ mod tests {
     use super::*;
 
     fn params(size: u64, count: u64, cpus: u32) -> GeometryParams {
-        GeometryParams { subbuf_size: size, subbuf_count: count, cpu_count: cpus, page_size: 4096 }
+        GeometryParams {
+            subbuf_size: size,
+            subbuf_count: count,
+            cpu_count: cpus,
+            page_size: 4096,
+        }
     }
 
     #[test]
@@ -309,7 +346,10 @@ mod tests {
     fn count_upper_bits_rejected() {
         let e = Geometry::new(params(4096, 1 << 32 | 8, 2)).unwrap_err();
         assert_eq!((e.param, e.rule), (Param::SubbufCount, Rule::UpperBitsZero));
-        assert_eq!(format!("{e}"), "subbuf_count: upper 32 bits must be zero (got 0x100000008)");
+        assert_eq!(
+            format!("{e}"),
+            "subbuf_count: upper 32 bits must be zero (got 0x100000008)"
+        );
     }
 
     #[test]
@@ -319,9 +359,15 @@ mod tests {
         assert_eq!((e.param, e.rule), (Param::SubbufSize, Rule::AtLeast(128)));
         let e = Geometry::new(params(192, 2, 1)).unwrap_err();
         assert_eq!((e.param, e.rule), (Param::SubbufSize, Rule::PowerOfTwo));
-        assert_eq!(format!("{e}"), "subbuf_size: must be a power of two (got 192)");
+        assert_eq!(
+            format!("{e}"),
+            "subbuf_size: must be a power of two (got 192)"
+        );
         let e = Geometry::new(params(u64::from(MAX_SUBBUF_SIZE) * 2, 2, 1)).unwrap_err();
-        assert_eq!((e.param, e.rule), (Param::SubbufSize, Rule::AtMost(MAX_SUBBUF_SIZE.into())));
+        assert_eq!(
+            (e.param, e.rule),
+            (Param::SubbufSize, Rule::AtMost(MAX_SUBBUF_SIZE.into()))
+        );
         assert!(Geometry::new(params(MAX_SUBBUF_SIZE.into(), 2, 1)).is_ok());
         let e = Geometry::new(params(u64::MAX, 2, 1)).unwrap_err();
         assert_eq!(e.param, Param::SubbufSize);
@@ -365,10 +411,18 @@ mod tests {
     #[test]
     fn total_size_limit() {
         // 1 GiB x 2^20 sub-buffers x 8192 CPUs is far past 1 TiB.
-        let e = Geometry::new(params(MAX_SUBBUF_SIZE.into(), MAX_SUBBUF_COUNT.into(), MAX_CPUS)).unwrap_err();
+        let e = Geometry::new(params(
+            MAX_SUBBUF_SIZE.into(),
+            MAX_SUBBUF_COUNT.into(),
+            MAX_CPUS,
+        ))
+        .unwrap_err();
         assert_eq!(e.param, Param::TotalSize);
         let e = Geometry::new(params(MAX_SUBBUF_SIZE.into(), 1024, 1)).unwrap_err();
-        assert_eq!((e.param, e.rule), (Param::TotalSize, Rule::AtMost(MAX_TOTAL_SIZE)));
+        assert_eq!(
+            (e.param, e.rule),
+            (Param::TotalSize, Rule::AtMost(MAX_TOTAL_SIZE))
+        );
         assert!(e.value > MAX_TOTAL_SIZE);
     }
 
@@ -386,7 +440,12 @@ mod tests {
         let g = Geometry::new(params(128, 3, 3)).unwrap();
         assert_eq!(g.data_stride(), 4096);
         assert_eq!(g.producer_stride(), (16 + 2 * 8) * 8);
-        for off in [g.producer_offset(), g.consumer_offset(), g.data_offset(), g.total_size()] {
+        for off in [
+            g.producer_offset(),
+            g.consumer_offset(),
+            g.data_offset(),
+            g.total_size(),
+        ] {
             assert_eq!(off % 4096, 0);
         }
         assert!(g.producer_offset() + 3 * g.producer_stride() <= g.consumer_offset());

@@ -110,7 +110,13 @@ mod tests {
         assert!(may_open(Mode::NoOverwrite, 4, 4, Seal::Sealed(0), 1));
         // Hostile consumer positions: ahead of the writer, or absurdly behind.
         assert!(!may_open(Mode::NoOverwrite, 4, 4, Seal::Sealed(0), 5));
-        assert!(!may_open(Mode::NoOverwrite, 4, 4, Seal::Sealed(0), u64::MAX));
+        assert!(!may_open(
+            Mode::NoOverwrite,
+            4,
+            4,
+            Seal::Sealed(0),
+            u64::MAX
+        ));
     }
 
     #[test]

@@ -44,7 +44,9 @@ pub struct Lost {
 impl Lost {
     /// All causes together.
     pub fn total(&self) -> u64 {
-        self.full.wrapping_add(self.too_big).wrapping_add(self.overwrite)
+        self.full
+            .wrapping_add(self.too_big)
+            .wrapping_add(self.overwrite)
     }
 
     /// Whether nothing was lost.
@@ -90,7 +92,9 @@ impl core::fmt::Display for ReadError {
             ReadError::InPlaceNeedsNoOverwrite => {
                 f.write_str("mode: in-place reads need a no-overwrite channel (copy instead)")
             }
-            ReadError::BufferTooSmall { need } => write!(f, "buf: must hold a whole sub-buffer ({need} bytes)"),
+            ReadError::BufferTooSmall { need } => {
+                write!(f, "buf: must hold a whole sub-buffer ({need} bytes)")
+            }
         }
     }
 }
@@ -158,7 +162,10 @@ impl CpuStats {
             sealed_subbufs: sealed,
             consumed_subbufs: consumed,
             consumed_records: load(b.consumer_word(consumer::CONSUMED_RECORDS)),
-            ready_subbufs: sealed.checked_sub(consumed).filter(|&n| n <= b.count.into()).unwrap_or(0),
+            ready_subbufs: sealed
+                .checked_sub(consumed)
+                .filter(|&n| n <= b.count.into())
+                .unwrap_or(0),
             open_seq: match Head::decode(head, b.shift) {
                 Head::Open { seq, .. } => Some(seq),
                 Head::Closed { .. } => None,
@@ -215,7 +222,11 @@ impl<'a> CpuReader<'a> {
 
     fn reported(&self) -> Lost {
         let w = |i| load(self.b.consumer_word(i));
-        Lost { full: w(REPORTED_FULL), too_big: w(REPORTED_TOO_BIG), overwrite: w(REPORTED_OVERWRITE) }
+        Lost {
+            full: w(REPORTED_FULL),
+            too_big: w(REPORTED_TOO_BIG),
+            overwrite: w(REPORTED_OVERWRITE),
+        }
     }
 
     fn resume_offset(&self, seq: u64) -> u64 {
@@ -228,12 +239,27 @@ impl<'a> CpuReader<'a> {
         }
     }
 
-    fn deliver<'b>(&mut self, seq: u64, bytes: &'b [u8], claimed: bool) -> Result<Delivery<'b>, ReadError> {
+    fn deliver<'b>(
+        &mut self,
+        seq: u64,
+        bytes: &'b [u8],
+        claimed: bool,
+    ) -> Result<Delivery<'b>, ReadError> {
         match SubbufView::parse(bytes, &self.geometry, seq, self.b.cpu) {
             Ok(view) => {
                 let h = view.header();
-                let now = Lost { full: h.lost_full, too_big: h.lost_too_big, overwrite: h.lost_overwrite };
-                Ok(Delivery { seq, view, lost_before: now.since(&self.reported()), resume: self.resume_offset(seq), claimed })
+                let now = Lost {
+                    full: h.lost_full,
+                    too_big: h.lost_too_big,
+                    overwrite: h.lost_overwrite,
+                };
+                Ok(Delivery {
+                    seq,
+                    view,
+                    lost_before: now.since(&self.reported()),
+                    resume: self.resume_offset(seq),
+                    claimed,
+                })
             }
             Err(error) => {
                 if !claimed {
@@ -248,7 +274,13 @@ impl<'a> CpuReader<'a> {
     /// not at `seq` (a writer pushed it, or another reader moved it).
     fn advance(&self, seq: u64) -> bool {
         self.consumed_word().is_some_and(|w| {
-            w.compare_exchange(seq, seq.wrapping_add(1), Ordering::AcqRel, Ordering::Acquire).is_ok()
+            w.compare_exchange(
+                seq,
+                seq.wrapping_add(1),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
         })
     }
 
@@ -259,7 +291,9 @@ impl<'a> CpuReader<'a> {
         if self.b.mode != Mode::NoOverwrite {
             return Err(ReadError::InPlaceNeedsNoOverwrite);
         }
-        let Some(seq) = self.ready() else { return Ok(None) };
+        let Some(seq) = self.ready() else {
+            return Ok(None);
+        };
         let bytes = crate::mem::subbuf_bytes(self.b.subbuf_words(self.b.slot(seq)));
         self.deliver(seq, bytes, false).map(Some)
     }
@@ -270,9 +304,13 @@ impl<'a> CpuReader<'a> {
     /// next one is tried. Call [`Self::finish`] when done with it.
     pub fn next<'b>(&mut self, buf: &'b mut [u8]) -> Result<Option<Delivery<'b>>, ReadError> {
         let size = self.geometry.subbuf_size() as usize;
-        let Some(buf) = buf.get_mut(..size) else { return Err(ReadError::BufferTooSmall { need: size }) };
+        let Some(buf) = buf.get_mut(..size) else {
+            return Err(ReadError::BufferTooSmall { need: size });
+        };
         for _ in 0..OVERRUN_RETRIES {
-            let Some(seq) = self.ready() else { return Ok(None) };
+            let Some(seq) = self.ready() else {
+                return Ok(None);
+            };
             copy_out(self.b.subbuf_words(self.b.slot(seq)), buf);
             let claimed = match self.b.mode {
                 Mode::NoOverwrite => false,
@@ -310,7 +348,11 @@ impl<'a> CpuReader<'a> {
             too_big: reported.too_big.wrapping_add(lost_reported.too_big),
             overwrite: reported.overwrite.wrapping_add(lost_reported.overwrite),
         };
-        for (i, v) in [(REPORTED_FULL, now.full), (REPORTED_TOO_BIG, now.too_big), (REPORTED_OVERWRITE, now.overwrite)] {
+        for (i, v) in [
+            (REPORTED_FULL, now.full),
+            (REPORTED_TOO_BIG, now.too_big),
+            (REPORTED_OVERWRITE, now.overwrite),
+        ] {
             if let Some(w) = self.b.consumer_word(i) {
                 w.store(v, Ordering::Relaxed);
             }

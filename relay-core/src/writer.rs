@@ -159,7 +159,10 @@ impl<'a> Writer<'a> {
             let (target, closing) = match Head::decode(head, b.shift) {
                 Head::Open { seq, off } if off + total <= size => {
                     let new = head.wrapping_add(total);
-                    if b.head.compare_exchange_weak(head, new, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                    if b.head
+                        .compare_exchange_weak(head, new, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                    {
                         if let Some(stale) = owned {
                             self.release_slot(stale);
                         }
@@ -184,8 +187,15 @@ impl<'a> Writer<'a> {
                 }
                 owned = Some(target);
             }
-            let new = Head::Open { seq: target, off: HDR + total }.encode(b.shift);
-            if b.head.compare_exchange(head, new, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            let new = Head::Open {
+                seq: target,
+                off: HDR + total,
+            }
+            .encode(b.shift);
+            if b.head
+                .compare_exchange(head, new, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
                 continue;
             }
             if let Some((seq, off)) = closing {
@@ -220,22 +230,42 @@ impl<'a> Writer<'a> {
             let head = b.head.load(Ordering::Acquire);
             let ts = clock();
             let (new, closing) = match Head::decode(head, b.shift) {
-                Head::Open { seq, off } => {
-                    (Head::Closed { next: seq.wrapping_add(1), epoch: 0 }, Some((seq, off)))
-                }
+                Head::Open { seq, off } => (
+                    Head::Closed {
+                        next: seq.wrapping_add(1),
+                        epoch: 0,
+                    },
+                    Some((seq, off)),
+                ),
                 // Nothing to close, but still move the head so that a writer
                 // that read the clock before this flush retries (see `Flushed`).
-                Head::Closed { next, epoch } => (Head::Closed { next, epoch: epoch.wrapping_add(1) }, None),
+                Head::Closed { next, epoch } => (
+                    Head::Closed {
+                        next,
+                        epoch: epoch.wrapping_add(1),
+                    },
+                    None,
+                ),
             };
             let new = new.encode(b.shift);
-            if b.head.compare_exchange(head, new, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            if b.head
+                .compare_exchange(head, new, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
                 continue;
             }
             let (closed, sealed) = match closing {
-                Some((seq, off)) => (Some(seq), self.close(seq, off, ts, close_flags::FLUSHED).sealed),
+                Some((seq, off)) => (
+                    Some(seq),
+                    self.close(seq, off, ts, close_flags::FLUSHED).sealed,
+                ),
                 None => (None, None),
             };
-            return Flushed { barrier: ts, closed, sealed };
+            return Flushed {
+                barrier: ts,
+                closed,
+                sealed,
+            };
         }
     }
 
@@ -248,20 +278,30 @@ impl<'a> Writer<'a> {
         };
         let seal = Seal::decode(seal_word.load(Ordering::Acquire));
         let consumed = match b.mode {
-            Mode::NoOverwrite => b.consumer_word(consumer::CONSUMED).map_or(0, |w| w.load(Ordering::Acquire)),
+            Mode::NoOverwrite => b
+                .consumer_word(consumer::CONSUMED)
+                .map_or(0, |w| w.load(Ordering::Acquire)),
             Mode::Overwrite => 0,
         };
         if !may_open(b.mode, target, b.count, seal, consumed) {
             return Err(WriteError::Full);
         }
         if seal_word
-            .compare_exchange(seal.encode(), Seal::Opening(target).encode(), Ordering::AcqRel, Ordering::Relaxed)
+            .compare_exchange(
+                seal.encode(),
+                Seal::Opening(target).encode(),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
             .is_err()
         {
             return Err(WriteError::Full);
         }
         if let (Mode::Overwrite, Seal::Sealed(previous)) = (b.mode, seal) {
-            self.reclaim(previous, Commit::records(commit_word.load(Ordering::Relaxed)));
+            self.reclaim(
+                previous,
+                Commit::records(commit_word.load(Ordering::Relaxed)),
+            );
         }
         commit_word.store(0, Ordering::Relaxed);
         Ok(())
@@ -285,11 +325,18 @@ impl<'a> Writer<'a> {
     /// Overwrite mode: sealed sub-buffer `previous` (holding `records`) is
     /// about to be reused. Push the consumer past it if it is unread.
     fn reclaim(&self, previous: u64, records: u32) {
-        let Some(consumed) = self.b.consumer_word(consumer::CONSUMED) else { return };
+        let Some(consumed) = self.b.consumer_word(consumer::CONSUMED) else {
+            return;
+        };
         for _ in 0..RECLAIM_ATTEMPTS {
             let c = consumed.load(Ordering::Acquire);
-            let Some(to) = reclaim_push(previous, c) else { return };
-            if consumed.compare_exchange(c, to, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            let Some(to) = reclaim_push(previous, c) else {
+                return;
+            };
+            if consumed
+                .compare_exchange(c, to, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
                 break;
             }
         }
@@ -326,7 +373,11 @@ impl<'a> Writer<'a> {
         if let Some(w) = words.get(subbuf::CONTENT) {
             w.store(off | u64::from(flags) << 32, Ordering::Relaxed);
         }
-        self.commit_add(seq, slot, Commit::CLOSED.wrapping_add(b.size().wrapping_sub(off)))
+        self.commit_add(
+            seq,
+            slot,
+            Commit::CLOSED.wrapping_add(b.size().wrapping_sub(off)),
+        )
     }
 
     /// Adds `add` to the commit word of `slot` (holding `seq`); seals `seq`
@@ -334,7 +385,9 @@ impl<'a> Writer<'a> {
     #[inline]
     fn commit_add(&self, seq: u64, slot: usize, add: u64) -> Committed {
         let b = &self.b;
-        let Some(w) = b.commits.get(slot) else { return Committed::default() };
+        let Some(w) = b.commits.get(slot) else {
+            return Committed::default();
+        };
         let now = w.fetch_add(add, Ordering::AcqRel).wrapping_add(add);
         if !Commit::is_complete(now, b.size()) {
             return Committed::default();
@@ -353,7 +406,15 @@ impl<'a> Writer<'a> {
 }
 
 impl<'w, 'a> Grant<'w, 'a> {
-    fn new(writer: &'w Writer<'a>, seq: u64, off: u64, total: u64, payload_len: usize, ts: u64, opened: bool) -> Self {
+    fn new(
+        writer: &'w Writer<'a>,
+        seq: u64,
+        off: u64,
+        total: u64,
+        payload_len: usize,
+        ts: u64,
+        opened: bool,
+    ) -> Self {
         let slot = writer.b.slot(seq);
         Grant {
             writer,

@@ -38,7 +38,9 @@ struct Model {
 
 impl Model {
     fn sealed(&self, seq: u64) -> bool {
-        self.subs.get(&seq).is_some_and(|s| s.closed && s.pending == 0)
+        self.subs
+            .get(&seq)
+            .is_some_and(|s| s.closed && s.pending == 0)
     }
 
     /// Reserve: Ok((seq, index in sub)) or the refusal.
@@ -79,7 +81,15 @@ impl Model {
         }
         self.open = Some(target);
         self.next = target + 1;
-        self.subs.insert(target, Sub { fill: HDR + total, records: vec![None], pending: 1, closed: false });
+        self.subs.insert(
+            target,
+            Sub {
+                fill: HDR + total,
+                records: vec![None],
+                pending: 1,
+                closed: false,
+            },
+        );
         Ok((target, 0))
     }
 
@@ -102,7 +112,10 @@ impl Model {
         }
         let seq = self.consumed;
         self.consumed += 1;
-        Some((seq, self.subs[&seq].records.iter().flatten().copied().collect()))
+        Some((
+            seq,
+            self.subs[&seq].records.iter().flatten().copied().collect(),
+        ))
     }
 }
 
@@ -156,14 +169,18 @@ fn run(seed: u64, mode: Mode, size: u64, count: u64, ops: usize) -> (Lost, u64) 
         let want = model.read();
         let got = if use_peek && mode == Mode::NoOverwrite {
             reader.peek().unwrap().map(|d| {
-                let ids: Vec<(u64, u64)> =
-                    d.records().map(|r| (check_payload(r.payload, |id| lens[&id]), r.ts)).collect();
+                let ids: Vec<(u64, u64)> = d
+                    .records()
+                    .map(|r| (check_payload(r.payload, |id| lens[&id]), r.ts))
+                    .collect();
                 (d.seq, ids, d.lost_before)
             })
         } else {
             reader.next(&mut buf).unwrap().map(|d| {
-                let ids: Vec<(u64, u64)> =
-                    d.records().map(|r| (check_payload(r.payload, |id| lens[&id]), r.ts)).collect();
+                let ids: Vec<(u64, u64)> = d
+                    .records()
+                    .map(|r| (check_payload(r.payload, |id| lens[&id]), r.ts))
+                    .collect();
                 (d.seq, ids, d.lost_before)
             })
         };
@@ -174,7 +191,10 @@ fn run(seed: u64, mode: Mode, size: u64, count: u64, ops: usize) -> (Lost, u64) 
                 let only_ids: Vec<u64> = ids.iter().map(|x| x.0).collect();
                 assert_eq!(only_ids, wids, "seed {seed}: records of sub-buffer {seq}");
                 for &(_, ts) in &ids {
-                    assert!(ts > *last_ts, "seed {seed}: timestamps must increase in buffer order");
+                    assert!(
+                        ts > *last_ts,
+                        "seed {seed}: timestamps must increase in buffer order"
+                    );
                     *last_ts = ts;
                 }
                 *delivered += ids.len() as u64;
@@ -193,7 +213,12 @@ fn run(seed: u64, mode: Mode, size: u64, count: u64, ops: usize) -> (Lost, u64) 
     for _ in 0..ops {
         let op = rng.below(100);
         if trace {
-            eprintln!("op {op} stack {} head {:?} stats {:?}", stack.len(), reader.stats().open_seq, reader.stats());
+            eprintln!(
+                "op {op} stack {} head {:?} stats {:?}",
+                stack.len(),
+                reader.stats().open_seq,
+                reader.stats()
+            );
         }
         match op {
             // Begin a write and leave it outstanding: what follows is nested.
@@ -212,7 +237,13 @@ fn run(seed: u64, mode: Mode, size: u64, count: u64, ops: usize) -> (Lost, u64) 
                         if trace {
                             eprintln!("  push seq {} model {:?} len {len}", grant.subbuf_seq(), m);
                         }
-                        stack.push(Outstanding { grant, id, len, discard, model: m });
+                        stack.push(Outstanding {
+                            grant,
+                            id,
+                            len,
+                            discard,
+                            model: m,
+                        });
                     }
                     (Err(e), Err(w)) => {
                         assert_eq!(e, w, "seed {seed}");
@@ -225,7 +256,11 @@ fn run(seed: u64, mode: Mode, size: u64, count: u64, ops: usize) -> (Lost, u64) 
             15..=29 if !stack.is_empty() => {
                 let o = stack.pop().unwrap();
                 let counted = o.len >= 8 && !o.discard;
-                let _ = if counted { o.grant.commit(1) } else { o.grant.discard() };
+                let _ = if counted {
+                    o.grant.commit(1)
+                } else {
+                    o.grant.discard()
+                };
                 model.commit(o.model.0, o.model.1, counted.then_some(o.id));
                 if counted {
                     accepted += 1;
@@ -257,7 +292,15 @@ fn run(seed: u64, mode: Mode, size: u64, count: u64, ops: usize) -> (Lost, u64) 
             }
             _ => {
                 let peek = rng.below(2) == 0;
-                read_one(&mut reader, &mut model, &lens, peek, &mut delivered, &mut reported, &mut last_ts);
+                read_one(
+                    &mut reader,
+                    &mut model,
+                    &lens,
+                    peek,
+                    &mut delivered,
+                    &mut reported,
+                    &mut last_ts,
+                );
             }
         }
         let stats = reader.stats();
@@ -266,7 +309,11 @@ fn run(seed: u64, mode: Mode, size: u64, count: u64, ops: usize) -> (Lost, u64) 
     // Finish every outstanding write, flush, drain.
     while let Some(o) = stack.pop() {
         let counted = o.len >= 8 && !o.discard;
-        let _ = if counted { o.grant.commit(1) } else { o.grant.discard() };
+        let _ = if counted {
+            o.grant.commit(1)
+        } else {
+            o.grant.discard()
+        };
         model.commit(o.model.0, o.model.1, counted.then_some(o.id));
         if counted {
             accepted += 1;
@@ -276,7 +323,15 @@ fn run(seed: u64, mode: Mode, size: u64, count: u64, ops: usize) -> (Lost, u64) 
     model.flush();
     loop {
         let before = delivered;
-        read_one(&mut reader, &mut model, &lens, false, &mut delivered, &mut reported, &mut last_ts);
+        read_one(
+            &mut reader,
+            &mut model,
+            &lens,
+            false,
+            &mut delivered,
+            &mut reported,
+            &mut last_ts,
+        );
         if delivered == before && !model.sealed(model.consumed) && reader.ready().is_none() {
             break;
         }
@@ -284,12 +339,24 @@ fn run(seed: u64, mode: Mode, size: u64, count: u64, ops: usize) -> (Lost, u64) 
     let stats = reader.stats();
     assert_eq!(stats.lost, model.lost, "seed {seed}");
     // Exactly once or counted once.
-    assert_eq!(accepted, delivered + stats.lost.overwrite, "seed {seed}: accepted records");
-    assert_eq!(refused, stats.lost.full + stats.lost.too_big, "seed {seed}: refused records");
+    assert_eq!(
+        accepted,
+        delivered + stats.lost.overwrite,
+        "seed {seed}: accepted records"
+    );
+    assert_eq!(
+        refused,
+        stats.lost.full + stats.lost.too_big,
+        "seed {seed}: refused records"
+    );
     assert_eq!(stats.produced, accepted, "seed {seed}: produced counter");
     assert_eq!(stats.consumed_records, delivered, "seed {seed}");
     // Losses reported in-stream never exceed what was counted.
-    assert!(reported.total() <= stats.lost.total(), "seed {seed}: {reported:?} vs {:?}", stats.lost);
+    assert!(
+        reported.total() <= stats.lost.total(),
+        "seed {seed}: {reported:?} vs {:?}",
+        stats.lost
+    );
     (stats.lost, delivered)
 }
 
@@ -321,7 +388,10 @@ fn pick_len(rng: &mut Rng, max: usize) -> usize {
 #[test]
 fn no_overwrite_matches_model() {
     let (lost, delivered) = sweep(Mode::NoOverwrite, 7);
-    assert!(lost.full > 1000 && lost.too_big > 1000 && delivered > 100_000, "{lost:?} {delivered}");
+    assert!(
+        lost.full > 1000 && lost.too_big > 1000 && delivered > 100_000,
+        "{lost:?} {delivered}"
+    );
     assert_eq!(lost.overwrite, 0);
 }
 
@@ -330,7 +400,10 @@ fn overwrite_matches_model() {
     let (lost, delivered) = sweep(Mode::Overwrite, 13);
     // `full` happens in overwrite mode too: the next slot is still held by an
     // outstanding (interrupted) write.
-    assert!(lost.overwrite > 1000 && lost.full > 100 && delivered > 100_000, "{lost:?} {delivered}");
+    assert!(
+        lost.overwrite > 1000 && lost.full > 100 && delivered > 100_000,
+        "{lost:?} {delivered}"
+    );
 }
 
 #[test]

@@ -13,17 +13,31 @@
 use loom::sync::atomic::{AtomicU64 as LoomU64, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use relay_core::{AtomicU64, Channel, ChannelFlags, Clock, CpuReader, Geometry, GeometryParams, Lost, Mode};
+use relay_core::{
+    AtomicU64, Channel, ChannelFlags, Clock, CpuReader, Geometry, GeometryParams, Lost, Mode,
+};
 
 /// 128-byte sub-buffers hold two 8-byte-payload records each.
 fn geometry() -> Geometry {
-    Geometry::new(GeometryParams { subbuf_size: 128, subbuf_count: 2, cpu_count: 1, page_size: 64 }).unwrap()
+    Geometry::new(GeometryParams {
+        subbuf_size: 128,
+        subbuf_count: 2,
+        cpu_count: 1,
+        page_size: 64,
+    })
+    .unwrap()
 }
 
 fn setup(mode: Mode) -> Arc<Vec<AtomicU64>> {
     let geo = geometry();
-    let mem: Vec<AtomicU64> = (0..geo.total_size() / 8).map(|_| AtomicU64::new(0)).collect();
-    let flags = if mode == Mode::Overwrite { ChannelFlags::OVERWRITE } else { ChannelFlags::empty() };
+    let mem: Vec<AtomicU64> = (0..geo.total_size() / 8)
+        .map(|_| AtomicU64::new(0))
+        .collect();
+    let flags = if mode == Mode::Overwrite {
+        ChannelFlags::OVERWRITE
+    } else {
+        ChannelFlags::empty()
+    };
     Channel::create(&mem, geo, flags, Clock::Counter).unwrap();
     Arc::new(mem)
 }
@@ -38,7 +52,9 @@ fn write_all(mem: &[AtomicU64], clk: &Arc<LoomU64>, ids: &[u64]) -> u64 {
     let ch = Channel::open(mem).unwrap();
     let w = ch.writer(0).unwrap();
     let mut clock = clock(clk);
-    ids.iter().filter(|&&id| w.write(id as u16, &id.to_le_bytes(), &mut clock).is_ok()).count() as u64
+    ids.iter()
+        .filter(|&&id| w.write(id as u16, &id.to_le_bytes(), &mut clock).is_ok())
+        .count() as u64
 }
 
 /// What a reader saw: (id, ts) per record and the losses reported in-stream.
@@ -51,11 +67,19 @@ struct Seen {
 /// One read attempt: delivers at most one sub-buffer. Checks every record.
 fn read_once(reader: &mut CpuReader<'_>, seen: &mut Seen) -> bool {
     let mut buf = [0u8; 128];
-    let Some(d) = reader.next(&mut buf).expect("a sealed sub-buffer must validate") else { return false };
+    let Some(d) = reader
+        .next(&mut buf)
+        .expect("a sealed sub-buffer must validate")
+    else {
+        return false;
+    };
     let mut n = 0;
     for r in d.records() {
         let id = u64::from_le_bytes(r.payload.try_into().expect("torn record: payload length"));
-        assert_eq!(r.rtype, id as u16, "torn record: type does not match payload");
+        assert_eq!(
+            r.rtype, id as u16,
+            "torn record: type does not match payload"
+        );
         seen.records.push((id, r.ts));
         n += 1;
     }
@@ -82,14 +106,35 @@ fn check(mem: &[AtomicU64], written: u64, accepted: u64, seen: &Seen) {
     let ids: Vec<u64> = seen.records.iter().map(|r| r.0).collect();
     let mut sorted = ids.clone();
     sorted.dedup();
-    assert_eq!(sorted.len(), ids.len(), "a record was delivered twice: {ids:?}");
+    assert_eq!(
+        sorted.len(),
+        ids.len(),
+        "a record was delivered twice: {ids:?}"
+    );
     for pair in seen.records.windows(2) {
-        assert!(pair[0].1 < pair[1].1, "timestamps out of buffer order: {:?}", seen.records);
+        assert!(
+            pair[0].1 < pair[1].1,
+            "timestamps out of buffer order: {:?}",
+            seen.records
+        );
     }
-    assert_eq!(accepted, ids.len() as u64 + stats.lost.overwrite, "accepted = delivered + overwritten; {stats:?}");
-    assert_eq!(written - accepted, stats.lost.full + stats.lost.too_big, "refused = counted; {stats:?}");
+    assert_eq!(
+        accepted,
+        ids.len() as u64 + stats.lost.overwrite,
+        "accepted = delivered + overwritten; {stats:?}"
+    );
+    assert_eq!(
+        written - accepted,
+        stats.lost.full + stats.lost.too_big,
+        "refused = counted; {stats:?}"
+    );
     assert_eq!(stats.produced, accepted, "{stats:?}");
-    assert!(seen.lost.total() <= stats.lost.total(), "reported {:?} > counted {:?}", seen.lost, stats.lost);
+    assert!(
+        seen.lost.total() <= stats.lost.total(),
+        "reported {:?} > counted {:?}",
+        seen.lost,
+        stats.lost
+    );
 }
 
 fn model(f: impl Fn() + Sync + Send + 'static) {

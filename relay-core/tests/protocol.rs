@@ -20,13 +20,19 @@ fn counter() -> impl FnMut() -> u64 {
 }
 
 /// Collects (id, ts) of every record available now, finishing each sub-buffer.
-fn drain(reader: &mut relay_core::CpuReader<'_>, len_of: impl Fn(u64) -> usize + Copy) -> (Vec<(u64, u64)>, Lost) {
+fn drain(
+    reader: &mut relay_core::CpuReader<'_>,
+    len_of: impl Fn(u64) -> usize + Copy,
+) -> (Vec<(u64, u64)>, Lost) {
     let mut out = Vec::new();
     let mut lost = Lost::default();
     let mut buf = vec![0u8; 1 << 16];
     while let Some(d) = reader.next(&mut buf).unwrap() {
         let n0 = out.len();
-        out.extend(d.records().map(|r| (check_payload(r.payload, len_of), r.ts)));
+        out.extend(
+            d.records()
+                .map(|r| (check_payload(r.payload, len_of), r.ts)),
+        );
         lost.full += d.lost_before.full;
         lost.too_big += d.lost_before.too_big;
         lost.overwrite += d.lost_before.overwrite;
@@ -62,8 +68,15 @@ fn interrupt_between_clock_and_reservation() {
     let _ = w.flush(&mut counter());
     let mut r = ch.reader(0).unwrap();
     let (recs, _) = drain(&mut r, |_| 8);
-    assert_eq!(recs.iter().map(|r| r.0).collect::<Vec<_>>(), [2, 1], "the interrupt's record comes first");
-    assert!(recs[0].1 < recs[1].1, "timestamps follow buffer order: {recs:?}");
+    assert_eq!(
+        recs.iter().map(|r| r.0).collect::<Vec<_>>(),
+        [2, 1],
+        "the interrupt's record comes first"
+    );
+    assert!(
+        recs[0].1 < recs[1].1,
+        "timestamps follow buffer order: {recs:?}"
+    );
 }
 
 #[test]
@@ -88,15 +101,26 @@ fn interrupt_that_fills_the_buffer_while_a_write_is_open() {
                 Err(e) => panic!("{e}"),
             }
         }
-        assert!(ch.reader(0).unwrap().ready().is_none(), "sub-buffer 0 must not seal before its writer commits");
+        assert!(
+            ch.reader(0).unwrap().ready().is_none(),
+            "sub-buffer 0 must not seal before its writer commits"
+        );
         let _ = outer.commit(1);
         let _ = w.flush(&mut clock);
         let mut r = ch.reader(0).unwrap();
         let (recs, _) = drain(&mut r, |_| 8);
         let stats = r.stats();
         assert_eq!(stats.lost.full, refused);
-        assert_eq!(recs.len() as u64 + stats.lost.overwrite, accepted.len() as u64, "overwrite={overwrite}");
-        assert_eq!(recs.iter().map(|r| r.0).collect::<Vec<_>>(), accepted, "overwrite={overwrite}");
+        assert_eq!(
+            recs.len() as u64 + stats.lost.overwrite,
+            accepted.len() as u64,
+            "overwrite={overwrite}"
+        );
+        assert_eq!(
+            recs.iter().map(|r| r.0).collect::<Vec<_>>(),
+            accepted,
+            "overwrite={overwrite}"
+        );
     }
 }
 
@@ -116,7 +140,11 @@ fn reader_restart_resumes_mid_subbuffer() {
         let mut r = ch.reader(0).unwrap();
         let d = r.peek().unwrap().unwrap();
         let mut it = d.records();
-        let got: Vec<u64> = it.by_ref().take(2).map(|r| check_payload(r.payload, |_| 40)).collect();
+        let got: Vec<u64> = it
+            .by_ref()
+            .take(2)
+            .map(|r| check_payload(r.payload, |_| 40))
+            .collect();
         assert_eq!(got, [0, 1]);
         let (seq, off) = (d.seq, it.offset() as u64);
         r.save_progress(seq, off);
@@ -145,7 +173,10 @@ fn late_reader_of_a_flight_recorder_gets_the_newest_data() {
     let ids: Vec<u64> = recs.iter().map(|r| r.0).collect();
     // Sub-buffers 0..=99 sealed; the four slots hold 96..=99.
     assert_eq!(ids, (288..300).collect::<Vec<_>>());
-    assert_eq!(lost.overwrite, 288, "the loss is reported in-stream, before the first record");
+    assert_eq!(
+        lost.overwrite, 288,
+        "the loss is reported in-stream, before the first record"
+    );
     assert_eq!(r.stats().lost.overwrite, 288);
 }
 
@@ -157,8 +188,14 @@ fn too_big_and_max_payload() {
     let w = ch.writer(0).unwrap();
     let max = geo.max_payload() as usize;
     let mut clock = counter();
-    assert_eq!(w.write(1, &vec![0; max + 1], &mut clock), Err(WriteError::TooBig));
-    assert_eq!(w.reserve(usize::MAX, &mut clock).unwrap_err(), WriteError::TooBig);
+    assert_eq!(
+        w.write(1, &vec![0; max + 1], &mut clock),
+        Err(WriteError::TooBig)
+    );
+    assert_eq!(
+        w.reserve(usize::MAX, &mut clock).unwrap_err(),
+        WriteError::TooBig
+    );
     w.write(1, &payload(7, max), &mut clock).unwrap();
     let _ = w.flush(&mut clock);
     let mut r = ch.reader(0).unwrap();
@@ -178,7 +215,10 @@ fn dropped_grant_is_discarded_not_delivered() {
     w.write(1, &payload(1, 8), &mut clock).unwrap();
     let mut g = w.reserve(16, &mut clock).unwrap();
     assert!(g.write_at(8, &[1; 8]));
-    assert!(!g.write_at(9, &[1; 8]), "writes past the reservation are refused");
+    assert!(
+        !g.write_at(9, &[1; 8]),
+        "writes past the reservation are refused"
+    );
     let _ = g.discard();
     let _ = w.flush(&mut clock);
     let mut r = ch.reader(0).unwrap();
@@ -213,7 +253,11 @@ fn flush_is_a_timestamp_barrier() {
     let w = ch.writer(0).unwrap();
     let mut clock = counter();
     let f = w.flush(&mut clock);
-    assert_eq!((f.closed, f.sealed), (None, None), "nothing open, nothing to close");
+    assert_eq!(
+        (f.closed, f.sealed),
+        (None, None),
+        "nothing open, nothing to close"
+    );
     w.write(1, &payload(1, 8), &mut clock).unwrap();
     let f = w.flush(&mut clock);
     assert_eq!((f.closed, f.sealed), (Some(0), Some(0)));
@@ -241,7 +285,11 @@ fn flush_is_a_timestamp_barrier() {
     let _ = w.flush(&mut counter());
     let barrier_before = t.get();
     let g = w.reserve(8, &mut clock).unwrap();
-    assert!(g.ts() > barrier_before + 1, "the reservation retried after the flush: ts {}", g.ts());
+    assert!(
+        g.ts() > barrier_before + 1,
+        "the reservation retried after the flush: ts {}",
+        g.ts()
+    );
 }
 
 #[test]
@@ -295,7 +343,10 @@ fn corrupt_subbuffer_is_reported_and_skipped() {
     }
     let (recs, _) = drain(&mut r, |_| 8);
     assert_eq!(recs.iter().map(|r| r.0).collect::<Vec<_>>(), [2]);
-    assert_eq!(r.next(&mut [0u8; 10]).unwrap_err(), ReadError::BufferTooSmall { need: 256 });
+    assert_eq!(
+        r.next(&mut [0u8; 10]).unwrap_err(),
+        ReadError::BufferTooSmall { need: 256 }
+    );
 }
 
 #[test]
@@ -315,7 +366,10 @@ fn threads_share_one_buffer_with_a_concurrent_reader() {
                         let w = ch.writer(0).unwrap();
                         let mut now = || clock.fetch_add(1, Ordering::SeqCst) + 1;
                         (0..per_thread)
-                            .filter(|i| w.write(1, &payload(t << 32 | i, 8 + (*i as usize % 24)), &mut now).is_ok())
+                            .filter(|i| {
+                                w.write(1, &payload(t << 32 | i, 8 + (*i as usize % 24)), &mut now)
+                                    .is_ok()
+                            })
                             .count() as u64
                     })
                 })
@@ -334,17 +388,30 @@ fn threads_share_one_buffer_with_a_concurrent_reader() {
                 }
             });
             let accepted: u64 = writers.into_iter().map(|h| h.join().unwrap()).sum();
-            let _ = ch.writer(0).unwrap().flush(&mut || clock.fetch_add(1, Ordering::SeqCst) + 1);
+            let _ = ch
+                .writer(0)
+                .unwrap()
+                .flush(&mut || clock.fetch_add(1, Ordering::SeqCst) + 1);
             done.store(true, Ordering::Release);
             (accepted, reader.join().unwrap())
         });
         let stats = ch.stats(0).unwrap();
         let mut ids: Vec<u64> = delivered.iter().map(|r| r.0).collect();
-        assert!(delivered.windows(2).all(|p| p[0].1 < p[1].1), "timestamps in buffer order");
+        assert!(
+            delivered.windows(2).all(|p| p[0].1 < p[1].1),
+            "timestamps in buffer order"
+        );
         ids.sort_unstable();
         ids.dedup();
         assert_eq!(ids.len(), delivered.len(), "no duplicates");
-        assert_eq!(accepted, delivered.len() as u64 + stats.lost.overwrite, "overwrite={overwrite} {stats:?}");
-        assert_eq!(2 * per_thread - accepted, stats.lost.full + stats.lost.too_big);
+        assert_eq!(
+            accepted,
+            delivered.len() as u64 + stats.lost.overwrite,
+            "overwrite={overwrite} {stats:?}"
+        );
+        assert_eq!(
+            2 * per_thread - accepted,
+            stats.lost.full + stats.lost.too_big
+        );
     }
 }
