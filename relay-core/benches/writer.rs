@@ -43,7 +43,33 @@ fn single_thread(c: &mut Criterion) {
                 .unwrap()
             })
         });
+        let lw = ch.local_writer(0).unwrap();
+        g.bench_with_input(
+            BenchmarkId::new("local_counter_clock", size),
+            &size,
+            |b, _| {
+                b.iter(|| {
+                    lw.write(1, black_box(&payload), &mut || {
+                        t += 1;
+                        t
+                    })
+                    .unwrap()
+                })
+            },
+        );
         let start = Instant::now();
+        g.bench_with_input(
+            BenchmarkId::new("local_monotonic_clock", size),
+            &size,
+            |b, _| {
+                b.iter(|| {
+                    lw.write(1, black_box(&payload), &mut || {
+                        start.elapsed().as_nanos() as u64
+                    })
+                    .unwrap()
+                })
+            },
+        );
         g.bench_with_input(BenchmarkId::new("monotonic_clock", size), &size, |b, _| {
             b.iter(|| {
                 w.write(1, black_box(&payload), &mut || {
@@ -93,7 +119,7 @@ fn writer_and_reader(c: &mut Criterion) {
                         }
                     });
                     let start = Instant::now();
-                    let w = ch.writer(0).unwrap();
+                    let w = ch.local_writer(0).unwrap();
                     let mut t = 0u64;
                     let mut clock = || {
                         t += 1;

@@ -12,7 +12,9 @@ use relay_core::{AtomicU64, Channel, ChannelFlags, Clock, Geometry, GeometryPara
 
 /// FNV-1a, as the payload checksum.
 fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 fn main() {
@@ -20,10 +22,21 @@ fn main() {
     let seconds: f64 = args.first().and_then(|s| s.parse().ok()).unwrap_or(3.0);
     let overwrite = args.iter().any(|a| a == "overwrite");
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get()) as u32;
-    let geo = Geometry::new(GeometryParams { subbuf_size: 1 << 16, subbuf_count: 8, cpu_count: cpus, page_size: 4096 })
-        .expect("valid geometry");
-    let mem: Vec<AtomicU64> = (0..geo.total_size() / 8).map(|_| AtomicU64::new(0)).collect();
-    let flags = if overwrite { ChannelFlags::OVERWRITE } else { ChannelFlags::empty() };
+    let geo = Geometry::new(GeometryParams {
+        subbuf_size: 1 << 16,
+        subbuf_count: 8,
+        cpu_count: cpus,
+        page_size: 4096,
+    })
+    .expect("valid geometry");
+    let mem: Vec<AtomicU64> = (0..geo.total_size() / 8)
+        .map(|_| AtomicU64::new(0))
+        .collect();
+    let flags = if overwrite {
+        ChannelFlags::OVERWRITE
+    } else {
+        ChannelFlags::empty()
+    };
     let ch = Channel::create(&mem, geo, flags, Clock::Monotonic).expect("channel fits");
     let epoch = Instant::now();
     let now = || epoch.elapsed().as_nanos() as u64;
@@ -33,7 +46,11 @@ fn main() {
         "relay-core demo: {cpus} CPU buffers x {} x {} KiB, {} mode, {seconds}s",
         geo.subbuf_count(),
         geo.subbuf_size() / 1024,
-        if overwrite { "overwrite" } else { "no-overwrite" }
+        if overwrite {
+            "overwrite"
+        } else {
+            "no-overwrite"
+        }
     );
 
     let (written, delivered, bytes) = std::thread::scope(|s| {
@@ -41,7 +58,8 @@ fn main() {
             .map(|cpu| {
                 let (ch, stop) = (&ch, &stop);
                 s.spawn(move || {
-                    let w = ch.writer(cpu).unwrap();
+                    // The only writer of this buffer: per-CPU atomics suffice.
+                    let w = ch.local_writer(cpu).unwrap();
                     let mut clock = || now();
                     let (mut attempts, mut seq) = (0u64, 0u64);
                     let mut buf = [0u8; 64];
@@ -83,7 +101,11 @@ fn main() {
                             let seq = u64::from_le_bytes(p[..8].try_into().unwrap());
                             let sum = u64::from_le_bytes(p[8..16].try_into().unwrap());
                             assert_eq!(sum, fnv(&p[16..]), "checksum, cpu {cpu} record {seq}");
-                            assert!(seq >= next_seq[cpu], "order, cpu {cpu}: {seq} after {}", next_seq[cpu]);
+                            assert!(
+                                seq >= next_seq[cpu],
+                                "order, cpu {cpu}: {seq} after {}",
+                                next_seq[cpu]
+                            );
                             next_seq[cpu] = seq + 1;
                             bytes += p.len() as u64;
                             n += 1;
@@ -97,7 +119,11 @@ fn main() {
                 }
                 if last_print.elapsed() > Duration::from_secs(1) {
                     let total: u64 = delivered.iter().sum();
-                    println!("  {:>5.1}s  {:>12} records read", epoch.elapsed().as_secs_f64(), total);
+                    println!(
+                        "  {:>5.1}s  {:>12} records read",
+                        epoch.elapsed().as_secs_f64(),
+                        total
+                    );
                     last_print = Instant::now();
                 }
                 if finished && idle {
@@ -122,7 +148,8 @@ fn main() {
     for cpu in 0..cpus as usize {
         let st = ch.stats(cpu as u32).unwrap();
         let (attempts, accepted) = written[cpu];
-        let balanced = accepted == delivered[cpu] + st.lost.overwrite && attempts - accepted == st.lost.full;
+        let balanced =
+            accepted == delivered[cpu] + st.lost.overwrite && attempts - accepted == st.lost.full;
         ok &= balanced;
         println!(
             " {cpu:>3} {attempts:>13} {accepted:>13} {:>13} {:>11} {:>15}  {}",

@@ -11,7 +11,7 @@ use crate::geometry::{align_up, Geometry, GeometryError, GeometryParams};
 use crate::policy::{ChannelFlags, Mode};
 use crate::reader::{CpuReader, CpuStats};
 use crate::sync::{AtomicU64, Ordering};
-use crate::writer::Writer;
+use crate::writer::{CpuLocal, Writer};
 
 /// Why a region could not be opened or created as a channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -364,6 +364,16 @@ impl<'a> Channel<'a> {
     /// Any number of writers may write one CPU's buffer: nested contexts on
     /// that CPU (IRQ, NMI) or, in userspace, several threads.
     pub fn writer(&self, cpu: u32) -> Option<Writer<'a>> {
+        self.cpu_buffer(cpu).map(Writer::new)
+    }
+
+    /// A writer for `cpu`'s buffer whose producer-side atomics are per-CPU
+    /// only ([`CpuLocal`]): about twice as fast per record on x86-64. Use it
+    /// when every write and flush of this buffer runs on one CPU with
+    /// preemption disabled (the kernel) or on one thread (userspace), so that
+    /// writers only ever interrupt each other. Breaking that rule can lose or
+    /// corrupt records and counts, never memory safety.
+    pub fn local_writer(&self, cpu: u32) -> Option<Writer<'a, CpuLocal>> {
         self.cpu_buffer(cpu).map(Writer::new)
     }
 

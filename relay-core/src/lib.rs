@@ -62,4 +62,4 @@ pub use geometry::{Geometry, GeometryError, GeometryParams};
 pub use policy::{ChannelFlags, Mode};
 pub use reader::{CpuReader, CpuStats, Delivery, Lost, ReadError};
 pub use sync::AtomicU64;
-pub use writer::{Committed, Flushed, Grant, WriteError, Writer};
+pub use writer::{Committed, CpuLocal, Flushed, Grant, Shared, Sharing, WriteError, Writer};

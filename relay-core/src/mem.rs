@@ -80,3 +80,66 @@ pub(crate) fn subbuf_bytes(words: &[AtomicU64]) -> &[u8] {
     // returned borrow lives, so reading it as plain bytes does not race.
     unsafe { core::slice::from_raw_parts(words.as_ptr().cast::<u8>(), words.len() * 8) }
 }
+
+/// Compare-and-swap that is atomic with respect to code running on the same
+/// CPU (interrupts, NMIs, signal handlers) but not to other CPUs: the
+/// kernel's `local_cmpxchg`. On x86-64 it is one `cmpxchg` without `lock`,
+/// which an interrupt cannot split and which costs a fraction of a locked one.
+/// Other CPUs may load `w` concurrently: the instruction's load and store are
+/// each one aligned 8-byte access.
+#[cfg(all(target_arch = "x86_64", not(loom)))]
+#[inline(always)]
+pub(crate) fn local_cas(w: &AtomicU64, old: u64, new: u64) -> bool {
+    let prev: u64;
+    // SAFETY: `w.as_ptr()` is valid and 8-byte aligned for the borrow of `w`.
+    // The instruction reads and writes only `*w` (one aligned 8-byte load and
+    // at most one aligned 8-byte store, so concurrent atomic loads elsewhere
+    // see old or new, never a mix), rax and the flags (clobbered by default);
+    // it needs no stack.
+    unsafe {
+        core::arch::asm!(
+            "cmpxchg qword ptr [{p}], {new}",
+            p = in(reg) w.as_ptr(),
+            new = in(reg) new,
+            inout("rax") old => prev,
+            options(nostack),
+        );
+    }
+    prev == old
+}
+
+/// Fetch-and-add with the same per-CPU atomicity as [`local_cas`] (the
+/// kernel's `local_add_return`). Returns the previous value.
+#[cfg(all(target_arch = "x86_64", not(loom)))]
+#[inline(always)]
+pub(crate) fn local_add(w: &AtomicU64, v: u64) -> u64 {
+    let prev: u64;
+    // SAFETY: as for `local_cas`: one aligned 8-byte load and store of `*w`
+    // (wrapping on overflow), the flags clobbered, no stack.
+    unsafe {
+        core::arch::asm!(
+            "xadd qword ptr [{p}], {v}",
+            p = in(reg) w.as_ptr(),
+            v = inout(reg) v => prev,
+            options(nostack),
+        );
+    }
+    prev
+}
+
+/// Elsewhere (and under loom) the per-CPU operations are full atomics:
+/// stronger than needed, never weaker.
+#[cfg(not(all(target_arch = "x86_64", not(loom))))]
+#[inline(always)]
+pub(crate) fn local_cas(w: &crate::sync::AtomicU64, old: u64, new: u64) -> bool {
+    use crate::sync::Ordering;
+    w.compare_exchange(old, new, Ordering::AcqRel, Ordering::Relaxed)
+        .is_ok()
+}
+
+/// See the x86-64 version.
+#[cfg(not(all(target_arch = "x86_64", not(loom))))]
+#[inline(always)]
+pub(crate) fn local_add(w: &crate::sync::AtomicU64, v: u64) -> u64 {
+    w.fetch_add(v, crate::sync::Ordering::AcqRel)
+}

@@ -43,6 +43,59 @@ use crate::format::{
 use crate::policy::{may_open, reclaim_push, required_seal, Mode, RECLAIM_ATTEMPTS};
 use crate::sync::{AtomicU64, Ordering};
 
+/// How the writer's read-modify-write operations on producer words are
+/// atomic: across CPUs ([`Shared`]) or only within one CPU ([`CpuLocal`]).
+/// The consumer position, which readers also move, is always fully atomic.
+pub trait Sharing: Copy + core::fmt::Debug + sealed::Sealed {
+    /// Compare-and-swap; true if `w` held `old` and now holds `new`.
+    fn cas(w: &AtomicU64, old: u64, new: u64) -> bool;
+    /// Fetch-and-add (wrapping); returns the previous value.
+    fn add(w: &AtomicU64, v: u64) -> u64;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::Shared {}
+    impl Sealed for super::CpuLocal {}
+}
+
+/// Writers may run on any CPU or thread at once, and flushes may come from
+/// anywhere: every operation is a locked atomic.
+#[derive(Clone, Copy, Debug)]
+pub struct Shared;
+
+/// Every write and flush of the buffer runs on one CPU (in the kernel, with
+/// preemption disabled) or one thread, concurrent only by nesting
+/// (interrupts, NMIs, signal handlers): the producer words need only
+/// per-CPU atomicity, like the kernel's `local_t`, which on x86-64 saves the
+/// bus lock on both atomics of every record. Breaking that rule can lose or
+/// corrupt records and counts, never memory safety.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuLocal;
+
+impl Sharing for Shared {
+    #[inline(always)]
+    fn cas(w: &AtomicU64, old: u64, new: u64) -> bool {
+        w.compare_exchange(old, new, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+    #[inline(always)]
+    fn add(w: &AtomicU64, v: u64) -> u64 {
+        w.fetch_add(v, Ordering::AcqRel)
+    }
+}
+
+impl Sharing for CpuLocal {
+    #[inline(always)]
+    fn cas(w: &AtomicU64, old: u64, new: u64) -> bool {
+        crate::mem::local_cas(w, old, new)
+    }
+    #[inline(always)]
+    fn add(w: &AtomicU64, v: u64) -> u64 {
+        crate::mem::local_add(w, v)
+    }
+}
+
 const HDR: u64 = SUBBUF_HEADER_SIZE as u64;
 
 /// Why a record was not written. Each refusal is counted in the statistics.
@@ -85,18 +138,20 @@ pub struct Flushed {
 }
 
 /// A writer for one CPU's buffer. Cheap to copy; holds no state of its own,
-/// so any number of them (nested contexts, threads) may write at once.
+/// so any number of them (nested contexts, and with [`Shared`] threads) may
+/// write at once.
 #[derive(Clone, Copy, Debug)]
-pub struct Writer<'a> {
+pub struct Writer<'a, S: Sharing = Shared> {
     b: CpuBuffer<'a>,
+    sharing: core::marker::PhantomData<S>,
 }
 
 /// Space reserved for one record. Write the payload, then [`Grant::commit`].
 /// A grant dropped without commit is committed as a discarded record, so
 /// its sub-buffer still seals.
 #[derive(Debug)]
-pub struct Grant<'w, 'a> {
-    writer: &'w Writer<'a>,
+pub struct Grant<'w, 'a, S: Sharing = Shared> {
+    writer: &'w Writer<'a, S>,
     seq: u64,
     slot: usize,
     /// The sub-buffer's words.
@@ -110,9 +165,12 @@ pub struct Grant<'w, 'a> {
     done: bool,
 }
 
-impl<'a> Writer<'a> {
+impl<'a, S: Sharing> Writer<'a, S> {
     pub(crate) fn new(b: CpuBuffer<'a>) -> Self {
-        Writer { b }
+        Writer {
+            b,
+            sharing: core::marker::PhantomData,
+        }
     }
 
     /// The CPU whose buffer this writes.
@@ -122,7 +180,7 @@ impl<'a> Writer<'a> {
 
     fn bump(&self, index: usize, by: u64) {
         if let Some(w) = self.b.producer_word(index) {
-            w.fetch_add(by, Ordering::Relaxed);
+            S::add(w, by);
         }
     }
 
@@ -144,7 +202,7 @@ impl<'a> Writer<'a> {
         &self,
         payload_len: usize,
         clock: &mut impl FnMut() -> u64,
-    ) -> Result<Grant<'_, 'a>, WriteError> {
+    ) -> Result<Grant<'_, 'a, S>, WriteError> {
         let b = &self.b;
         let size = b.size();
         let total = match record_total(payload_len) {
@@ -159,10 +217,7 @@ impl<'a> Writer<'a> {
             let (target, closing) = match Head::decode(head, b.shift) {
                 Head::Open { seq, off } if off + total <= size => {
                     let new = head.wrapping_add(total);
-                    if b.head
-                        .compare_exchange_weak(head, new, Ordering::AcqRel, Ordering::Relaxed)
-                        .is_ok()
-                    {
+                    if S::cas(b.head, head, new) {
                         if let Some(stale) = owned {
                             self.release_slot(stale);
                         }
@@ -192,10 +247,7 @@ impl<'a> Writer<'a> {
                 off: HDR + total,
             }
             .encode(b.shift);
-            if b.head
-                .compare_exchange(head, new, Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
-            {
+            if !S::cas(b.head, head, new) {
                 continue;
             }
             if let Some((seq, off)) = closing {
@@ -248,10 +300,7 @@ impl<'a> Writer<'a> {
                 ),
             };
             let new = new.encode(b.shift);
-            if b.head
-                .compare_exchange(head, new, Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
-            {
+            if !S::cas(b.head, head, new) {
                 continue;
             }
             let (closed, sealed) = match closing {
@@ -286,15 +335,7 @@ impl<'a> Writer<'a> {
         if !may_open(b.mode, target, b.count, seal, consumed) {
             return Err(WriteError::Full);
         }
-        if seal_word
-            .compare_exchange(
-                seal.encode(),
-                Seal::Opening(target).encode(),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            )
-            .is_err()
-        {
+        if !S::cas(seal_word, seal.encode(), Seal::Opening(target).encode()) {
             return Err(WriteError::Full);
         }
         if let (Mode::Overwrite, Seal::Sealed(previous)) = (b.mode, seal) {
@@ -313,11 +354,10 @@ impl<'a> Writer<'a> {
     fn release_slot(&self, target: u64) {
         let b = &self.b;
         if let Some(w) = b.seals.get(b.slot(target)) {
-            let _ = w.compare_exchange(
+            S::cas(
+                w,
                 Seal::Opening(target).encode(),
                 required_seal(target, b.count).encode(),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
             );
         }
     }
@@ -388,7 +428,7 @@ impl<'a> Writer<'a> {
         let Some(w) = b.commits.get(slot) else {
             return Committed::default();
         };
-        let now = w.fetch_add(add, Ordering::AcqRel).wrapping_add(add);
+        let now = S::add(w, add).wrapping_add(add);
         if !Commit::is_complete(now, b.size()) {
             return Committed::default();
         }
@@ -405,9 +445,9 @@ impl<'a> Writer<'a> {
     }
 }
 
-impl<'w, 'a> Grant<'w, 'a> {
+impl<'w, 'a, S: Sharing> Grant<'w, 'a, S> {
     fn new(
-        writer: &'w Writer<'a>,
+        writer: &'w Writer<'a, S>,
         seq: u64,
         off: u64,
         total: u64,
@@ -522,7 +562,7 @@ impl<'w, 'a> Grant<'w, 'a> {
     }
 }
 
-impl Drop for Grant<'_, '_> {
+impl<S: Sharing> Drop for Grant<'_, '_, S> {
     fn drop(&mut self) {
         if !self.done {
             let _ = self.finish(0, crate::format::record_flags::DISCARDED, 0);

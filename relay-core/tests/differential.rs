@@ -9,7 +9,22 @@ mod common;
 use std::collections::{BTreeMap, VecDeque};
 
 use common::{check_payload, create, geometry, payload, region, Rng};
-use relay_core::{Lost, Mode, WriteError};
+use relay_core::{Channel, CpuLocal, Lost, Mode, Shared, Sharing, WriteError, Writer};
+
+/// Both writer flavours run the same sequences.
+trait MakeWriter: Sharing {
+    fn make<'a>(ch: &Channel<'a>) -> Writer<'a, Self>;
+}
+impl MakeWriter for Shared {
+    fn make<'a>(ch: &Channel<'a>) -> Writer<'a, Self> {
+        ch.writer(0).unwrap()
+    }
+}
+impl MakeWriter for CpuLocal {
+    fn make<'a>(ch: &Channel<'a>) -> Writer<'a, Self> {
+        ch.local_writer(0).unwrap()
+    }
+}
 
 const HDR: usize = 72;
 
@@ -119,19 +134,19 @@ impl Model {
     }
 }
 
-struct Outstanding<'w, 'a> {
-    grant: relay_core::Grant<'w, 'a>,
+struct Outstanding<'w, 'a, S: Sharing> {
+    grant: relay_core::Grant<'w, 'a, S>,
     id: u64,
     len: usize,
     discard: bool,
     model: (u64, usize),
 }
 
-fn run(seed: u64, mode: Mode, size: u64, count: u64, ops: usize) -> (Lost, u64) {
+fn run<S: MakeWriter>(seed: u64, mode: Mode, size: u64, count: u64, ops: usize) -> (Lost, u64) {
     let geo = geometry(size, count, 1);
     let mem = region(&geo);
     let channel = create(&mem, geo, mode == Mode::Overwrite);
-    let writer = channel.writer(0).unwrap();
+    let writer = S::make(&channel);
     let mut reader = channel.reader(0).unwrap();
     let mut model = Model {
         size: size as usize,
@@ -151,7 +166,7 @@ fn run(seed: u64, mode: Mode, size: u64, count: u64, ops: usize) -> (Lost, u64) 
     };
     let max_payload = geo.max_payload() as usize;
     let mut lens: BTreeMap<u64, usize> = BTreeMap::new();
-    let mut stack: Vec<Outstanding> = Vec::new();
+    let mut stack: Vec<Outstanding<S>> = Vec::new();
     let mut next_id = 0u64;
     let (mut accepted, mut refused, mut delivered) = (0u64, 0u64, 0u64);
     let mut expected: VecDeque<u64> = VecDeque::new();
@@ -365,7 +380,11 @@ fn sweep(mode: Mode, salt: u64) -> (Lost, u64) {
     let mut total = (Lost::default(), 0);
     for seed in 0..600 {
         for &(size, count) in &[(128, 2), (256, 3), (512, 4), (256, 8)] {
-            let (lost, delivered) = run(seed * salt + size, mode, size, count, 400);
+            let (lost, delivered) = if seed % 2 == 0 {
+                run::<Shared>(seed * salt + size, mode, size, count, 400)
+            } else {
+                run::<CpuLocal>(seed * salt + size, mode, size, count, 400)
+            };
             total.0.full += lost.full;
             total.0.too_big += lost.too_big;
             total.0.overwrite += lost.overwrite;
@@ -409,6 +428,7 @@ fn overwrite_matches_model() {
 #[test]
 fn long_sequences() {
     for (seed, mode) in [(1, Mode::NoOverwrite), (2, Mode::Overwrite)] {
-        run(seed, mode, 1024, 5, 200_000);
+        run::<Shared>(seed, mode, 1024, 5, 200_000);
+        run::<CpuLocal>(seed + 10, mode, 1024, 5, 200_000);
     }
 }
