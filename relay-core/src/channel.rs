@@ -98,10 +98,12 @@ impl<'a> CpuBuffer<'a> {
     /// The words of sub-buffer slot `slot`.
     #[inline]
     pub(crate) fn subbuf_words(&self, slot: usize) -> &'a [AtomicU64] {
-        let words = 1usize << (self.shift - 3);
-        let start = slot.saturating_mul(words);
+        // `slot < count` and `count << shift` bytes fit the slice (checked
+        // when it was carved), so neither the shift nor the add overflows.
+        let words_shift = self.shift - 3;
+        let start = slot << words_shift;
         self.data
-            .get(start..start.saturating_add(words))
+            .get(start..start + (1 << words_shift))
             .unwrap_or(&[])
     }
 

@@ -184,6 +184,7 @@ impl<'a, S: Sharing> Writer<'a, S> {
         }
     }
 
+    #[cold]
     fn refuse(&self, e: WriteError) -> WriteError {
         self.bump(
             match e {
@@ -319,6 +320,8 @@ impl<'a, S: Sharing> Writer<'a, S> {
     }
 
     /// Takes the slot for sub-buffer `target`, or says why it cannot.
+    #[cold]
+    #[inline(never)]
     fn acquire_slot(&self, target: u64) -> Result<(), WriteError> {
         let b = &self.b;
         let slot = b.slot(target);
@@ -384,6 +387,7 @@ impl<'a, S: Sharing> Writer<'a, S> {
         self.bump(producer::LOST_OVERWRITE, records.into());
     }
 
+    #[cold]
     fn write_subbuf_header(&self, seq: u64, ts: u64) {
         let b = &self.b;
         let words = b.subbuf_words(b.slot(seq));
@@ -403,6 +407,7 @@ impl<'a, S: Sharing> Writer<'a, S> {
     }
 
     /// Closes sub-buffer `seq` with `off` bytes of content.
+    #[cold]
     fn close(&self, seq: u64, off: u64, ts: u64, flags: u32) -> Committed {
         let b = &self.b;
         let slot = b.slot(seq);
@@ -422,17 +427,24 @@ impl<'a, S: Sharing> Writer<'a, S> {
 
     /// Adds `add` to the commit word of `slot` (holding `seq`); seals `seq`
     /// if that completed it.
-    #[inline]
+    #[inline(always)]
     fn commit_add(&self, seq: u64, slot: usize, add: u64) -> Committed {
         let b = &self.b;
         let Some(w) = b.commits.get(slot) else {
             return Committed::default();
         };
         let now = S::add(w, add).wrapping_add(add);
-        if !Commit::is_complete(now, b.size()) {
-            return Committed::default();
+        if Commit::is_complete(now, b.size()) {
+            return self.seal(seq, slot, Commit::records(now));
         }
-        let records = Commit::records(now);
+        Committed::default()
+    }
+
+    /// Seals sub-buffer `seq` (in `slot`), which holds `records` records.
+    #[cold]
+    #[inline(never)]
+    fn seal(&self, seq: u64, slot: usize, records: u32) -> Committed {
+        let b = &self.b;
         if let Some(w) = b.subbuf_words(slot).get(subbuf::RECORDS) {
             w.store(records.into(), Ordering::Relaxed);
         }
@@ -536,6 +548,7 @@ impl<'w, 'a, S: Sharing> Grant<'w, 'a, S> {
         true
     }
 
+    #[inline(always)]
     fn finish(&mut self, rtype: u16, flags: u16, records: u64) -> Committed {
         self.done = true;
         // `payload_len + 16 <= size <= 2^30`: the cast is lossless.
