@@ -5,6 +5,8 @@
 //!   unit/differential/scenario tests, and the loom models.
 //! - `demo`: the main job (see README).
 //! - `bench`: the criterion benchmarks (numbers go to BENCHMARKS.md).
+//! - `vm-test`: build the test kernel and relay-kmod, boot them in qemu and
+//!   run the in-guest scenarios (see `vm.rs`).
 //!
 //! Every step prints what it runs; any failure stops the run with a non-zero
 //! exit. Nothing is skipped silently: a step that cannot run fails.
@@ -13,6 +15,8 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::{exit, Command};
 use std::time::Instant;
+
+mod vm;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -103,13 +107,14 @@ fn main() {
             c.args(&args[1..]);
             run("demo", c)
         }
+        Some("vm-test") => vm::run(&args[1..]),
         Some("bench") => {
             let mut c = cargo_args(&["bench", "-p", "relay-core"]);
             c.args(&args[1..]);
             run("benchmarks", c)
         }
         _ => {
-            eprintln!("usage: cargo xtask <test|demo|bench> [args]");
+            eprintln!("usage: cargo xtask <test|demo|bench|vm-test> [args]");
             exit(2)
         }
     }
