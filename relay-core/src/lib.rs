@@ -51,6 +51,8 @@ pub mod channel;
 pub mod format;
 pub mod geometry;
 pub mod mem;
+#[cfg(feature = "model")]
+pub mod model;
 pub mod policy;
 pub mod reader;
 mod sync;

@@ -29,30 +29,12 @@ pub fn create(mem: &[AtomicU64], geo: Geometry, overwrite: bool) -> Channel<'_> 
     Channel::create(mem, geo, flags, Clock::Counter).unwrap()
 }
 
-/// A payload carrying `id` and bytes derived from it, `len` bytes long.
-pub fn payload(id: u64, len: usize) -> Vec<u8> {
-    let mut p: Vec<u8> = (0..len)
-        .map(|i| (id as usize).wrapping_mul(31).wrapping_add(i) as u8)
-        .collect();
-    let n = len.min(8);
-    p[..n].copy_from_slice(&id.to_le_bytes()[..n]);
-    p
-}
+#[allow(unused_imports)]
+pub use relay_core::model::payload;
 
 /// The id in a payload made by [`payload`], checking every byte.
 pub fn check_payload(p: &[u8], len_of: impl Fn(u64) -> usize) -> u64 {
-    assert!(
-        p.len() >= 8,
-        "payload too short to carry an id: {}",
-        p.len()
-    );
-    let id = u64::from_le_bytes(p[..8].try_into().unwrap());
-    assert_eq!(
-        p,
-        &payload(id, len_of(id))[..],
-        "torn or corrupt payload for id {id}"
-    );
-    id
+    relay_core::model::payload_id(p, |id| Some(len_of(id))).expect("torn or corrupt payload")
 }
 
 /// Small deterministic PRNG (xorshift64*).
