@@ -2,9 +2,12 @@
 //!
 //! - `test`: everything CI checks: formatting, the workspace build (and
 //!   relay-core without default features, as the kernel builds it), clippy,
-//!   unit/differential/scenario tests, and the loom models.
+//!   unit/differential/scenario tests, the loom models, and a 30-second
+//!   run of every fuzz target.
 //! - `demo`: the main job (see README).
 //! - `bench`: the criterion benchmarks (numbers go to BENCHMARKS.md).
+//! - `fuzz [--seconds N] [targets]`: every cargo-fuzz target for N seconds
+//!   (default 30; `test` runs this as a smoke run).
 //! - `vm-test`: build the test kernel and relay-kmod, boot them in qemu and
 //!   run the in-guest scenarios (see `vm.rs`).
 //!
@@ -53,6 +56,71 @@ fn cargo_args(args: &[&str]) -> Command {
     c
 }
 
+/// The cargo-fuzz targets (fuzz/fuzz_targets/*.rs).
+const FUZZ_TARGETS: [&str; 4] = ["format", "geometry", "model", "hostile_consumer"];
+
+fn have(program: &str, arg: &str) -> bool {
+    Command::new(program)
+        .arg(arg)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Runs every fuzz target (or those named) for `seconds` each, installing
+/// cargo-fuzz first if it is missing. New inputs go to target/fuzz-corpus;
+/// the committed seeds in fuzz/corpus are read, never written.
+fn fuzz(args: &[String]) {
+    let mut seconds = 30u64;
+    let mut targets: Vec<&str> = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--seconds" => {
+                seconds = it.next().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+                    eprintln!("xtask fuzz: --seconds needs a number");
+                    exit(2)
+                })
+            }
+            t if FUZZ_TARGETS.contains(&t) => targets.push(t),
+            other => {
+                eprintln!("xtask fuzz: unknown argument {other} (targets: {FUZZ_TARGETS:?})");
+                exit(2)
+            }
+        }
+    }
+    if targets.is_empty() {
+        targets = FUZZ_TARGETS.to_vec();
+    }
+    if !have("cargo-fuzz", "--version") {
+        run(
+            "install cargo-fuzz",
+            cargo_args(&["install", "cargo-fuzz", "--locked"]),
+        );
+    }
+    let fuzz_dir = root().join("fuzz");
+    let mut build = cargo_args(&["fuzz", "build", "-O"]);
+    build.current_dir(&fuzz_dir).env("RUSTC_BOOTSTRAP", "1");
+    run("build fuzz targets (AddressSanitizer)", build);
+    for t in targets {
+        let scratch = root().join("target/fuzz-corpus").join(t);
+        std::fs::create_dir_all(&scratch).unwrap_or_else(|e| {
+            eprintln!("xtask fuzz: cannot create {}: {e}", scratch.display());
+            exit(2)
+        });
+        let mut c = cargo_args(&["fuzz", "run", "-O", t]);
+        c.current_dir(&fuzz_dir)
+            .env("RUSTC_BOOTSTRAP", "1")
+            .arg(&scratch)
+            .arg(fuzz_dir.join("corpus").join(t))
+            .args([
+                "--",
+                &format!("-max_total_time={seconds}"),
+                "-print_final_stats=1",
+            ]);
+        run(&format!("fuzz {t} for {seconds}s"), c);
+    }
+}
+
 fn test() {
     run("format", cargo_args(&["fmt", "--all", "--", "--check"]));
     run(
@@ -86,6 +154,7 @@ fn test() {
             env::var("LOOM_MAX_PREEMPTIONS").unwrap_or_else(|_| "4".into()),
         );
     run("loom models", loom);
+    fuzz(&["--seconds".into(), "30".into()]);
     println!("\nall checks passed");
 }
 
@@ -108,13 +177,14 @@ fn main() {
             run("demo", c)
         }
         Some("vm-test") => vm::run(&args[1..]),
+        Some("fuzz") => fuzz(&args[1..]),
         Some("bench") => {
             let mut c = cargo_args(&["bench", "-p", "relay-core"]);
             c.args(&args[1..]);
             run("benchmarks", c)
         }
         _ => {
-            eprintln!("usage: cargo xtask <test|demo|bench|vm-test> [args]");
+            eprintln!("usage: cargo xtask <test|demo|bench|fuzz|vm-test> [args]");
             exit(2)
         }
     }

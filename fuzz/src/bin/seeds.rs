@@ -1,0 +1,100 @@
+//! Writes the seed corpora under `fuzz/corpus/` (run from `fuzz/`:
+//! `cargo run --bin seeds`). Seeds are small valid inputs: real channels
+//! with records in both modes, real sub-buffers, valid geometries, and a
+//! few structured-input byte strings for the sequence targets.
+
+use std::fs;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use relay_core::{AtomicU64, Channel, ChannelFlags, Clock, Geometry, GeometryParams};
+
+fn channel_bytes(overwrite: bool, records: u64) -> Vec<u8> {
+    let geo = Geometry::new(GeometryParams {
+        subbuf_size: 128,
+        subbuf_count: 2,
+        cpu_count: 1,
+        page_size: 64,
+    })
+    .expect("valid geometry");
+    let mem: Vec<AtomicU64> = (0..geo.total_size() / 8)
+        .map(|_| AtomicU64::new(0))
+        .collect();
+    let flags = if overwrite {
+        ChannelFlags::OVERWRITE
+    } else {
+        ChannelFlags::empty()
+    };
+    let ch = Channel::create(&mem, geo, flags, Clock::Counter).expect("fits");
+    let w = ch.writer(0).expect("cpu 0");
+    let mut t = 0;
+    let mut clock = || {
+        t += 1;
+        t
+    };
+    for i in 0..records {
+        let _ = w.write(i as u16, &i.to_le_bytes(), &mut clock);
+    }
+    let _ = w.flush(&mut clock);
+    mem.iter()
+        .flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes())
+        .collect()
+}
+
+fn write(dir: &str, name: &str, bytes: &[u8]) {
+    let dir = Path::new("corpus").join(dir);
+    fs::create_dir_all(&dir).expect("create corpus dir");
+    fs::write(dir.join(name), bytes).expect("write seed");
+}
+
+fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn main() {
+    write("format", "channel-no-overwrite", &channel_bytes(false, 3));
+    write(
+        "format",
+        "channel-overwrite-lapped",
+        &channel_bytes(true, 9),
+    );
+    let ch = channel_bytes(false, 2);
+    // First byte 0 selects 128-byte sub-buffers; then sub-buffer 0's bytes.
+    let data_offset = 128 + 256 + 128;
+    let mut sub = vec![0u8];
+    sub.extend_from_slice(&ch[data_offset..data_offset + 128]);
+    write("format", "subbuf", &sub);
+
+    for (i, (size, count, cpus, page)) in [
+        (4096u64, 0u64, 4u32, 4096u32),
+        (128, 2, 1, 64),
+        (1 << 30, 2, 1, 65536),
+        (256, 1 << 32, 2, 4096),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut b = Vec::new();
+        b.extend_from_slice(&size.to_le_bytes());
+        b.extend_from_slice(&count.to_le_bytes());
+        b.extend_from_slice(&cpus.to_le_bytes());
+        b.extend_from_slice(&page.to_le_bytes());
+        write("geometry", &format!("params-{i}"), &b);
+    }
+    for i in 0..4 {
+        write("model", &format!("ops-{i}"), &pseudo_random(i, 600));
+        write(
+            "hostile_consumer",
+            &format!("steps-{i}"),
+            &pseudo_random(100 + i, 600),
+        );
+    }
+}
