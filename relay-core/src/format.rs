@@ -749,6 +749,12 @@ pub struct Records<'b> {
 }
 
 impl<'b> Records<'b> {
+    /// Iterates `content` (the first `content_size` bytes of a sub-buffer
+    /// that [`SubbufView::parse`] accepted) from byte offset `off`.
+    pub(crate) fn resume(content: &'b [u8], off: usize) -> Self {
+        Records { content, off }
+    }
+
     /// Byte offset (within the sub-buffer) of the next record.
     pub fn offset(&self) -> usize {
         self.off

@@ -11,6 +11,7 @@
 //! - [`writer`]: lockless, interrupt- and NMI-safe reserve/commit;
 //! - [`reader`]: validation, in-place or copied delivery, consumption, stats;
 //! - [`policy`]: no-overwrite vs. overwrite (flight recorder);
+//! - [`merge`]: all CPUs as one stream in timestamp order, losses in place;
 //! - [`mem`]: the only `unsafe` code, turning borrowed memory into words.
 //!
 //! Every shared word is an [`AtomicU64`]; under `cfg(loom)` those are loom's,
@@ -51,6 +52,8 @@ pub mod channel;
 pub mod format;
 pub mod geometry;
 pub mod mem;
+#[cfg(not(loom))]
+pub mod merge;
 #[cfg(feature = "model")]
 pub mod model;
 pub mod policy;

@@ -251,7 +251,15 @@ impl<'a> CpuReader<'a> {
                 let now = Lost {
                     full: h.lost_full,
                     too_big: h.lost_too_big,
-                    overwrite: h.lost_overwrite,
+                    // Overwritten records are older than this sub-buffer: at
+                    // the claim every sub-buffer before it was delivered or
+                    // reclaimed, so the writer's count right now places them
+                    // (the header's count is from when this one opened, before
+                    // the reclaims of its predecessors).
+                    overwrite: match self.b.mode {
+                        Mode::Overwrite => self.b.load(producer::LOST_OVERWRITE),
+                        Mode::NoOverwrite => h.lost_overwrite,
+                    },
                 };
                 Ok(Delivery {
                     seq,
@@ -296,6 +304,24 @@ impl<'a> CpuReader<'a> {
         };
         let bytes = crate::mem::subbuf_bytes(self.b.subbuf_words(self.b.slot(seq)));
         self.deliver(seq, bytes, false).map(Some)
+    }
+
+    /// The bytes of sealed sub-buffer `seq`, in place, for the merge cursor,
+    /// which only asks for a sub-buffer it peeked and has not finished (so no
+    /// writer reuses it meanwhile: see `mem::subbuf_bytes`).
+    #[cfg(not(loom))]
+    pub(crate) fn sealed_bytes(&self, seq: u64) -> &'a [u8] {
+        crate::mem::subbuf_bytes(self.b.subbuf_words(self.b.slot(seq)))
+    }
+
+    /// The consumer position (the next sub-buffer to read).
+    pub fn consumed(&self) -> u64 {
+        load(self.consumed_word())
+    }
+
+    /// The channel's mode.
+    pub fn mode(&self) -> Mode {
+        self.b.mode
     }
 
     /// The next sealed sub-buffer, copied into `buf` (at least one sub-buffer

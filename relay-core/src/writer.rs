@@ -133,6 +133,10 @@ pub struct Flushed {
     pub barrier: u64,
     /// The sub-buffer the flush closed, if one was open.
     pub closed: Option<u64>,
+    /// The first sub-buffer that can hold a record reserved after the flush:
+    /// once a reader has consumed every sub-buffer before it, this CPU holds
+    /// nothing older than `barrier`.
+    pub next: u64,
     /// The sub-buffer the flush sealed, if its last commit had already landed.
     pub sealed: Option<u64>,
 }
@@ -311,9 +315,14 @@ impl<'a, S: Sharing> Writer<'a, S> {
                 ),
                 None => (None, None),
             };
+            let next = match Head::decode(new, b.shift) {
+                Head::Closed { next, .. } => next,
+                Head::Open { seq, .. } => seq,
+            };
             return Flushed {
                 barrier: ts,
                 closed,
+                next,
                 sealed,
             };
         }

@@ -1,0 +1,258 @@
+//! The merged stream: timestamp order across CPUs, blocking on CPUs that
+//! may hold older records, losses reported in place.
+
+mod common;
+
+use std::cell::Cell;
+
+use common::{check_payload, create, geometry, payload, region, Rng};
+use relay_core::merge::{Cursor, Event, Merger, Step};
+use relay_core::{Channel, Lost};
+
+fn cursors<'a>(ch: &Channel<'a>) -> Vec<Cursor<'a, Vec<u8>>> {
+    (0..ch.geometry().cpu_count())
+        .map(|cpu| {
+            Cursor::new(
+                ch.reader(cpu).unwrap(),
+                vec![0u8; ch.geometry().subbuf_size() as usize],
+            )
+        })
+        .collect()
+}
+
+/// Drains with `drain = true`, returning (cpu, id, ts) and the losses.
+fn drain_all<'a>(
+    merger: &mut Merger<'a, Vec<u8>, Vec<Cursor<'a, Vec<u8>>>>,
+    len: usize,
+) -> (Vec<(u32, u64, u64)>, Lost) {
+    let mut out = Vec::new();
+    let mut lost = Lost::default();
+    loop {
+        match merger.next(true) {
+            Step::Event(Event::Record { cpu, record }) => {
+                out.push((cpu, check_payload(record.payload, |_| len), record.ts))
+            }
+            Step::Event(Event::Lost { lost: l, .. }) => {
+                lost.full += l.full;
+                lost.overwrite += l.overwrite;
+                lost.too_big += l.too_big;
+            }
+            Step::Event(Event::Corrupt { cpu, error }) => panic!("cpu {cpu}: {error}"),
+            Step::Blocked { .. } => unreachable!("drain never blocks"),
+            Step::Idle => return (out, lost),
+        }
+    }
+}
+
+#[test]
+fn merges_cpus_in_timestamp_order() {
+    let geo = geometry(512, 8, 3);
+    let mem = region(&geo);
+    let ch = create(&mem, geo, false);
+    let t = Cell::new(0u64);
+    let mut clock = || {
+        t.set(t.get() + 1);
+        t.get()
+    };
+    let mut rng = Rng(7);
+    for id in 0..150 {
+        let cpu = rng.below(3) as u32;
+        ch.local_writer(cpu)
+            .unwrap()
+            .write(1, &payload(id, 24), &mut clock)
+            .unwrap();
+    }
+    for cpu in 0..3 {
+        let _ = ch.writer(cpu).unwrap().flush(&mut clock);
+    }
+    let mut m = Merger::new(cursors(&ch));
+    let (out, lost) = drain_all(&mut m, 24);
+    assert_eq!(out.len(), 150);
+    assert!(lost.is_zero());
+    assert!(out.windows(2).all(|w| w[0].2 < w[1].2), "timestamp order");
+    // The clock is global and ids were assigned in clock order.
+    assert!(out.iter().enumerate().all(|(i, r)| r.1 == i as u64));
+    for cpu in 0..3 {
+        assert_eq!(
+            ch.stats(cpu).unwrap().consumed_records,
+            out.iter().filter(|r| r.0 == cpu).count() as u64
+        );
+    }
+}
+
+#[test]
+fn blocks_on_a_cpu_that_may_hold_older_records() {
+    let geo = geometry(512, 4, 2);
+    let mem = region(&geo);
+    let ch = create(&mem, geo, false);
+    let t = Cell::new(0u64);
+    let mut clock = || {
+        t.set(t.get() + 1);
+        t.get()
+    };
+    // CPU 0 writes first (older) but does not flush; CPU 1 writes and flushes.
+    ch.writer(0)
+        .unwrap()
+        .write(1, &payload(0, 8), &mut clock)
+        .unwrap();
+    ch.writer(1)
+        .unwrap()
+        .write(1, &payload(1, 8), &mut clock)
+        .unwrap();
+    let _ = ch.writer(1).unwrap().flush(&mut clock);
+    let mut m = Merger::new(cursors(&ch));
+    assert_eq!(m.next(false), Step::Blocked { cpu: 0 });
+    let f = ch.writer(0).unwrap().flush(&mut clock);
+    m.flushed(0, f.barrier, f.next);
+    let ids: Vec<u64> = (0..2)
+        .map(|_| match m.next(false) {
+            Step::Event(Event::Record { record, .. }) => check_payload(record.payload, |_| 8),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(ids, [0, 1], "CPU 0's older record first");
+    // Both CPUs are now known empty up to their flush barriers.
+    let f1 = ch.writer(1).unwrap().flush(&mut clock);
+    m.flushed(1, f1.barrier, f1.next);
+    assert_eq!(m.next(false), Step::Idle);
+    // A new record on CPU 1 is newer than CPU 0's barrier: CPU 0 could have
+    // written in between, so the merger asks for a flush again.
+    ch.writer(1)
+        .unwrap()
+        .write(1, &payload(2, 8), &mut clock)
+        .unwrap();
+    let _ = ch.writer(1).unwrap().flush(&mut clock);
+    assert_eq!(m.next(false), Step::Blocked { cpu: 0 });
+    let f = ch.writer(0).unwrap().flush(&mut clock);
+    m.flushed(0, f.barrier, f.next);
+    assert!(matches!(
+        m.next(false),
+        Step::Event(Event::Record { cpu: 1, .. })
+    ));
+}
+
+#[test]
+fn losses_appear_where_they_happened() {
+    let geo = geometry(256, 2, 2);
+    let mem = region(&geo);
+    let ch = create(&mem, geo, true);
+    let t = Cell::new(0u64);
+    let mut clock = || {
+        t.set(t.get() + 1);
+        t.get()
+    };
+    // 256 - 72 = 184: three 40-byte-payload records per sub-buffer.
+    for id in 0..30 {
+        ch.writer(0)
+            .unwrap()
+            .write(1, &payload(id, 40), &mut clock)
+            .unwrap();
+    }
+    ch.writer(1)
+        .unwrap()
+        .write(1, &payload(1000, 40), &mut clock)
+        .unwrap();
+    for cpu in 0..2 {
+        let _ = ch.writer(cpu).unwrap().flush(&mut clock);
+    }
+    let mut m = Merger::new(cursors(&ch));
+    let mut events = Vec::new();
+    loop {
+        match m.next(true) {
+            Step::Event(Event::Record { cpu, record }) => {
+                events.push((cpu, Some(check_payload(record.payload, |_| 40)), None))
+            }
+            Step::Event(Event::Lost { cpu, lost, .. }) => events.push((cpu, None, Some(lost))),
+            Step::Idle => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    // CPU 0: sub-buffers 0..=9 sealed, slots hold 8 and 9: records 24..30,
+    // after a loss of 24 records reported just before record 24.
+    let cpu0: Vec<_> = events.iter().filter(|e| e.0 == 0).collect();
+    assert_eq!(
+        cpu0[0].2,
+        Some(Lost {
+            full: 0,
+            too_big: 0,
+            overwrite: 24
+        })
+    );
+    let ids: Vec<u64> = cpu0[1..].iter().map(|e| e.1.unwrap()).collect();
+    assert_eq!(ids, (24..30).collect::<Vec<_>>());
+    assert_eq!(ch.stats(0).unwrap().lost.overwrite, 24);
+    assert!(events.iter().any(|e| e.1 == Some(1000)));
+}
+
+#[test]
+fn random_streams_merge_completely_with_flush_on_block() {
+    for seed in 0..40 {
+        let geo = geometry(256, 4, 4);
+        let mem = region(&geo);
+        let ch = create(&mem, geo, false);
+        let t = Cell::new(0u64);
+        let clock = || {
+            t.set(t.get() + 1);
+            t.get()
+        };
+        let mut rng = Rng(seed + 1);
+        let mut m = Merger::new(cursors(&ch));
+        let (mut written, mut got) = (Vec::new(), Vec::new());
+        let mut next_id = 0;
+        for _ in 0..600 {
+            match rng.below(10) {
+                0..=5 => {
+                    let cpu = rng.below(4) as u32;
+                    if ch
+                        .local_writer(cpu)
+                        .unwrap()
+                        .write(1, &payload(next_id, 16), &mut { clock })
+                        .is_ok()
+                    {
+                        written.push(next_id);
+                    }
+                    next_id += 1;
+                }
+                6 => {
+                    let cpu = rng.below(4) as u32;
+                    let f = ch.writer(cpu).unwrap().flush(&mut { clock });
+                    m.flushed(cpu, f.barrier, f.next);
+                }
+                _ => match m.next(false) {
+                    Step::Event(Event::Record { record, .. }) => {
+                        got.push((check_payload(record.payload, |_| 16), record.ts))
+                    }
+                    Step::Event(Event::Lost { .. }) => {}
+                    Step::Event(e) => panic!("seed {seed}: {e:?}"),
+                    Step::Blocked { cpu } => {
+                        let f = ch.writer(cpu).unwrap().flush(&mut { clock });
+                        m.flushed(cpu, f.barrier, f.next);
+                    }
+                    Step::Idle => {}
+                },
+            }
+        }
+        for cpu in 0..4 {
+            let _ = ch.writer(cpu).unwrap().flush(&mut { clock });
+        }
+        loop {
+            match m.next(true) {
+                Step::Event(Event::Record { record, .. }) => {
+                    got.push((check_payload(record.payload, |_| 16), record.ts))
+                }
+                Step::Event(Event::Lost { .. }) => {}
+                Step::Idle => break,
+                other => panic!("seed {seed}: {other:?}"),
+            }
+        }
+        assert!(
+            got.windows(2).all(|w| w[0].1 < w[1].1),
+            "seed {seed}: merged stream out of order"
+        );
+        let ids: Vec<u64> = got.iter().map(|g| g.0).collect();
+        assert_eq!(
+            ids, written,
+            "seed {seed}: every accepted record, in clock order"
+        );
+    }
+}
