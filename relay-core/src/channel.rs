@@ -300,6 +300,28 @@ impl<'a> Channel<'a> {
         })
     }
 
+    /// A channel over `words` whose header was already validated (by
+    /// [`Self::open`]) into `geometry` and `flags`: the header is not read
+    /// again, so a header changed since cannot change the layout in use.
+    pub fn attach(
+        words: &'a [AtomicU64],
+        geometry: Geometry,
+        flags: ChannelFlags,
+    ) -> Result<Self, ChannelError> {
+        let have = (words.len() as u64).saturating_mul(8);
+        if have < geometry.total_size() {
+            return Err(ChannelError::Truncated {
+                need: geometry.total_size(),
+                have,
+            });
+        }
+        Ok(Channel {
+            words,
+            geometry,
+            flags,
+        })
+    }
+
     /// The validated geometry.
     pub fn geometry(&self) -> &Geometry {
         &self.geometry

@@ -85,6 +85,12 @@ pub struct Cursor<'a, B> {
     /// (barrier, next): nothing older than `barrier` once `consumed >= next`.
     flushed: Option<(u64, u64)>,
     corrupt: Option<ReadError>,
+    /// The next event's timestamp, while the loaded sub-buffer has one.
+    head: Option<u64>,
+    /// Losses found at the end of a stream, to deliver as the last event.
+    tail: Option<Lost>,
+    /// Timestamp of the last event delivered (where a tail loss goes).
+    last_ts: u64,
 }
 
 impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
@@ -98,6 +104,9 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
             handed_out: false,
             flushed: None,
             corrupt: None,
+            head: None,
+            tail: None,
+            last_ts: 0,
         }
     }
 
@@ -162,6 +171,14 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
 
     /// The timestamp of this cursor's next event, loading as needed.
     fn head_ts(&mut self) -> Option<u64> {
+        if self.head.is_some() {
+            return self.head;
+        }
+        self.head = self.find_head();
+        self.head
+    }
+
+    fn find_head(&mut self) -> Option<u64> {
         loop {
             if self.corrupt.is_some() {
                 return Some(0);
@@ -188,6 +205,7 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
         if !core::mem::take(&mut self.handed_out) {
             return;
         }
+        self.head = None;
         let Some(mut l) = self.loaded else { return };
         if l.lost.take().is_none() {
             let mut records = Records::resume(self.bytes(&l), l.off);
@@ -204,7 +222,15 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
     fn event(&mut self) -> Option<Event<'_>> {
         let cpu = self.cpu();
         if let Some(error) = self.corrupt.take() {
+            self.head = None;
             return Some(Event::Corrupt { cpu, error });
+        }
+        if let Some(lost) = self.tail.take() {
+            return Some(Event::Lost {
+                cpu,
+                lost,
+                ts: self.last_ts,
+            });
         }
         self.handed_out = true;
         let l = self.loaded?;
@@ -264,10 +290,9 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]> + 'a, C: AsMut<[Cursor<'a, B>]>> Merger<'a
         }
     }
 
-    /// The next event in timestamp order. With `drain`, CPUs with nothing
-    /// readable do not block (use it at the end of a stream, when no more
-    /// writes can come).
-    pub fn next(&mut self, drain: bool) -> Step<'_> {
+    /// Steps past the event handed out last and finds the next one: its
+    /// cursor index, or why there is none.
+    fn prepare(&mut self, drain: bool) -> Result<usize, Step<'static>> {
         let cursors = self.cursors.as_mut();
         if let Some(i) = self.last.take() {
             if let Some(c) = cursors.get_mut(i) {
@@ -283,20 +308,52 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]> + 'a, C: AsMut<[Cursor<'a, B>]>> Merger<'a
             }
         }
         let Some((ts, i)) = best else {
-            return Step::Idle;
+            if let Some(i) = cursors.iter().position(|c| c.tail.is_some()) {
+                return Ok(i);
+            }
+            if drain {
+                // The end of the stream: losses after each CPU's last
+                // delivered sub-buffer come out now.
+                for (i, c) in cursors.iter_mut().enumerate() {
+                    let lost = c.reader.take_unreported_loss();
+                    if !lost.is_zero() {
+                        c.tail = Some(lost);
+                        return Ok(i);
+                    }
+                }
+            }
+            return Err(Step::Idle);
         };
         if !drain {
             if let Some(blocker) = cursors
                 .iter()
                 .find(|c| c.loaded.is_none() && !c.known_empty_until(ts))
             {
-                return Step::Blocked { cpu: blocker.cpu() };
+                return Err(Step::Blocked { cpu: blocker.cpu() });
             }
         }
-        self.last = Some(i);
-        match cursors.get_mut(i).and_then(|c| c.event()) {
-            Some(e) => Step::Event(e),
-            None => Step::Idle,
+        Ok(i)
+    }
+
+    /// Whether [`Self::next`] would deliver an event (`None`) or why not,
+    /// without handing anything out (so callers can wait in a loop).
+    pub fn poll(&mut self, drain: bool) -> Option<Step<'static>> {
+        self.prepare(drain).err()
+    }
+
+    /// The next event in timestamp order. With `drain`, CPUs with nothing
+    /// readable do not block (use it at the end of a stream, when no more
+    /// writes can come).
+    pub fn next(&mut self, drain: bool) -> Step<'_> {
+        match self.prepare(drain) {
+            Ok(i) => {
+                self.last = Some(i);
+                match self.cursors.as_mut().get_mut(i).and_then(|c| c.event()) {
+                    Some(e) => Step::Event(e),
+                    None => Step::Idle,
+                }
+            }
+            Err(step) => step,
         }
     }
 }

@@ -54,13 +54,21 @@ impl Lost {
         *self == Lost::default()
     }
 
-    /// Losses counted since `earlier` (the counters only grow; wrapping
-    /// keeps a hostile decrease from panicking).
+    /// Losses counted since `earlier`: zero for a cause where `earlier` is
+    /// already ahead (reported at the end of a stream, or a hostile value).
     pub fn since(&self, earlier: &Lost) -> Lost {
         Lost {
-            full: self.full.wrapping_sub(earlier.full),
-            too_big: self.too_big.wrapping_sub(earlier.too_big),
-            overwrite: self.overwrite.wrapping_sub(earlier.overwrite),
+            full: self.full.saturating_sub(earlier.full),
+            too_big: self.too_big.saturating_sub(earlier.too_big),
+            overwrite: self.overwrite.saturating_sub(earlier.overwrite),
+        }
+    }
+
+    fn plus(&self, other: &Lost) -> Lost {
+        Lost {
+            full: self.full.wrapping_add(other.full),
+            too_big: self.too_big.wrapping_add(other.too_big),
+            overwrite: self.overwrite.wrapping_add(other.overwrite),
         }
     }
 }
@@ -368,12 +376,28 @@ impl<'a> CpuReader<'a> {
     /// Advances the consumer position (no-overwrite), remembers the losses it
     /// reported, and clears the resume cursor.
     pub fn finish(&mut self, seq: u64, lost_reported: &Lost, records: u64) {
+        self.set_reported(&self.reported().plus(lost_reported));
+        if let Some(w) = self.b.consumer_word(consumer::CONSUMED_RECORDS) {
+            w.fetch_add(records, Ordering::Relaxed);
+        }
+        self.save_progress(seq, 0);
+        if self.b.mode == Mode::NoOverwrite {
+            self.advance(seq);
+        }
+    }
+
+    /// Losses the writer counted that no delivered sub-buffer reported yet,
+    /// now marked reported. Call it when the CPU has nothing left to read
+    /// (the end of a stream): losses after the last sub-buffer a writer
+    /// opened are only visible this way.
+    pub fn take_unreported_loss(&mut self) -> Lost {
         let reported = self.reported();
-        let now = Lost {
-            full: reported.full.wrapping_add(lost_reported.full),
-            too_big: reported.too_big.wrapping_add(lost_reported.too_big),
-            overwrite: reported.overwrite.wrapping_add(lost_reported.overwrite),
-        };
+        let unreported = self.stats().lost.since(&reported);
+        self.set_reported(&reported.plus(&unreported));
+        unreported
+    }
+
+    fn set_reported(&self, now: &Lost) {
         for (i, v) in [
             (REPORTED_FULL, now.full),
             (REPORTED_TOO_BIG, now.too_big),
@@ -382,13 +406,6 @@ impl<'a> CpuReader<'a> {
             if let Some(w) = self.b.consumer_word(i) {
                 w.store(v, Ordering::Relaxed);
             }
-        }
-        if let Some(w) = self.b.consumer_word(consumer::CONSUMED_RECORDS) {
-            w.fetch_add(records, Ordering::Relaxed);
-        }
-        self.save_progress(seq, 0);
-        if self.b.mode == Mode::NoOverwrite {
-            self.advance(seq);
         }
     }
 }

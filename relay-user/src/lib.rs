@@ -1,1 +1,34 @@
+//! relay-user: read a relay channel, every CPU of it, through one file.
+//!
+//! - [`ChannelFile`]: create a channel in a file (the userspace producer) or
+//!   open one (a userspace channel or the kernel module's channel file),
+//!   validated against docs/FORMAT.md and mapped with the consumer region
+//!   as the only writable part.
+//! - [`Stream`]: all CPUs merged in timestamp order, zero-copy on
+//!   no-overwrite channels, losses reported where they happened.
+//!
+//! ```no_run
+//! use relay_user::{ChannelFile, Stream, StreamOptions};
+//! use relay_core::merge::Event;
+//!
+//! let file = ChannelFile::open("trace.relay".as_ref(), false)?;
+//! let mut stream = Stream::new(&file, StreamOptions::default());
+//! while let Some(event) = stream.next_event() {
+//!     match event {
+//!         Event::Record { cpu, record } => println!("{} cpu{cpu} {} bytes", record.ts, record.payload.len()),
+//!         Event::Lost { cpu, lost, .. } => eprintln!("cpu{cpu} lost {} records", lost.total()),
+//!         Event::Corrupt { cpu, error } => eprintln!("cpu{cpu}: {error}"),
+//!     }
+//! }
+//! # Ok::<(), relay_user::Error>(())
+//! ```
+
+pub mod error;
+pub mod file;
+pub mod stream;
+pub mod sys;
+
+pub use error::Error;
+pub use file::ChannelFile;
 pub use relay_core;
+pub use stream::{Stream, StreamOptions};

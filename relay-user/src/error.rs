@@ -1,0 +1,84 @@
+//! Errors that name the file and the field at fault.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use relay_core::{ChannelError, GeometryError, ReadError};
+
+/// Everything that can go wrong opening, creating or reading a channel.
+#[derive(Debug)]
+pub enum Error {
+    /// An operating-system call on `path` failed.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What was being done ("open", "map", ...).
+        op: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// `path` is not a valid channel (the field and rule are in `source`).
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: ChannelError,
+    },
+    /// The requested geometry breaks a rule.
+    Geometry(GeometryError),
+    /// The channel's regions are not aligned to this system's pages, so the
+    /// consumer region cannot be mapped writable on its own.
+    PageSize {
+        /// The file.
+        path: PathBuf,
+        /// The channel's `page_size`.
+        channel: u32,
+        /// The system's page size.
+        system: usize,
+    },
+    /// Corrupt sub-buffers were skipped (their records are lost).
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// How many sub-buffers.
+        subbufs: u64,
+    },
+    /// A CPU's data could not be read.
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The CPU.
+        cpu: u32,
+        /// What was wrong.
+        source: ReadError,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io { path, op, source } => write!(f, "{}: {op}: {source}", path.display()),
+            Error::Format { path, source } => write!(f, "{}: {source}", path.display()),
+            Error::Geometry(e) => write!(f, "{e}"),
+            Error::PageSize { path, channel, system } => write!(
+                f,
+                "{}: page_size: the channel's regions are aligned to {channel} bytes, but this system maps {system}-byte pages",
+                path.display()
+            ),
+            Error::Corrupt { path, subbufs } => {
+                write!(f, "{}: {subbufs} corrupt sub-buffers skipped", path.display())
+            }
+            Error::Read { path, cpu, source } => write!(f, "{}: cpu {cpu}: {source}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

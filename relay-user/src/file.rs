@@ -1,0 +1,169 @@
+//! A channel in a file: create one (the userspace producer side) or open an
+//! existing one (a userspace channel, or the kernel module's channel file).
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use relay_core::{
+    AtomicU64, Channel, ChannelFlags, Clock, CpuLocal, CpuStats, Geometry, GeometryParams, Writer,
+};
+
+use crate::error::Error;
+use crate::sys::{page_size, Access, Mapping};
+
+/// A mapped channel file.
+#[derive(Debug)]
+pub struct ChannelFile {
+    path: PathBuf,
+    mapping: Mapping,
+    geometry: Geometry,
+    flags: ChannelFlags,
+}
+
+fn io<'p>(path: &'p Path, op: &'static str) -> impl FnOnce(std::io::Error) -> Error + 'p {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        op,
+        source,
+    }
+}
+
+impl ChannelFile {
+    /// Creates a channel file at `path` (it must not exist) for `params` and
+    /// `flags`, sized and laid out as docs/FORMAT.md says.
+    pub fn create(
+        path: &Path,
+        mut params: GeometryParams,
+        flags: ChannelFlags,
+    ) -> Result<Self, Error> {
+        if params.page_size == 0 {
+            params.page_size = page_size() as u32;
+        }
+        let geometry = Geometry::new(params).map_err(Error::Geometry)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(path)
+            .map_err(io(path, "create"))?;
+        file.set_len(geometry.total_size())
+            .map_err(io(path, "resize"))?;
+        let len = usize::try_from(geometry.total_size()).map_err(|_| {
+            io(path, "map")(std::io::Error::other(
+                "channel larger than the address space",
+            ))
+        })?;
+        let mapping = Mapping::new(&file, len, Access::ReadWrite).map_err(io(path, "map"))?;
+        Channel::create(mapping.words(), geometry, flags, Clock::Monotonic).map_err(|source| {
+            Error::Format {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+        Ok(ChannelFile {
+            path: path.to_path_buf(),
+            mapping,
+            geometry,
+            flags,
+        })
+    }
+
+    /// Opens the channel in `path` for reading: validates every header field,
+    /// then maps the file read-only except the consumer region. With
+    /// `producer`, maps it all writable (to write or flush, as a producer).
+    pub fn open(path: &Path, producer: bool) -> Result<Self, Error> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(io(path, "open"))?;
+        let size = file.metadata().map_err(io(path, "stat"))?.len();
+        let format = |source| Error::Format {
+            path: path.to_path_buf(),
+            source,
+        };
+        let size = usize::try_from(size)
+            .map_err(|_| io(path, "map")(std::io::Error::other("file too large")))?;
+        if size < relay_core::format::CHANNEL_HEADER_SIZE {
+            return Err(format(relay_core::ChannelError::Truncated {
+                need: relay_core::format::CHANNEL_HEADER_SIZE as u64,
+                have: size as u64,
+            }));
+        }
+        // Validate with a read-only view first; nothing is written through it.
+        let probe = Mapping::new(&file, size, Access::ReadOnly).map_err(io(path, "map"))?;
+        let channel = Channel::open(probe.words()).map_err(format)?;
+        let (geometry, flags) = (*channel.geometry(), channel.flags());
+        drop(probe);
+        let len = geometry.total_size() as usize;
+        let access = if producer {
+            Access::ReadWrite
+        } else {
+            let system = page_size();
+            if geometry.page_size() as usize % system != 0 {
+                return Err(Error::PageSize {
+                    path: path.to_path_buf(),
+                    channel: geometry.page_size(),
+                    system,
+                });
+            }
+            let consumer_len = geometry.data_offset() - geometry.consumer_offset();
+            Access::ReadOnlyExcept {
+                offset: geometry.consumer_offset() as usize,
+                len: consumer_len as usize,
+            }
+        };
+        let mapping = Mapping::new(&file, len, access).map_err(io(path, "map"))?;
+        Ok(ChannelFile {
+            path: path.to_path_buf(),
+            mapping,
+            geometry,
+            flags,
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The channel's geometry (validated when opened).
+    pub fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
+
+    /// The channel's flags.
+    pub fn flags(&self) -> ChannelFlags {
+        self.flags
+    }
+
+    /// The channel over the mapping.
+    pub fn channel(&self) -> Channel<'_> {
+        // The mapping holds `total_size` bytes by construction.
+        Channel::attach(self.words(), self.geometry, self.flags)
+            .expect("mapping covers the channel")
+    }
+
+    fn words(&self) -> &[AtomicU64] {
+        self.mapping.words()
+    }
+
+    /// A writer for `cpu` that any thread or process may use concurrently
+    /// (and that may flush any CPU). Needs a file opened as producer.
+    pub fn writer(&self, cpu: u32) -> Option<Writer<'_>> {
+        self.channel().writer(cpu)
+    }
+
+    /// The fast writer for a buffer that only this thread writes (see
+    /// [`relay_core::CpuLocal`]).
+    pub fn local_writer(&self, cpu: u32) -> Option<Writer<'_, CpuLocal>> {
+        self.channel().local_writer(cpu)
+    }
+
+    /// `cpu`'s statistics.
+    pub fn stats(&self, cpu: u32) -> Option<CpuStats> {
+        self.channel().stats(cpu)
+    }
+}

@@ -1,0 +1,126 @@
+//! All CPUs of a channel file as one stream, in timestamp order.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use relay_core::merge::{Cursor, Event, Merger, Step};
+
+use crate::file::ChannelFile;
+
+/// How a [`Stream`] reads.
+#[derive(Clone, Debug)]
+pub struct StreamOptions {
+    /// Only these CPUs (all when empty).
+    pub cpus: Vec<u32>,
+    /// Keep waiting for new records instead of ending when none are left.
+    pub follow: bool,
+    /// In follow mode, how long a CPU with nothing readable may hold back
+    /// newer records of other CPUs (it might still deliver older ones). After
+    /// that the stream moves on; records that arrive later than that are
+    /// delivered late and counted in [`Stream::late`].
+    pub latency: Duration,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        StreamOptions {
+            cpus: Vec::new(),
+            follow: false,
+            latency: Duration::from_millis(100),
+        }
+    }
+}
+
+type Cursors<'f> = Vec<Cursor<'f, Vec<u8>>>;
+
+/// The merged stream. Records borrow the mapping until the next call.
+pub struct Stream<'f> {
+    merger: Merger<'f, Vec<u8>, Cursors<'f>>,
+    options: StreamOptions,
+    blocked_since: Option<Instant>,
+    stop: Option<&'f AtomicBool>,
+    last_ts: u64,
+    late: u64,
+}
+
+impl<'f> Stream<'f> {
+    /// A stream over `file`.
+    pub fn new(file: &'f ChannelFile, options: StreamOptions) -> Self {
+        let channel = file.channel();
+        let size = file.geometry().subbuf_size() as usize;
+        let cursors: Cursors<'f> = (0..file.geometry().cpu_count())
+            .filter(|cpu| options.cpus.is_empty() || options.cpus.contains(cpu))
+            .filter_map(|cpu| channel.reader(cpu))
+            .map(|reader| {
+                // Only overwrite channels copy; in place needs no buffer.
+                let buf = if reader.mode() == relay_core::Mode::Overwrite {
+                    vec![0u8; size]
+                } else {
+                    Vec::new()
+                };
+                Cursor::new(reader, buf)
+            })
+            .collect();
+        Stream {
+            merger: Merger::new(cursors),
+            options,
+            blocked_since: None,
+            stop: None,
+            last_ts: 0,
+            late: 0,
+        }
+    }
+
+    /// In follow mode, end the stream (after draining what is readable) once
+    /// `flag` is set.
+    pub fn stop_when(mut self, flag: &'f AtomicBool) -> Self {
+        self.stop = Some(flag);
+        self
+    }
+
+    /// Records delivered with a timestamp older than one already delivered
+    /// (only possible in follow mode, past `latency`).
+    pub fn late(&self) -> u64 {
+        self.late
+    }
+
+    /// The next event, or `None` at the end of the stream.
+    pub fn next_event(&mut self) -> Option<Event<'_>> {
+        let mut backoff = Duration::from_micros(50);
+        let drain = loop {
+            let stopping = self.stop.is_some_and(|f| f.load(Ordering::Acquire));
+            let drain = !self.options.follow || stopping;
+            match self.merger.poll(drain) {
+                None => {
+                    self.blocked_since = None;
+                    break drain;
+                }
+                Some(Step::Blocked { .. }) => {
+                    let since = *self.blocked_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= self.options.latency && self.merger.poll(true).is_none() {
+                        break true;
+                    }
+                }
+                Some(_) if drain => return None,
+                Some(_) => self.blocked_since = None,
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_millis(20));
+        };
+        match self.merger.next(drain) {
+            Step::Event(e) => {
+                let ts = match e {
+                    Event::Record { record, .. } => record.ts,
+                    Event::Lost { ts, .. } => ts,
+                    Event::Corrupt { .. } => self.last_ts,
+                };
+                if ts < self.last_ts {
+                    self.late += 1;
+                }
+                self.last_ts = self.last_ts.max(ts);
+                Some(e)
+            }
+            _ => None,
+        }
+    }
+}
