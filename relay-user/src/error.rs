@@ -37,6 +37,18 @@ pub enum Error {
         /// The system's page size.
         system: usize,
     },
+    /// A CPU's consumer position is past everything its writer sealed: the
+    /// consumer state was overwritten by something that is not a reader.
+    Consumer {
+        /// The file.
+        path: PathBuf,
+        /// The CPU.
+        cpu: u32,
+        /// The consumer position found.
+        consumed: u64,
+        /// Sub-buffers the writer sealed.
+        sealed: u64,
+    },
     /// Corrupt sub-buffers were skipped (their records are lost).
     Corrupt {
         /// The file.
@@ -64,6 +76,11 @@ impl fmt::Display for Error {
             Error::PageSize { path, channel, system } => write!(
                 f,
                 "{}: page_size: the channel's regions are aligned to {channel} bytes, but this system maps {system}-byte pages",
+                path.display()
+            ),
+            Error::Consumer { path, cpu, consumed, sealed } => write!(
+                f,
+                "{}: cpu {cpu}: consumed: {consumed} is past the {sealed} sub-buffers the writer sealed",
                 path.display()
             ),
             Error::Corrupt { path, subbufs } => {

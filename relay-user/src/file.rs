@@ -116,12 +116,32 @@ impl ChannelFile {
             }
         };
         let mapping = Mapping::new(&file, len, access).map_err(io(path, "map"))?;
-        Ok(ChannelFile {
+        let file = ChannelFile {
             path: path.to_path_buf(),
             mapping,
             geometry,
             flags,
-        })
+        };
+        file.check_consumers()?;
+        Ok(file)
+    }
+
+    /// Every CPU's consumer position must be within what its writer sealed
+    /// (readers only ever move it onto sealed sub-buffers, writers only past
+    /// sealed ones).
+    pub fn check_consumers(&self) -> Result<(), Error> {
+        for cpu in 0..self.geometry.cpu_count() {
+            let Some(s) = self.stats(cpu) else { continue };
+            if s.consumed_subbufs > s.sealed_subbufs {
+                return Err(Error::Consumer {
+                    path: self.path.clone(),
+                    cpu,
+                    consumed: s.consumed_subbufs,
+                    sealed: s.sealed_subbufs,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The file's path.

@@ -1,0 +1,357 @@
+//! The `relay` command end to end: several processes sharing one channel
+//! file, both modes, the merged order, loss accounting, and bad input.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn relay() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_relay"))
+}
+
+fn run(args: &[&str]) -> Output {
+    relay().args(args).output().expect("run relay")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("relay-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+fn create(path: &Path, extra: &[&str]) {
+    let mut args = vec!["create", path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = run(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `relay write` in its own process, fed `lines`.
+fn spawn_writer(path: &Path, cpu: u32, lines: Vec<String>) -> std::process::Child {
+    let mut child = relay()
+        .args(["write", path.to_str().unwrap(), "--cpu", &cpu.to_string()])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn writer");
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::spawn(move || {
+        for l in lines {
+            writeln!(stdin, "{l}").unwrap();
+        }
+    });
+    child
+}
+
+/// (ts, cpu, payload) of every record `relay cat --json` prints.
+fn cat_json(path: &Path) -> (Vec<(u64, u32, String)>, String, Output) {
+    let out = run(&["cat", "--json", path.to_str().unwrap()]);
+    let mut recs = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if line.contains("\"lost\"") {
+            continue;
+        }
+        let field = |name: &str| -> &str {
+            let start = line.find(&format!("\"{name}\":")).unwrap() + name.len() + 3;
+            let rest = &line[start..];
+            rest[..rest.find([',', '}']).unwrap()].trim_matches('"')
+        };
+        let hex = field("payload_hex");
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        recs.push((
+            field("ts").parse().unwrap(),
+            field("cpu").parse().unwrap(),
+            String::from_utf8(bytes).unwrap(),
+        ));
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (recs, stderr, out)
+}
+
+#[test]
+fn processes_share_a_channel_file_and_one_reader_merges_them() {
+    let path = tmp("shared.relay");
+    create(
+        &path,
+        &["--subbuf-size", "4096", "--subbufs", "16", "--cpus", "3"],
+    );
+    let writers: Vec<_> = (0..3)
+        .map(|cpu| {
+            spawn_writer(
+                &path,
+                cpu,
+                (0..500).map(|i| format!("cpu{cpu}-{i:05}")).collect(),
+            )
+        })
+        .collect();
+    for w in writers {
+        let out = w.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (recs, stderr, out) = cat_json(&path);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(recs.len(), 1500, "{stderr}");
+    assert!(
+        recs.windows(2).all(|w| w[0].0 <= w[1].0),
+        "merged by timestamp"
+    );
+    for cpu in 0..3 {
+        let mine: Vec<&str> = recs
+            .iter()
+            .filter(|r| r.1 == cpu)
+            .map(|r| r.2.as_str())
+            .collect();
+        let want: Vec<String> = (0..500).map(|i| format!("cpu{cpu}-{i:05}")).collect();
+        assert_eq!(mine, want, "cpu {cpu}: every record, in order");
+    }
+    // Consumed: a second cat prints nothing; stat agrees.
+    assert!(cat_json(&path).0.is_empty());
+    let stat = String::from_utf8(run(&["stat", "--json", path.to_str().unwrap()]).stdout).unwrap();
+    assert_eq!(
+        stat.matches("\"produced\":500,\"consumed\":500,\"lost_full\":0")
+            .count(),
+        3,
+        "{stat}"
+    );
+}
+
+#[test]
+fn no_overwrite_counts_what_did_not_fit() {
+    let path = tmp("full.relay");
+    create(
+        &path,
+        &["--subbuf-size", "256", "--subbufs", "2", "--cpus", "1"],
+    );
+    let out = spawn_writer(
+        &path,
+        0,
+        (0..100).map(|i| format!("record-{i:03}")).collect(),
+    )
+    .wait_with_output()
+    .unwrap();
+    assert!(out.status.success());
+    let (recs, stderr, _) = cat_json(&path);
+    // The oldest records are kept; the loss is reported.
+    assert!(!recs.is_empty() && recs.len() < 100);
+    assert_eq!(recs[0].2, "record-000");
+    let lost: usize = stderr
+        .split("lost ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        recs.len() + lost,
+        100,
+        "delivered + lost = written: {stderr}"
+    );
+}
+
+#[test]
+fn overwrite_keeps_the_newest_and_counts_the_rest() {
+    let path = tmp("flight.relay");
+    create(
+        &path,
+        &[
+            "--subbuf-size",
+            "256",
+            "--subbufs",
+            "2",
+            "--cpus",
+            "1",
+            "--overwrite",
+        ],
+    );
+    let out = spawn_writer(
+        &path,
+        0,
+        (0..100).map(|i| format!("record-{i:03}")).collect(),
+    )
+    .wait_with_output()
+    .unwrap();
+    assert!(out.status.success());
+    let (recs, stderr, _) = cat_json(&path);
+    assert_eq!(
+        recs.last().unwrap().2,
+        "record-099",
+        "the newest record survives"
+    );
+    assert!(stderr.contains("overwritten"), "{stderr}");
+    let lost: usize = stderr
+        .split("lost ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(recs.len() + lost, 100, "{stderr}");
+}
+
+fn corrupt(path: &Path, offset: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(bytes, offset).unwrap();
+}
+
+fn expect_error(path: &Path, needle: &str) {
+    let out = run(&["cat", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "exit code for bad input ({needle}); stderr: {stderr}"
+    );
+    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn bad_files_give_clear_errors() {
+    let fresh = |name: &str| {
+        let p = tmp(name);
+        create(
+            &p,
+            &["--subbuf-size", "4096", "--subbufs", "4", "--cpus", "2"],
+        );
+        let _ = spawn_writer(&p, 1, vec!["hello".into()])
+            .wait_with_output()
+            .unwrap();
+        p
+    };
+    let p = fresh("magic.relay");
+    corrupt(&p, 0, b"NOTRELAY");
+    expect_error(&p, "magic (byte 0)");
+
+    let p = fresh("version.relay");
+    corrupt(&p, 8, &2u16.to_le_bytes());
+    expect_error(&p, "version_major (byte 8): must be 1 (got 2)");
+
+    let p = fresh("geometry.relay");
+    corrupt(&p, 24, &1000u32.to_le_bytes());
+    expect_error(&p, "subbuf_size: must be a power of two (got 1000)");
+
+    let p = fresh("offset.relay");
+    corrupt(&p, 72, &4096u64.to_le_bytes());
+    expect_error(&p, "data_offset (byte 72)");
+
+    let p = fresh("truncated.relay");
+    let len = std::fs::metadata(&p).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    expect_error(
+        &p,
+        &format!(
+            "total_size: the channel needs {len} bytes but the region has {}",
+            len / 2
+        ),
+    );
+
+    let p = fresh("tiny.relay");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(100)
+        .unwrap();
+    expect_error(&p, "needs 128 bytes but the region has 100");
+
+    // A consumer position past the writer.
+    let p = fresh("consumer.relay");
+    let page = 4096u64; // consumer_offset of this geometry (header page, then one producer page)
+    corrupt(&p, 2 * page + 128, &1000u64.to_le_bytes());
+    expect_error(
+        &p,
+        "cpu 1: consumed: 1000 is past the 1 sub-buffers the writer sealed",
+    );
+
+    // A sub-buffer header that lies: the rest is still delivered.
+    let p = tmp("lying.relay");
+    create(
+        &p,
+        &["--subbuf-size", "4096", "--subbufs", "4", "--cpus", "2"],
+    );
+    let _ = spawn_writer(&p, 0, vec!["first".into()])
+        .wait_with_output()
+        .unwrap();
+    let _ = spawn_writer(&p, 1, vec!["second".into()])
+        .wait_with_output()
+        .unwrap();
+    let data_offset = 3 * page;
+    corrupt(&p, data_offset + 56, &100_000u32.to_le_bytes());
+    let out = run(&["cat", p.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("subbuf.content_size (byte 56): must be at most 4096 (got 100000)"),
+        "{stderr}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("second"),
+        "CPU 1's record is still delivered"
+    );
+
+    let out = run(&["cat", "/nonexistent/x.relay"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.relay: open"));
+}
+
+#[test]
+fn create_refuses_bad_parameters_by_name() {
+    let p = tmp("bad-params.relay");
+    let out = run(&["create", p.to_str().unwrap(), "--subbuf-size", "1000"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("subbuf_size: must be a power of two (got 1000)"));
+    let out = run(&["create", p.to_str().unwrap(), "--subbufs", "4294967304"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("subbuf_count: upper 32 bits must be zero")
+    );
+    create(&p, &[]);
+    let out = run(&["create", p.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "an existing file is not overwritten"
+    );
+}
+
+#[test]
+fn demo_runs_and_verifies() {
+    for mode in [&[][..], &["--overwrite"][..]] {
+        let mut args = vec!["demo", "--seconds", "1"];
+        args.extend_from_slice(mode);
+        let out = run(&args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("every record delivered or counted: yes"),
+            "{stdout}"
+        );
+    }
+}
