@@ -778,6 +778,17 @@ impl<'b> Records<'b> {
         }
     }
 
+    /// The next record (skipping discarded ones) and its byte offset.
+    pub(crate) fn next_at(&mut self) -> Option<(usize, Record<'b>)> {
+        loop {
+            let start = self.off;
+            let (flags, record) = self.next_raw()?;
+            if flags & record_flags::DISCARDED == 0 {
+                return Some((start, record));
+            }
+        }
+    }
+
     fn next_raw(&mut self) -> Option<(u16, Record<'b>)> {
         let w0 = read_u64(self.content, self.off)?;
         let ts = read_u64(self.content, self.off + 8)?;

@@ -64,9 +64,11 @@ pub enum Step<'r> {
 }
 
 #[derive(Clone, Copy, Debug)]
-struct Loaded {
+struct Loaded<'a> {
     seq: u64,
-    copied: bool,
+    /// The sub-buffer's content in place (no-overwrite), or `None` when it
+    /// was copied into the cursor's buffer.
+    in_place: Option<&'a [u8]>,
     content: usize,
     off: usize,
     lost: Option<Lost>,
@@ -79,7 +81,7 @@ struct Loaded {
 pub struct Cursor<'a, B> {
     reader: CpuReader<'a>,
     buf: B,
-    loaded: Option<Loaded>,
+    loaded: Option<Loaded<'a>>,
     /// Set when the event at `off` was handed out and must be stepped over.
     handed_out: bool,
     /// (barrier, next): nothing older than `barrier` once `consumed >= next`.
@@ -87,6 +89,8 @@ pub struct Cursor<'a, B> {
     corrupt: Option<ReadError>,
     /// The next event's timestamp, while the loaded sub-buffer has one.
     head: Option<u64>,
+    /// Byte offsets of the next record and of the one after it.
+    pos: Option<(usize, usize)>,
     /// Losses found at the end of a stream, to deliver as the last event.
     tail: Option<Lost>,
     /// Timestamp of the last event delivered (where a tail loss goes).
@@ -105,6 +109,7 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
             flushed: None,
             corrupt: None,
             head: None,
+            pos: None,
             tail: None,
             last_ts: 0,
         }
@@ -120,11 +125,10 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
         &self.reader
     }
 
-    fn bytes(&self, l: &Loaded) -> &[u8] {
-        let all: &[u8] = if l.copied {
-            self.buf.as_ref()
-        } else {
-            self.reader.sealed_bytes(l.seq)
+    fn bytes(&self, l: &Loaded<'a>) -> &[u8] {
+        let all: &[u8] = match l.in_place {
+            Some(bytes) => bytes,
+            None => self.buf.as_ref(),
         };
         all.get(..l.content).unwrap_or(&[])
     }
@@ -146,19 +150,33 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
                 .next(self.buf.as_mut())
                 .map(|d| d.map(|d| (d, true))),
         };
-        match loaded {
-            Ok(Some((d, copied))) => {
-                let l = Loaded {
-                    seq: d.seq,
+        let loaded = loaded.map(|d| {
+            d.map(|(d, copied)| {
+                (
+                    d.seq,
                     copied,
-                    content: d.view.header().content_size as usize,
-                    off: d.records().offset(),
-                    lost: (!d.lost_before.is_zero()).then_some(d.lost_before),
-                    ts_begin: d.view.header().ts_begin,
+                    d.view.header().content_size as usize,
+                    d.records().offset(),
+                    d.lost_before,
+                    d.view.header().ts_begin,
+                )
+            })
+        });
+        match loaded {
+            Ok(Some((seq, copied, content, off, lost, ts_begin))) => {
+                self.loaded = Some(Loaded {
+                    seq,
+                    // Valid until this cursor finishes the sub-buffer, which
+                    // it does only after the last record it handed out is no
+                    // longer borrowed (records borrow the merger).
+                    in_place: (!copied).then(|| self.reader.sealed_bytes(seq)),
+                    content,
+                    off,
+                    lost: (!lost.is_zero()).then_some(lost),
+                    ts_begin,
                     delivered: 0,
-                    lost_reported: d.lost_before,
-                };
-                self.loaded = Some(l);
+                    lost_reported: lost,
+                });
                 true
             }
             Ok(None) => false,
@@ -180,16 +198,26 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
 
     fn find_head(&mut self) -> Option<u64> {
         loop {
-            if self.corrupt.is_some() {
+            if self.corrupt.is_some() || self.tail.is_some() {
                 return Some(0);
             }
             if !self.fill() {
                 return self.corrupt.map(|_| 0);
             }
             let l = self.loaded?;
-            match Records::resume(self.bytes(&l), l.off).next() {
-                Some(r) => return Some(r.ts),
-                None if l.lost.is_some() => return Some(l.ts_begin),
+            let mut records = Records::resume(self.bytes(&l), l.off);
+            let found = records
+                .next_at()
+                .map(|(start, r)| (start, records.offset(), r.ts));
+            match found {
+                Some((start, after, ts)) => {
+                    self.pos = Some((start, after));
+                    return Some(ts);
+                }
+                None if l.lost.is_some() => {
+                    self.pos = None;
+                    return Some(l.ts_begin);
+                }
                 None => {
                     // Only discarded records were left: finish this one.
                     if let Some(l) = self.loaded.as_mut() {
@@ -206,16 +234,18 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
             return;
         }
         self.head = None;
-        let Some(mut l) = self.loaded else { return };
-        if l.lost.take().is_none() {
-            let mut records = Records::resume(self.bytes(&l), l.off);
-            if records.next().is_some() {
-                l.delivered += 1;
-            }
-            l.off = records.offset();
-            self.reader.save_progress(l.seq, l.off as u64);
+        let Some(l) = self.loaded.as_mut() else {
+            return;
+        };
+        if l.lost.take().is_some() {
+            return; // the loss came first; the record is still next
         }
-        self.loaded = Some(l);
+        if let Some((_, after)) = self.pos.take() {
+            l.off = after;
+            l.delivered += 1;
+            let (seq, off) = (l.seq, after);
+            self.reader.save_progress(seq, off as u64);
+        }
     }
 
     /// The event at the cursor (after `head_ts` returned `Some`).
@@ -226,6 +256,7 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
             return Some(Event::Corrupt { cpu, error });
         }
         if let Some(lost) = self.tail.take() {
+            self.head = None;
             return Some(Event::Lost {
                 cpu,
                 lost,
@@ -234,28 +265,22 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
         }
         self.handed_out = true;
         let l = self.loaded?;
-        let mut records = Records::resume(self.bytes(&l), l.off);
-        let record = records.next();
-        match (l.lost, record) {
-            (Some(lost), r) => Some(Event::Lost {
-                cpu,
-                lost,
-                ts: r.map_or(l.ts_begin, |r| r.ts),
-            }),
-            (None, Some(record)) => Some(Event::Record { cpu, record }),
-            (None, None) => None,
+        let ts = self.head?;
+        self.last_ts = ts;
+        if let Some(lost) = l.lost {
+            return Some(Event::Lost { cpu, lost, ts });
         }
+        let (start, _) = self.pos?;
+        let record = Records::resume(self.bytes(&l), start).next()?;
+        Some(Event::Record { cpu, record })
     }
 
-    /// Whether this CPU provably holds nothing older than `ts` (it has
-    /// nothing readable now).
-    fn known_empty_until(&self, ts: u64) -> bool {
-        match self.flushed {
-            Some((barrier, next)) => {
-                barrier >= ts && self.reader.consumed().wrapping_sub(next) < 1 << 63
-            }
-            None => false,
-        }
+    /// The time up to which this CPU (which has nothing readable now)
+    /// provably holds no records: its last flush barrier, once every
+    /// sub-buffer closed by that flush was consumed.
+    fn known_empty_until(&self) -> Option<u64> {
+        let (barrier, next) = self.flushed?;
+        (self.reader.consumed().wrapping_sub(next) < 1 << 63).then_some(barrier)
     }
 }
 
@@ -264,6 +289,11 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
 pub struct Merger<'a, B, C> {
     cursors: C,
     last: Option<usize>,
+    /// The cursor `prepare` found ready and no one took yet.
+    ready: Option<usize>,
+    /// (cursor, ts limit, drain): a run the cursor may continue without a
+    /// full scan.
+    run: Option<(usize, u64, bool)>,
     _cursor: core::marker::PhantomData<Cursor<'a, B>>,
 }
 
@@ -273,6 +303,8 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]> + 'a, C: AsMut<[Cursor<'a, B>]>> Merger<'a
         Merger {
             cursors,
             last: None,
+            ready: None,
+            run: None,
             _cursor: core::marker::PhantomData,
         }
     }
@@ -293,17 +325,45 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]> + 'a, C: AsMut<[Cursor<'a, B>]>> Merger<'a
     /// Steps past the event handed out last and finds the next one: its
     /// cursor index, or why there is none.
     fn prepare(&mut self, drain: bool) -> Result<usize, Step<'static>> {
+        if let Some(i) = self.ready {
+            return Ok(i);
+        }
+        let i = self.find(drain)?;
+        self.ready = Some(i);
+        Ok(i)
+    }
+
+    fn find(&mut self, drain: bool) -> Result<usize, Step<'static>> {
         let cursors = self.cursors.as_mut();
         if let Some(i) = self.last.take() {
             if let Some(c) = cursors.get_mut(i) {
                 c.step();
             }
         }
+        // Fast path: the cursor that won last time keeps winning while its
+        // records are no later than every other CPU's next one (whose heads
+        // cannot change while loaded) and every empty CPU's flush barrier.
+        if let Some((i, limit, was_drain)) = self.run {
+            if was_drain == drain {
+                if let Some(ts) = cursors.get_mut(i).and_then(|c| c.head_ts()) {
+                    if ts <= limit {
+                        return Ok(i);
+                    }
+                }
+            }
+            self.run = None;
+        }
         let mut best: Option<(u64, usize)> = None;
+        let mut second = u64::MAX;
         for (i, c) in cursors.iter_mut().enumerate() {
             if let Some(ts) = c.head_ts() {
-                if best.is_none_or(|(b, _)| ts < b) {
-                    best = Some((ts, i));
+                match best {
+                    Some((b, _)) if ts >= b => second = second.min(ts),
+                    Some((b, _)) => {
+                        second = second.min(b);
+                        best = Some((ts, i));
+                    }
+                    None => best = Some((ts, i)),
                 }
             }
         }
@@ -325,12 +385,19 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]> + 'a, C: AsMut<[Cursor<'a, B>]>> Merger<'a
             return Err(Step::Idle);
         };
         if !drain {
-            if let Some(blocker) = cursors
-                .iter()
-                .find(|c| c.loaded.is_none() && !c.known_empty_until(ts))
-            {
-                return Err(Step::Blocked { cpu: blocker.cpu() });
+            for c in cursors.iter().filter(|c| c.loaded.is_none()) {
+                match c.known_empty_until() {
+                    Some(barrier) if barrier >= ts => second = second.min(barrier),
+                    _ => return Err(Step::Blocked { cpu: c.cpu() }),
+                }
             }
+        }
+        // Corrupt-sub-buffer and loss events come out one at a time.
+        let plain = cursors
+            .get(i)
+            .is_some_and(|c| c.corrupt.is_none() && c.tail.is_none());
+        if plain {
+            self.run = Some((i, second, drain));
         }
         Ok(i)
     }
@@ -347,6 +414,7 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]> + 'a, C: AsMut<[Cursor<'a, B>]>> Merger<'a
     pub fn next(&mut self, drain: bool) -> Step<'_> {
         match self.prepare(drain) {
             Ok(i) => {
+                self.ready = None;
                 self.last = Some(i);
                 match self.cursors.as_mut().get_mut(i).and_then(|c| c.event()) {
                     Some(e) => Step::Event(e),
