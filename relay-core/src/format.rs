@@ -751,6 +751,7 @@ pub struct Records<'b> {
 impl<'b> Records<'b> {
     /// Iterates `content` (the first `content_size` bytes of a sub-buffer
     /// that [`SubbufView::parse`] accepted) from byte offset `off`.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn resume(content: &'b [u8], off: usize) -> Self {
         Records { content, off }
     }
@@ -779,6 +780,7 @@ impl<'b> Records<'b> {
     }
 
     /// The next record (skipping discarded ones) and its byte offset.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn next_at(&mut self) -> Option<(usize, Record<'b>)> {
         loop {
             let start = self.off;

@@ -54,7 +54,7 @@ pub mod geometry;
 pub mod mem;
 #[cfg(not(loom))]
 pub mod merge;
-#[cfg(feature = "model")]
+#[cfg(all(feature = "model", not(loom)))]
 pub mod model;
 pub mod policy;
 pub mod reader;
