@@ -77,6 +77,13 @@ struct Loaded<'a> {
     lost_reported: Lost,
 }
 
+#[derive(Clone, Copy, Debug)]
+struct NextRecord {
+    rtype: u16,
+    payload: (usize, usize),
+    after: usize,
+}
+
 /// One CPU's position in the merged stream.
 pub struct Cursor<'a, B> {
     reader: CpuReader<'a>,
@@ -89,8 +96,9 @@ pub struct Cursor<'a, B> {
     corrupt: Option<ReadError>,
     /// The next event's timestamp, while the loaded sub-buffer has one.
     head: Option<u64>,
-    /// Byte offsets of the next record and of the one after it.
-    pos: Option<(usize, usize)>,
+    /// The next record, decoded: type, payload range, and where the record
+    /// after it starts.
+    pos: Option<NextRecord>,
     /// Losses found at the end of a stream, to deliver as the last event.
     tail: Option<Lost>,
     /// Timestamp of the last event delivered (where a tail loss goes).
@@ -125,7 +133,7 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
         &self.reader
     }
 
-    fn bytes(&self, l: &Loaded<'a>) -> &[u8] {
+    fn bytes<'s>(&'s self, l: &'s Loaded<'a>) -> &'s [u8] {
         let all: &[u8] = match l.in_place {
             Some(bytes) => bytes,
             None => self.buf.as_ref(),
@@ -136,11 +144,12 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
     /// Finishes the current sub-buffer if it is exhausted, then loads the
     /// next one if there is none. Returns false if nothing is loaded.
     fn fill(&mut self) -> bool {
-        if let Some(l) = self.loaded {
+        if let Some(l) = &self.loaded {
             if l.lost.is_some() || l.off < l.content {
                 return true;
             }
-            self.reader.finish(l.seq, &l.lost_reported, l.delivered);
+            let (seq, lost, delivered) = (l.seq, l.lost_reported, l.delivered);
+            self.reader.finish(seq, &lost, delivered);
             self.loaded = None;
         }
         let loaded = match self.reader.mode() {
@@ -204,19 +213,26 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
             if !self.fill() {
                 return self.corrupt.map(|_| 0);
             }
-            let l = self.loaded?;
-            let mut records = Records::resume(self.bytes(&l), l.off);
-            let found = records
-                .next_at()
-                .map(|(start, r)| (start, records.offset(), r.ts));
+            let l = self.loaded.as_ref()?;
+            let (lost, ts_begin) = (l.lost.is_some(), l.ts_begin);
+            let mut records = Records::resume(self.bytes(l), l.off);
+            let found = records.next_at().map(|(start, r)| {
+                let payload = start + crate::format::RECORD_HEADER_SIZE;
+                let next = NextRecord {
+                    rtype: r.rtype,
+                    payload: (payload, payload + r.payload.len()),
+                    after: records.offset(),
+                };
+                (next, r.ts)
+            });
             match found {
-                Some((start, after, ts)) => {
-                    self.pos = Some((start, after));
+                Some((next, ts)) => {
+                    self.pos = Some(next);
                     return Some(ts);
                 }
-                None if l.lost.is_some() => {
+                None if lost => {
                     self.pos = None;
-                    return Some(l.ts_begin);
+                    return Some(ts_begin);
                 }
                 None => {
                     // Only discarded records were left: finish this one.
@@ -240,7 +256,7 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
         if l.lost.take().is_some() {
             return; // the loss came first; the record is still next
         }
-        if let Some((_, after)) = self.pos.take() {
+        if let Some(NextRecord { after, .. }) = self.pos.take() {
             l.off = after;
             l.delivered += 1;
             let (seq, off) = (l.seq, after);
@@ -264,15 +280,22 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
             });
         }
         self.handed_out = true;
-        let l = self.loaded?;
         let ts = self.head?;
         self.last_ts = ts;
+        let l = self.loaded.as_ref()?;
         if let Some(lost) = l.lost {
             return Some(Event::Lost { cpu, lost, ts });
         }
-        let (start, _) = self.pos?;
-        let record = Records::resume(self.bytes(&l), start).next()?;
-        Some(Event::Record { cpu, record })
+        let next = self.pos?;
+        let payload = self.bytes(l).get(next.payload.0..next.payload.1)?;
+        Some(Event::Record {
+            cpu,
+            record: Record {
+                ts,
+                rtype: next.rtype,
+                payload,
+            },
+        })
     }
 
     /// The time up to which this CPU (which has nothing readable now)
