@@ -178,7 +178,7 @@ fn ringbuf(iters: u64, size: usize) -> Duration {
     use ringbuf::traits::{Consumer, Observer, Producer, Split};
     let (mut p, mut c) = ringbuf::HeapRb::<u8>::new(RING).split();
     let mut payload = (size as u32).to_le_bytes().to_vec();
-    payload.extend(std::iter::repeat(0x5a).take(size));
+    payload.resize(4 + size, 0x5a);
     pair(
         move || {
             for _ in 0..iters {
