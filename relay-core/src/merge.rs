@@ -148,9 +148,11 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
             if l.lost.is_some() || l.off < l.content {
                 return true;
             }
-            let (seq, lost, delivered) = (l.seq, l.lost_reported, l.delivered);
-            self.reader.finish(seq, &lost, delivered);
-            self.loaded = None;
+        }
+        // Drop the in-place view before finishing: once the sub-buffer is
+        // consumed a writer may reuse it.
+        if let Some(Loaded { seq, lost_reported, delivered, .. }) = self.loaded.take() {
+            self.reader.finish(seq, &lost_reported, delivered);
         }
         let loaded = match self.reader.mode() {
             Mode::NoOverwrite => self.reader.peek().map(|d| d.map(|d| (d, false))),
