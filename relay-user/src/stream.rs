@@ -41,6 +41,7 @@ pub struct Stream<'f> {
     stop: Option<&'f AtomicBool>,
     last_ts: u64,
     late: u64,
+    backoff: Duration,
 }
 
 impl<'f> Stream<'f> {
@@ -68,6 +69,7 @@ impl<'f> Stream<'f> {
             stop: None,
             last_ts: 0,
             late: 0,
+            backoff: MIN_BACKOFF,
         }
     }
 
@@ -84,29 +86,34 @@ impl<'f> Stream<'f> {
         self.late
     }
 
-    /// The next event, or `None` at the end of the stream.
-    pub fn next_event(&mut self) -> Option<Event<'_>> {
-        let mut backoff = Duration::from_micros(50);
-        let drain = loop {
-            let stopping = self.stop.is_some_and(|f| f.load(Ordering::Acquire));
-            let drain = !self.options.follow || stopping;
-            match self.merger.poll(drain) {
-                None => {
-                    self.blocked_since = None;
-                    break drain;
-                }
-                Some(Step::Blocked { .. }) => {
-                    let since = *self.blocked_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= self.options.latency && self.merger.poll(true).is_none() {
-                        break true;
-                    }
-                }
-                Some(_) if drain => return None,
-                Some(_) => self.blocked_since = None,
+    /// What the stream can do now: deliver (with or without draining), or
+    /// wait (how long), or it has ended.
+    fn poll_ready(&mut self) -> Ready {
+        let stopping = self.stop.is_some_and(|f| f.load(Ordering::Acquire));
+        let drain = !self.options.follow || stopping;
+        match self.merger.poll(drain) {
+            None => {
+                self.blocked_since = None;
+                self.backoff = MIN_BACKOFF;
+                return Ready::Deliver { drain };
             }
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(Duration::from_millis(20));
-        };
+            Some(Step::Blocked { .. }) => {
+                let since = *self.blocked_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= self.options.latency && self.merger.poll(true).is_none() {
+                    self.backoff = MIN_BACKOFF;
+                    return Ready::Deliver { drain: true };
+                }
+            }
+            Some(_) if drain => return Ready::End,
+            Some(_) => self.blocked_since = None,
+        }
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        Ready::Wait(wait)
+    }
+
+    /// Hands out the event `poll_ready` found.
+    fn take(&mut self, drain: bool) -> Option<Event<'_>> {
         match self.merger.next(drain) {
             Step::Event(e) => {
                 let ts = match e {
@@ -123,4 +130,40 @@ impl<'f> Stream<'f> {
             _ => None,
         }
     }
+
+    /// The next event, or `None` at the end of the stream. Blocks (with a
+    /// bounded back-off) in follow mode.
+    pub fn next_event(&mut self) -> Option<Event<'_>> {
+        let drain = loop {
+            match self.poll_ready() {
+                Ready::Deliver { drain } => break drain,
+                Ready::Wait(d) => std::thread::sleep(d),
+                Ready::End => return None,
+            }
+        };
+        self.take(drain)
+    }
+
+    /// [`Self::next_event`] for async code: waits with the tokio timer
+    /// instead of blocking the thread.
+    #[cfg(feature = "tokio")]
+    pub async fn next_event_async(&mut self) -> Option<Event<'_>> {
+        let drain = loop {
+            match self.poll_ready() {
+                Ready::Deliver { drain } => break drain,
+                Ready::Wait(d) => tokio::time::sleep(d).await,
+                Ready::End => return None,
+            }
+        };
+        self.take(drain)
+    }
 }
+
+enum Ready {
+    Deliver { drain: bool },
+    Wait(Duration),
+    End,
+}
+
+const MIN_BACKOFF: Duration = Duration::from_micros(50);
+const MAX_BACKOFF: Duration = Duration::from_millis(20);

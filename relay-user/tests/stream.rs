@@ -1,0 +1,138 @@
+//! The library's merged stream in follow mode, blocking and async, with
+//! writer threads running.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use relay_core::merge::Event;
+use relay_core::{ChannelFlags, GeometryParams};
+use relay_user::sys::monotonic_ns;
+use relay_user::{ChannelFile, Stream, StreamOptions};
+
+fn channel(name: &str) -> (ChannelFile, PathBuf) {
+    let path = std::env::temp_dir().join(format!("relay-stream-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let params = GeometryParams {
+        subbuf_size: 4096,
+        subbuf_count: 64,
+        cpu_count: 2,
+        page_size: 0,
+    };
+    (
+        ChannelFile::create(&path, params, ChannelFlags::empty()).unwrap(),
+        path,
+    )
+}
+
+/// Two writer threads, each flushing now and then, `n` records each.
+fn write(file: &ChannelFile, n: u64) {
+    std::thread::scope(|s| {
+        for cpu in 0..2 {
+            s.spawn(move || {
+                let w = file.local_writer(cpu).unwrap();
+                for i in 0..n {
+                    while w
+                        .write(
+                            1,
+                            &(u64::from(cpu) << 32 | i).to_le_bytes(),
+                            &mut monotonic_ns,
+                        )
+                        .is_err()
+                    {
+                        std::thread::yield_now();
+                    }
+                    if i % 100 == 0 {
+                        let _ = w.flush(&mut monotonic_ns);
+                    }
+                }
+                let _ = w.flush(&mut monotonic_ns);
+            });
+        }
+    });
+}
+
+fn check(got: &[(u64, u64)], n: u64) {
+    assert_eq!(got.len() as u64, 2 * n);
+    for cpu in 0..2u64 {
+        let mine: Vec<u64> = got
+            .iter()
+            .filter(|r| r.0 >> 32 == cpu)
+            .map(|r| r.0 & 0xffff_ffff)
+            .collect();
+        assert_eq!(
+            mine,
+            (0..n).collect::<Vec<_>>(),
+            "cpu {cpu}: all records, in order"
+        );
+    }
+}
+
+#[test]
+fn follow_mode_reads_while_writers_write() {
+    let (file, path) = channel("follow");
+    let done = AtomicBool::new(false);
+    let n = 20_000;
+    let got = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let options = StreamOptions {
+                follow: true,
+                latency: Duration::from_millis(50),
+                ..Default::default()
+            };
+            let mut stream = Stream::new(&file, options).stop_when(&done);
+            let mut got = Vec::new();
+            while let Some(e) = stream.next_event() {
+                if let Event::Record { record, .. } = e {
+                    got.push((
+                        u64::from_le_bytes(record.payload.try_into().unwrap()),
+                        record.ts,
+                    ));
+                }
+            }
+            got
+        });
+        write(&file, n);
+        done.store(true, Ordering::Release);
+        reader.join().unwrap()
+    });
+    check(&got, n);
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn async_stream_with_tokio() {
+    let (file, path) = channel("async");
+    let done = AtomicBool::new(false);
+    let n = 5_000;
+    let got = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let options = StreamOptions {
+                    follow: true,
+                    ..Default::default()
+                };
+                let mut stream = Stream::new(&file, options).stop_when(&done);
+                let mut got = Vec::new();
+                while let Some(e) = stream.next_event_async().await {
+                    if let Event::Record { record, .. } = e {
+                        got.push((
+                            u64::from_le_bytes(record.payload.try_into().unwrap()),
+                            record.ts,
+                        ));
+                    }
+                }
+                got
+            })
+        });
+        write(&file, n);
+        done.store(true, Ordering::Release);
+        reader.join().unwrap()
+    });
+    check(&got, n);
+    let _ = std::fs::remove_file(path);
+}
