@@ -1,7 +1,8 @@
 //! A channel in a file: create one (the userspace producer side) or open an
 //! existing one (a userspace channel, or the kernel module's channel file).
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,9 @@ use crate::sys::{page_size, Access, Mapping};
 #[derive(Debug)]
 pub struct ChannelFile {
     path: PathBuf,
+    /// Kept open for event loops: the kernel module's channel file wakes
+    /// `poll` when a sub-buffer seals.
+    file: File,
     mapping: Mapping,
     geometry: Geometry,
     flags: ChannelFlags,
@@ -64,6 +68,7 @@ impl ChannelFile {
         })?;
         Ok(ChannelFile {
             path: path.to_path_buf(),
+            file,
             mapping,
             geometry,
             flags,
@@ -118,6 +123,7 @@ impl ChannelFile {
         let mapping = Mapping::new(&file, len, access).map_err(io(path, "map"))?;
         let file = ChannelFile {
             path: path.to_path_buf(),
+            file,
             mapping,
             geometry,
             flags,
@@ -185,5 +191,17 @@ impl ChannelFile {
     /// `cpu`'s statistics.
     pub fn stats(&self, cpu: u32) -> Option<CpuStats> {
         self.channel().stats(cpu)
+    }
+}
+
+impl AsFd for ChannelFile {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
+impl AsRawFd for ChannelFile {
+    fn as_raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
     }
 }
