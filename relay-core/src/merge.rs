@@ -151,7 +151,13 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
         }
         // Drop the in-place view before finishing: once the sub-buffer is
         // consumed a writer may reuse it.
-        if let Some(Loaded { seq, lost_reported, delivered, .. }) = self.loaded.take() {
+        if let Some(Loaded {
+            seq,
+            lost_reported,
+            delivered,
+            ..
+        }) = self.loaded.take()
+        {
             self.reader.finish(seq, &lost_reported, delivered);
         }
         let loaded = match self.reader.mode() {
