@@ -256,3 +256,53 @@ fn random_streams_merge_completely_with_flush_on_block() {
         );
     }
 }
+
+#[test]
+fn batches_deliver_the_same_stream_as_single_steps() {
+    for seed in 0..20 {
+        let streams: Vec<Vec<(u32, u64, u64)>> = [false, true]
+            .iter()
+            .map(|&batch| {
+                let geo = geometry(512, 16, 3);
+                let mem = region(&geo);
+                let ch = create(&mem, geo, false);
+                let t = Cell::new(0u64);
+                let mut clock = || {
+                    t.set(t.get() + 1);
+                    t.get()
+                };
+                let mut rng = Rng(seed + 1);
+                for id in 0..300 {
+                    let cpu = if rng.below(4) == 0 {
+                        rng.below(3)
+                    } else {
+                        (id / 40) % 3
+                    } as u32;
+                    ch.local_writer(cpu)
+                        .unwrap()
+                        .write(1, &payload(id, 24), &mut clock)
+                        .unwrap();
+                }
+                for cpu in 0..3 {
+                    let _ = ch.writer(cpu).unwrap().flush(&mut clock);
+                }
+                let mut m = Merger::new(cursors(&ch));
+                if !batch {
+                    return drain_all(&mut m, 24).0;
+                }
+                let mut out = Vec::new();
+                while let Ok(n) = m.next_batch(true, 1 + seed as usize, &mut |e| match e {
+                    Event::Record { cpu, record } => {
+                        out.push((cpu, check_payload(record.payload, |_| 24), record.ts))
+                    }
+                    other => panic!("{other:?}"),
+                }) {
+                    assert!(n > 0);
+                }
+                out
+            })
+            .collect();
+        assert_eq!(streams[0].len(), 300);
+        assert_eq!(streams[0], streams[1], "seed {seed}");
+    }
+}

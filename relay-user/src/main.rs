@@ -237,11 +237,49 @@ fn cat(
     }
     let mut stream = Stream::new(&file, options.clone());
     let stdout = io::stdout();
-    let mut out = io::BufWriter::new(stdout.lock());
-    let mut corrupt = 0u64;
-    while let Some(event) = stream.next_event() {
+    let mut p = Printer {
+        out: io::BufWriter::new(stdout.lock()),
+        path,
+        json,
+        raw,
+        corrupt: 0,
+        closed: false,
+    };
+    while !p.closed && stream.next_batch(1024, &mut |e| p.print(e)).is_some() {
+        if options.follow {
+            let _ = p.out.flush();
+        }
+    }
+    let _ = p.out.flush();
+    if p.corrupt == 0 {
+        Ok(())
+    } else {
+        Err(Error::Corrupt {
+            path: path.to_path_buf(),
+            subbufs: p.corrupt,
+        })
+    }
+}
+
+/// `relay cat`'s output.
+struct Printer<'p, W: Write> {
+    out: W,
+    path: &'p Path,
+    json: bool,
+    raw: bool,
+    corrupt: u64,
+    /// stdout was closed (e.g. `| head`): stop quietly.
+    closed: bool,
+}
+
+impl<W: Write> Printer<'_, W> {
+    fn print(&mut self, event: Event<'_>) {
+        if self.closed {
+            return;
+        }
+        let (out, path, json) = (&mut self.out, self.path, self.json);
         let r = match event {
-            Event::Record { record, .. } if raw => out.write_all(record.payload),
+            Event::Record { record, .. } if self.raw => out.write_all(record.payload),
             Event::Record { cpu, record } if json => writeln!(
                 out,
                 "{{\"ts\":{},\"cpu\":{cpu},\"type\":{},\"len\":{},\"payload_hex\":\"{}\"}}",
@@ -279,25 +317,11 @@ fn cat(
             }
             Event::Corrupt { cpu, error } => {
                 eprintln!("relay: {}: cpu {cpu}: {error}", path.display());
-                corrupt += 1;
+                self.corrupt += 1;
                 Ok(())
             }
         };
-        if r.is_err() {
-            break; // stdout closed (e.g. `| head`): stop quietly
-        }
-        if options.follow {
-            let _ = out.flush();
-        }
-    }
-    let _ = out.flush();
-    if corrupt == 0 {
-        Ok(())
-    } else {
-        Err(Error::Corrupt {
-            path: path.to_path_buf(),
-            subbufs: corrupt,
-        })
+        self.closed = r.is_err();
     }
 }
 
@@ -399,6 +423,65 @@ fn flush(path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// What the demo's reader saw, per CPU.
+struct Tally {
+    overwrite: bool,
+    next_seq: Vec<u64>,
+    delivered: Vec<u64>,
+    lost: Vec<Lost>,
+    bad: u64,
+    bytes: u64,
+}
+
+impl Tally {
+    fn new(cpus: usize, overwrite: bool) -> Self {
+        Tally {
+            overwrite,
+            next_seq: vec![0; cpus],
+            delivered: vec![0; cpus],
+            lost: vec![Lost::default(); cpus],
+            bad: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Checks one event: checksum, per-CPU sequence, losses.
+    fn see(&mut self, e: Event<'_>) {
+        match e {
+            Event::Record { cpu, record } => {
+                let (p, c) = (record.payload, cpu as usize);
+                let word = |i: usize| {
+                    p.get(i..i + 8).map_or(u64::MAX, |b| {
+                        u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))
+                    })
+                };
+                let (seq, sum) = (word(0), word(8));
+                let expected = self.next_seq.get(c).copied().unwrap_or(0);
+                if p.len() < 16
+                    || sum != fnv(&p[16..])
+                    || seq < expected
+                    || (!self.overwrite && seq != expected)
+                {
+                    self.bad += 1;
+                }
+                if let (Some(n), Some(d)) = (self.next_seq.get_mut(c), self.delivered.get_mut(c)) {
+                    *n = seq.wrapping_add(1);
+                    *d += 1;
+                }
+                self.bytes += p.len() as u64;
+            }
+            Event::Lost { cpu, lost: l, .. } => {
+                if let Some(lost) = self.lost.get_mut(cpu as usize) {
+                    lost.full += l.full;
+                    lost.too_big += l.too_big;
+                    lost.overwrite += l.overwrite;
+                }
+            }
+            Event::Corrupt { .. } => self.bad += 1,
+        }
+    }
+}
+
 /// FNV-1a: the demo's payload checksum.
 fn fnv(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
@@ -478,39 +561,12 @@ fn demo(seconds: f64, overwrite: bool, cpus: Option<u32>) -> ExitCode {
                 },
             )
             .stop_when(&done);
-            let mut next_seq = vec![0u64; n as usize];
-            let mut delivered = vec![0u64; n as usize];
-            let mut lost = vec![Lost::default(); n as usize];
-            let (mut bad, mut bytes) = (0u64, 0u64);
+            let mut tally = Tally::new(n as usize, overwrite);
             let mut tick = Instant::now();
             let mut last_total = 0u64;
-            while let Some(e) = stream.next_event() {
-                match e {
-                    Event::Record { cpu, record } => {
-                        let p = record.payload;
-                        let c = cpu as usize;
-                        let seq = u64::from_le_bytes(p[..8].try_into().expect("64-byte payload"));
-                        let sum = u64::from_le_bytes(p[8..16].try_into().expect("64-byte payload"));
-                        if sum != fnv(&p[16..])
-                            || seq < next_seq[c]
-                            || (!overwrite && seq != next_seq[c])
-                        {
-                            bad += 1;
-                        }
-                        next_seq[c] = seq + 1;
-                        delivered[c] += 1;
-                        bytes += p.len() as u64;
-                    }
-                    Event::Lost { cpu, lost: l, .. } => {
-                        let c = cpu as usize;
-                        lost[c].full += l.full;
-                        lost[c].too_big += l.too_big;
-                        lost[c].overwrite += l.overwrite;
-                    }
-                    Event::Corrupt { .. } => bad += 1,
-                }
+            while stream.next_batch(4096, &mut |e| tally.see(e)).is_some() {
                 if tick.elapsed() >= Duration::from_secs(1) {
-                    let total: u64 = delivered.iter().sum();
+                    let total: u64 = tally.delivered.iter().sum();
                     println!(
                         "  {:>4.1}s  {:>11} records read  {:>7.2} M/s",
                         start.elapsed().as_secs_f64(),
@@ -521,6 +577,13 @@ fn demo(seconds: f64, overwrite: bool, cpus: Option<u32>) -> ExitCode {
                     tick = Instant::now();
                 }
             }
+            let Tally {
+                delivered,
+                lost,
+                bad,
+                bytes,
+                ..
+            } = tally;
             (delivered, lost, bad, bytes, stream.late())
         });
         std::thread::sleep(Duration::from_secs_f64(seconds));
