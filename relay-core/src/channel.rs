@@ -60,6 +60,8 @@ pub(crate) struct CpuBuffer<'a> {
     pub(crate) count: u32,
     /// `count - 1` when `count` is a power of two: slot lookup without a division.
     pub(crate) count_mask: Option<u64>,
+    /// `count`, for the division when it is not a power of two.
+    pub(crate) count_nz: core::num::NonZeroU64,
     pub(crate) head: &'a AtomicU64,
     /// The fixed producer words (head, statistics).
     pub(crate) producer: &'a [AtomicU64],
@@ -91,7 +93,9 @@ impl<'a> CpuBuffer<'a> {
         // The remainder is below `count`, a u32: the cast is lossless.
         match self.count_mask {
             Some(mask) => (seq & mask) as usize,
-            None => (seq % u64::from(self.count)) as usize,
+            // A non-zero divisor the compiler can see: no division-by-zero
+            // panic path (the kernel's objtool flags those).
+            None => (seq % self.count_nz) as usize,
         }
     }
 
@@ -374,6 +378,7 @@ impl<'a> Channel<'a> {
                 .subbuf_count()
                 .is_power_of_two()
                 .then(|| u64::from(g.subbuf_count()) - 1),
+            count_nz: core::num::NonZeroU64::new(g.subbuf_count().into())?,
             head: producer.get(producer::HEAD)?,
             producer,
             commits,

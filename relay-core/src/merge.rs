@@ -318,7 +318,6 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
         let mut records = Records::resume(self.bytes(l), start);
         let (mut n, mut off, mut last) = (0, start, self.last_ts);
         while n < max {
-            let before = records.clone();
             match records.next_at() {
                 Some((_, record)) if n == 0 || record.ts <= limit => {
                     last = record.ts;
@@ -326,10 +325,7 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
                     n += 1;
                     off = records.offset();
                 }
-                _ => {
-                    drop(before);
-                    break;
-                }
+                _ => break,
             }
         }
         self.last_ts = last;
