@@ -2,8 +2,8 @@
 //!
 //! - `test`: everything CI checks: formatting, the workspace build (and
 //!   relay-core without default features, as the kernel builds it), clippy,
-//!   unit/differential/scenario tests, the loom models, and a 30-second
-//!   run of every fuzz target.
+//!   unit/differential/scenario tests, the loom models, a 30-second run of
+//!   every fuzz target, and the kernel tests (`vm-test`) in qemu.
 //! - `demo`: the main job (see README).
 //! - `bench`: the criterion benchmarks (numbers go to BENCHMARKS.md).
 //! - `fuzz [--seconds N] [targets]`: every cargo-fuzz target for N seconds
@@ -155,6 +155,8 @@ fn test() {
         );
     run("loom models", loom);
     fuzz(&["--seconds".into(), "30".into()]);
+    println!("\n==> kernel: build the test kernel and relay-kmod, boot them in qemu, run the scenarios");
+    vm::run(&[]);
     println!("\nall checks passed");
 }
 
