@@ -155,7 +155,9 @@ fn test() {
         );
     run("loom models", loom);
     fuzz(&["--seconds".into(), "30".into()]);
-    println!("\n==> kernel: build the test kernel and relay-kmod, boot them in qemu, run the scenarios");
+    println!(
+        "\n==> kernel: build the test kernel and relay-kmod, boot them in qemu, run the scenarios"
+    );
     vm::run(&[]);
     println!("\nall checks passed");
 }
