@@ -588,7 +588,7 @@ fn check(field: &'static str, offset: usize, value: u64, rule: Rule) -> Result<u
         Rule::Equals(v) => value == v,
         Rule::AtLeast(v) => value >= v,
         Rule::AtMost(v) => value <= v,
-        Rule::MultipleOf(v) => v != 0 && value % v == 0,
+        Rule::MultipleOf(v) => v != 0 && value.is_multiple_of(v),
         Rule::KnownBits(v) => value & !v == 0,
     };
     if ok {

@@ -413,10 +413,8 @@ impl<'a> CpuReader<'a> {
 /// Copies sub-buffer words into `buf` (word by word, atomically: racing an
 /// overwriting writer is detected by the claim, never undefined).
 fn copy_out(words: &[AtomicU64], buf: &mut [u8]) {
-    for (i, w) in words.iter().enumerate() {
-        let Some(chunk) = buf.get_mut(i * 8..i * 8 + 8) else {
-            break;
-        };
-        chunk.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+    let (chunks, _) = buf.as_chunks_mut::<8>();
+    for (w, chunk) in words.iter().zip(chunks) {
+        *chunk = w.load(Ordering::Relaxed).to_le_bytes();
     }
 }

@@ -519,22 +519,18 @@ impl<'w, 'a, S: Sharing> Grant<'w, 'a, S> {
         let payload = payload.get(..self.payload_len).unwrap_or(payload);
         let first = self.at + RECORD_HEADER_SIZE / 8;
         let dst = self.words.get(first..).unwrap_or(&[]);
-        // Whole words, then the zero-padded tail (shifts, not `chunks_exact`:
-        // no division the kernel's objtool would flag).
-        let whole = payload.len() >> 3;
-        for (i, w) in dst.iter().take(whole).enumerate() {
-            let Some(chunk) = payload.get(i << 3..(i << 3) + 8) else {
-                break;
-            };
-            let mut a = [0u8; 8];
-            a.copy_from_slice(chunk);
-            w.store(u64::from_le_bytes(a), Ordering::Relaxed);
+        // Whole words, then the zero-padded tail. `as_chunks` splits with
+        // shifts (`chunks_exact` divides, and the kernel's objtool flags the
+        // division-by-zero panic path when it is not inlined).
+        let (words, tail) = payload.as_chunks::<8>();
+        let mut dst = dst.iter();
+        for (chunk, w) in words.iter().zip(&mut dst) {
+            w.store(u64::from_le_bytes(*chunk), Ordering::Relaxed);
         }
-        let tail = payload.get(whole << 3..).unwrap_or(&[]);
         if !tail.is_empty() {
             let mut a = [0u8; 8];
             a[..tail.len()].copy_from_slice(tail);
-            if let Some(w) = dst.get(whole) {
+            if let Some(w) = dst.next() {
                 w.store(u64::from_le_bytes(a), Ordering::Relaxed);
             }
         }

@@ -92,10 +92,19 @@ fn relay(iters: u64, size: usize) -> Duration {
     )
 }
 
+/// Copies `src` into the two parts of a (possibly wrapped) ring region.
+fn copy_split(src: &[u8], a: &mut [u8], b: &mut [u8]) {
+    let n = a.len().min(src.len());
+    a[..n].copy_from_slice(&src[..n]);
+    let m = b.len().min(src.len() - n);
+    b[..m].copy_from_slice(&src[n..n + m]);
+}
+
 fn rtrb(iters: u64, size: usize) -> Duration {
     let (mut p, mut c) = rtrb::RingBuffer::<u8>::new(RING);
-    let payload = vec![0x5au8; size];
-    let frame = 4 + size;
+    let mut framed = (size as u32).to_le_bytes().to_vec();
+    framed.resize(4 + size, 0x5a);
+    let frame = framed.len();
     pair(
         move || {
             for _ in 0..iters {
@@ -106,19 +115,13 @@ fn rtrb(iters: u64, size: usize) -> Duration {
                     spin_loop();
                 };
                 let (a, b) = chunk.as_mut_slices();
-                let mut bytes = (size as u32)
-                    .to_le_bytes()
-                    .into_iter()
-                    .chain(payload.iter().copied());
-                for x in a.iter_mut().chain(b.iter_mut()) {
-                    *x = bytes.next().unwrap_or(0);
-                }
+                copy_split(&framed, a, b);
                 chunk.commit_all();
             }
         },
         move || {
             let mut sum = 0;
-            let mut buf = vec![0u8; size];
+            let mut buf = vec![0u8; frame];
             for _ in 0..iters {
                 let chunk = loop {
                     if let Ok(chunk) = c.read_chunk(frame) {
@@ -126,13 +129,13 @@ fn rtrb(iters: u64, size: usize) -> Duration {
                     }
                     spin_loop();
                 };
+                // A record may wrap: reassemble it (two slice copies), as a
+                // reader must.
                 let (a, b) = chunk.as_slices();
-                // A record may wrap: reassemble it, as a reader must.
-                let body = a.iter().chain(b).skip(4);
-                for (d, s) in buf.iter_mut().zip(body) {
-                    *d = *s;
-                }
-                sum ^= touch(&buf);
+                let (head, tail) = buf.split_at_mut(a.len().min(frame));
+                head.copy_from_slice(&a[..head.len()]);
+                tail.copy_from_slice(&b[..tail.len()]);
+                sum ^= touch(&buf[4..]);
                 chunk.commit_all();
             }
             sum
