@@ -52,7 +52,7 @@ pub unsafe fn words_from_raw<'a>(ptr: *mut u8, len: usize) -> Result<&'a [Atomic
     if ptr.align_offset(core::mem::align_of::<AtomicU64>()) != 0 {
         return Err(MemError::Misaligned);
     }
-    if len % 8 != 0 {
+    if !len.is_multiple_of(8) {
         return Err(MemError::LengthNotWords);
     }
     // SAFETY: `ptr` is non-null and aligned for `AtomicU64` (checked above);
