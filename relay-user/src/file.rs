@@ -107,7 +107,7 @@ impl ChannelFile {
             Access::ReadWrite
         } else {
             let system = page_size();
-            if geometry.page_size() as usize % system != 0 {
+            if !(geometry.page_size() as usize).is_multiple_of(system) {
                 return Err(Error::PageSize {
                     path: path.to_path_buf(),
                     channel: geometry.page_size(),
