@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use relay_core::{ChannelError, GeometryError, ReadError};
 
@@ -97,5 +97,14 @@ impl std::error::Error for Error {
             Error::Io { source, .. } => Some(source),
             _ => None,
         }
+    }
+}
+
+/// Wraps an OS error from `op` on `path` (for `map_err`).
+pub(crate) fn io<'p>(path: &'p Path, op: &'static str) -> impl FnOnce(io::Error) -> Error + 'p {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        op,
+        source,
     }
 }

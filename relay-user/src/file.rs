@@ -10,7 +10,7 @@ use relay_core::{
     AtomicU64, Channel, ChannelFlags, Clock, CpuLocal, CpuStats, Geometry, GeometryParams, Writer,
 };
 
-use crate::error::Error;
+use crate::error::{io, Error};
 use crate::sys::{page_size, Access, Mapping};
 
 /// A mapped channel file.
@@ -23,14 +23,6 @@ pub struct ChannelFile {
     mapping: Mapping,
     geometry: Geometry,
     flags: ChannelFlags,
-}
-
-fn io<'p>(path: &'p Path, op: &'static str) -> impl FnOnce(std::io::Error) -> Error + 'p {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        op,
-        source,
-    }
 }
 
 impl ChannelFile {

@@ -6,6 +6,8 @@
 //!   as the only writable part.
 //! - [`Stream`]: all CPUs merged in timestamp order, zero-copy on
 //!   no-overwrite channels, losses reported where they happened.
+//! - [`RelayfsDir`]: an existing relay channel's per-CPU debugfs files
+//!   (`trace0..N`) read as one source, each CPU's bytes tagged (raw mode).
 //!
 //! ```no_run
 //! use relay_user::{ChannelFile, Stream, StreamOptions};
@@ -25,10 +27,12 @@
 
 pub mod error;
 pub mod file;
+pub mod relayfs;
 pub mod stream;
 pub mod sys;
 
 pub use error::Error;
 pub use file::ChannelFile;
 pub use relay_core;
+pub use relayfs::RelayfsDir;
 pub use stream::{Stream, StreamOptions};

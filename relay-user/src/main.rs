@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use relay_core::merge::Event;
 use relay_core::{ChannelFlags, GeometryParams, Lost};
 use relay_user::sys::monotonic_ns;
-use relay_user::{ChannelFile, Error, Stream, StreamOptions};
+use relay_user::{ChannelFile, Error, RelayfsDir, Stream, StreamOptions};
 
 /// Exit codes (distinct per kind of failure).
 mod exit {
@@ -225,11 +225,7 @@ fn cat(
     flush: bool,
 ) -> Result<(), Error> {
     if path.is_dir() {
-        return Err(Error::Io {
-            path: path.to_path_buf(),
-            op: "read",
-            source: io::Error::other("is a directory: relayfs directories are not supported yet"),
-        });
+        return cat_relayfs(path, options.follow, json, raw);
     }
     let file = ChannelFile::open(path, flush)?;
     if flush {
@@ -259,6 +255,55 @@ fn cat(
             subbufs: p.corrupt,
         })
     }
+}
+
+/// `relay cat DIR`: the per-CPU files of an existing relay channel, raw
+/// (no common framing): each chunk tagged with its CPU.
+fn cat_relayfs(dir: &Path, follow: bool, json: bool, raw: bool) -> Result<(), Error> {
+    let mut files = RelayfsDir::open(dir)?;
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let mut offsets = vec![0u64; files.cpus().iter().max().map_or(0, |&m| m as usize + 1)];
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        let mut closed = false;
+        let n = files.read_available(|cpu, bytes| {
+            let off = offsets.get(cpu as usize).copied().unwrap_or(0);
+            let r = if raw {
+                out.write_all(bytes)
+            } else if json {
+                writeln!(
+                    out,
+                    "{{\"cpu\":{cpu},\"offset\":{off},\"len\":{},\"data_hex\":\"{}\"}}",
+                    bytes.len(),
+                    hex(bytes)
+                )
+            } else {
+                writeln!(
+                    out,
+                    "cpu{cpu} offset={off} len={} {}",
+                    bytes.len(),
+                    text(bytes)
+                )
+            };
+            closed |= r.is_err();
+            if let Some(o) = offsets.get_mut(cpu as usize) {
+                *o += bytes.len() as u64;
+            }
+        })?;
+        if closed || !follow {
+            break;
+        }
+        let _ = out.flush();
+        if n == 0 {
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_millis(100));
+        } else {
+            backoff = Duration::from_millis(1);
+        }
+    }
+    let _ = out.flush();
+    Ok(())
 }
 
 /// `relay cat`'s output.

@@ -355,3 +355,57 @@ fn demo_runs_and_verifies() {
         );
     }
 }
+
+/// A directory shaped like the kernel's relay files in debugfs.
+fn relayfs_dir(name: &str, files: &[(&str, &[u8])]) -> PathBuf {
+    let dir = tmp(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (f, bytes) in files {
+        std::fs::write(dir.join(f), bytes).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn relayfs_directories_read_as_one_source() {
+    let dir = relayfs_dir(
+        "relayfs",
+        &[
+            ("trace0", b"cpu zero data"),
+            ("trace1", b"one"),
+            ("trace2", b""),
+            ("dropped", b"0\n"),
+            ("msg", b""),
+        ],
+    );
+    let out = run(&["cat", "--json", dir.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let want = format!(
+        "{{\"cpu\":0,\"offset\":0,\"len\":13,\"data_hex\":\"{}\"}}\n{{\"cpu\":1,\"offset\":0,\"len\":3,\"data_hex\":\"{}\"}}\n",
+        hex(b"cpu zero data"),
+        hex(b"one")
+    );
+    assert_eq!(
+        stdout, want,
+        "every CPU's bytes, tagged, nothing from `dropped`"
+    );
+    let out = run(&["cat", "--raw", dir.to_str().unwrap()]);
+    assert_eq!(out.stdout, b"cpu zero dataone");
+
+    let bad = relayfs_dir("relayfs-two", &[("a0", b"x"), ("b0", b"y")]);
+    let out = run(&["cat", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("per-CPU files of several channels: a, b")
+    );
+    let empty = relayfs_dir("relayfs-empty", &[("dropped", b"0")]);
+    let out = run(&["cat", empty.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no files named <base><cpu>"));
+}

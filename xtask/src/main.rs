@@ -57,7 +57,13 @@ fn cargo_args(args: &[&str]) -> Command {
 }
 
 /// The cargo-fuzz targets (fuzz/fuzz_targets/*.rs).
-const FUZZ_TARGETS: [&str; 4] = ["format", "geometry", "model", "hostile_consumer"];
+const FUZZ_TARGETS: [&str; 5] = [
+    "format",
+    "geometry",
+    "model",
+    "hostile_consumer",
+    "relayfs_dir",
+];
 
 fn have(program: &str, arg: &str) -> bool {
     Command::new(program)

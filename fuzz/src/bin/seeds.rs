@@ -89,6 +89,13 @@ fn main() {
         b.extend_from_slice(&page.to_le_bytes());
         write("geometry", &format!("params-{i}"), &b);
     }
+    // relayfs_dir: (base selector, cpu u16, contents) triples, arbitrary-encoded.
+    write(
+        "relayfs_dir",
+        "two-cpus",
+        b"\x00\x01\x00\x05hello\x00\x00\x00\x02hi",
+    );
+    write("relayfs_dir", "one-relay", b"\x02\x03\x00\x00");
     for i in 0..4 {
         write("model", &format!("ops-{i}"), &pseudo_random(i, 600));
         write(
