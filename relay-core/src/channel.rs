@@ -149,18 +149,7 @@ impl<'a> Channel<'a> {
         flags: ChannelFlags,
         clock: Clock,
     ) -> Result<Self, ChannelError> {
-        let have = (words.len() as u64).saturating_mul(8);
-        if have < geometry.total_size() {
-            return Err(ChannelError::Truncated {
-                need: geometry.total_size(),
-                have,
-            });
-        }
-        let channel = Channel {
-            words,
-            geometry,
-            flags,
-        };
+        let channel = Self::attach(words, geometry, flags)?;
         for cpu in 0..geometry.cpu_count() {
             let Some(b) = channel.cpu_buffer(cpu) else {
                 continue;
@@ -291,17 +280,7 @@ impl<'a> Channel<'a> {
             h.record_header_size.into(),
             RECORD_HEADER_SIZE as u64,
         )?;
-        if have < geometry.total_size() {
-            return Err(ChannelError::Truncated {
-                need: geometry.total_size(),
-                have,
-            });
-        }
-        Ok(Channel {
-            words,
-            geometry,
-            flags,
-        })
+        Self::attach(words, geometry, flags)
     }
 
     /// A channel over `words` whose header was already validated (by
