@@ -12,6 +12,8 @@
 //! - [`reader`]: validation, in-place or copied delivery, consumption, stats;
 //! - [`policy`]: no-overwrite vs. overwrite (flight recorder);
 //! - [`merge`]: all CPUs as one stream in timestamp order, losses in place;
+//! - [`frames`]: that stream as bytes, as a channel file's `read()` returns it;
+//! - [`checked`]: self-checking test payloads and the stream verifier;
 //! - [`mem`]: the only `unsafe` code, turning borrowed memory into words.
 //!
 //! Every shared word is an [`AtomicU64`]; under `cfg(loom)` those are loom's,
@@ -49,7 +51,11 @@
 extern crate std;
 
 pub mod channel;
+#[cfg(not(loom))]
+pub mod checked;
 pub mod format;
+#[cfg(not(loom))]
+pub mod frames;
 pub mod geometry;
 pub mod mem;
 #[cfg(not(loom))]

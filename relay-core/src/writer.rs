@@ -120,7 +120,8 @@ impl core::fmt::Display for WriteError {
 /// What a commit (or flush) did that a caller may need to act on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Committed {
-    /// The sub-buffer this commit sealed, if any: readers waiting for data
+    /// The sub-buffer this commit (or the reservation before it, which
+    /// closed a full one) sealed, if any: readers waiting for data
     /// can be woken (from a context where waking is allowed).
     pub sealed: Option<u64>,
 }
@@ -166,6 +167,8 @@ pub struct Grant<'w, 'a, S: Sharing = Shared> {
     payload_len: usize,
     ts: u64,
     opened: bool,
+    /// A sub-buffer that reserving this record closed and sealed.
+    sealed_before: Option<u64>,
     done: bool,
 }
 
@@ -255,14 +258,17 @@ impl<'a, S: Sharing> Writer<'a, S> {
             if !S::cas(b.head, head, new) {
                 continue;
             }
+            let mut sealed = None;
             if let Some((seq, off)) = closing {
-                // Sealing here is possible (everyone else committed already);
-                // the caller learns about it only through a later commit's
-                // `Committed`, so report nothing: readers poll seals anyway.
-                let _ = self.close(seq, off, ts, 0);
+                // Sealing here is possible (everyone else committed already):
+                // this record's commit reports it, so the caller can wake
+                // readers.
+                sealed = self.close(seq, off, ts, 0).sealed;
             }
             self.write_subbuf_header(target, ts);
-            return Ok(Grant::new(self, target, HDR, total, payload_len, ts, true));
+            let mut grant = Grant::new(self, target, HDR, total, payload_len, ts, true);
+            grant.sealed_before = sealed;
+            return Ok(grant);
         }
     }
 
@@ -488,6 +494,7 @@ impl<'w, 'a, S: Sharing> Grant<'w, 'a, S> {
             payload_len,
             ts,
             opened,
+            sealed_before: None,
             done: false,
         }
     }
@@ -569,7 +576,10 @@ impl<'w, 'a, S: Sharing> Grant<'w, 'a, S> {
             w.store(self.ts, Ordering::Relaxed);
         }
         let add = records + self.total + if self.opened { HDR } else { 0 };
-        self.writer.commit_add(self.seq, self.slot, add)
+        let c = self.writer.commit_add(self.seq, self.slot, add);
+        Committed {
+            sealed: c.sealed.or(self.sealed_before),
+        }
     }
 
     /// Publishes the record with type `rtype`.

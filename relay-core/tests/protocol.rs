@@ -415,3 +415,36 @@ fn threads_share_one_buffer_with_a_concurrent_reader() {
         );
     }
 }
+
+/// Writers wake readers on `Committed::sealed`: every seal must be reported
+/// by exactly one write or flush, including the common one where the next
+/// write closes a full sub-buffer.
+#[test]
+fn every_seal_is_reported_once() {
+    for overwrite in [false, true] {
+        let geo = geometry(256, 4, 1);
+        let mem = region(&geo);
+        let channel = create(&mem, geo, overwrite);
+        let w = channel.writer(0).unwrap();
+        let mut clock = counter();
+        let mut reported = Vec::new();
+        let mut reader = channel.reader(0).unwrap();
+        let mut buf = vec![0u8; 256];
+        for i in 0..100u64 {
+            if let Ok(c) = w.write(1, &i.to_le_bytes()[..(i % 8) as usize + 1], &mut clock) {
+                reported.extend(c.sealed);
+            }
+            if i % 3 == 0 {
+                // Keep no-overwrite mode from filling up.
+                while let Some(d) = reader.next(&mut buf).unwrap() {
+                    let (seq, lost, n) = (d.seq, d.lost_before, d.records().count() as u64);
+                    reader.finish(seq, &lost, n);
+                }
+            }
+        }
+        reported.extend(w.flush(&mut clock).sealed);
+        let sealed = channel.stats(0).unwrap().sealed_subbufs;
+        let expect: Vec<u64> = (0..sealed).collect();
+        assert_eq!(reported, expect, "overwrite={overwrite}");
+    }
+}
