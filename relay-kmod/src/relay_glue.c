@@ -1,58 +1,97 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Thin C glue for relay-kmod, for what Linux 6.12 has no Rust abstraction
- * for: cross-CPU calls, the current CPU id, the NMI-safe monotonic clock
- * (static inlines and macros bindgen cannot export), and the misc device
- * /dev/relay with its ioctl and mmap (misc device and VMA abstractions came
- * in 6.13 and later). Every decision about a channel (geometry, layout,
- * writing) is made by the Rust side, through relay-core.
+ * Thin C glue for relay-kmod: what Linux 6.12 has no Rust abstraction for.
+ *
+ * - devices: /dev/relay/control and, per channel, /dev/relay/NAME and
+ *   /dev/relay/NAME.cpuN (misc devices; a '!' in a misc name is a '/' in
+ *   /dev), their file operations, the channel registry and lifetimes;
+ * - contexts: cross-CPU calls, kthreads, hard-IRQ hrtimers, NMIs sent by
+ *   IPI, irq_work wakeups;
+ * - the kernel's relay_write(), for the benchmark.
+ *
+ * Every decision about a channel's bytes (geometry, layout, writing,
+ * reading, merging, verifying) is made by relay-core through the Rust side
+ * (relay_main.rs); this file moves pointers, bytes and control between the
+ * kernel and it.
+ *
+ * Lifetimes: a channel is reference counted (kref). The registry holds one
+ * reference until RELAY_IOC_DESTROY or unload; every open file holds one
+ * (each mapping holds its file); a load generator holds one while it runs.
+ * The memory is freed with the last reference, so destroying a channel
+ * while it is open or mapped is safe: the names go at once, the memory when
+ * the last user does. The module cannot unload while a file is open
+ * (fops.owner pins it).
  */
 #include <linux/cpu.h>
+#include <linux/ctype.h>
+#include <linux/debugfs.h>
 #include <linux/cpumask.h>
-#include <linux/overflow.h>
-#include <linux/preempt.h>
-#include <linux/workqueue.h>
+#include <linux/delay.h>
 #include <linux/fs.h>
 #include <linux/hrtimer.h>
+#include <linux/irq_work.h>
+#include <linux/kref.h>
+#include <linux/kthread.h>
 #include <linux/ktime.h>
+#include <linux/list.h>
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
+#include <linux/overflow.h>
+#include <linux/poll.h>
+#include <linux/preempt.h>
+#include <linux/relay.h>
+#include <linux/sched/signal.h>
 #include <linux/slab.h>
 #include <linux/smp.h>
 #include <linux/timekeeping.h>
 #include <linux/types.h>
 #include <linux/uaccess.h>
 #include <linux/vmalloc.h>
+#include <linux/wait.h>
+#include <linux/workqueue.h>
+#include <asm/apic.h>
+#include <asm/nmi.h>
 
+#include "relay_kmod.h"
 #include "relay_uapi.h"
 
-void relay_glue_on_each_cpu(smp_call_func_t func, void *info);
+/* ------------------------------------------------------------------------
+ * Implemented in Rust (relay_main.rs).
+ */
+int relay_rust_geometry(u64 subbuf_size, u64 subbuf_count, u64 flags,
+			u64 *total_size, u64 *consumer_offset,
+			u64 *consumer_size, u32 *cpu_count);
+int relay_rust_channel_new(void *mem, u64 size, u64 subbuf_size,
+			   u64 subbuf_count, u64 flags, void **out);
+void relay_rust_channel_free(void *k);
+int relay_rust_write(void *k, u32 cpu, u16 type, const void *data, u64 len);
+int relay_rust_load_write(void *k, u32 cpu, u32 source, u64 seq, void *buf,
+			  u64 len);
+int relay_rust_flush(void *k, u32 cpu, bool on_cpu, u64 *barrier, u64 *next);
+int relay_rust_stats(void *k, u32 cpu, struct relay_cpu_stats *out);
+int relay_rust_reader_new(void *k, s32 cpu, void *flusher, void **out);
+void relay_rust_reader_free(void *r);
+ssize_t relay_rust_reader_fill(void *r, void *buf, u64 cap);
+void relay_rust_reader_advance(void *r, u64 n);
+bool relay_rust_reader_ready(void *r);
+int relay_rust_selftest(void);
+
+/* Called by Rust. */
 u32 relay_glue_this_cpu(void);
 u32 relay_glue_nr_cpu_ids(void);
 u32 relay_glue_num_online_cpus(void);
 u64 relay_glue_clock_ns(void);
-int relay_glue_register(void);
+void relay_glue_on_each_cpu(smp_call_func_t func, void *info);
+int relay_glue_flush_cpu(void *flusher, u32 cpu, u64 *barrier, u64 *next);
 struct relay_glue_works;
 struct relay_glue_works *relay_glue_works_start(void (*fn)(void *),
 						void (*tick)(void *), void *info,
 						u64 period_ns);
 void relay_glue_works_finish(struct relay_glue_works *ws);
+int relay_glue_register(void);
 void relay_glue_unregister(void);
-
-/* Implemented in Rust (relay_main.rs). */
-int relay_rust_geometry(u64 subbuf_size, u64 subbuf_count, u64 flags,
-			u64 *total_size, u64 *consumer_offset,
-			u64 *consumer_size, u32 *cpu_count);
-int relay_rust_create(void *mem, u64 size, u64 subbuf_size, u64 subbuf_count,
-		      u64 flags);
-int relay_rust_write_test(void *mem, u64 size, u64 records);
-
-void relay_glue_on_each_cpu(smp_call_func_t func, void *info)
-{
-	on_each_cpu(func, info, 1);
-}
 
 u32 relay_glue_this_cpu(void)
 {
@@ -74,11 +113,15 @@ u64 relay_glue_clock_ns(void)
 	return ktime_get_mono_fast_ns();
 }
 
-/*
- * Nested writers for the nesting test: one work item per online CPU runs
- * fn(info) on its CPU with preemption disabled, while a hard-IRQ hrtimer
- * pinned to the same CPU calls tick(info) every period_ns: the timer
- * interrupts the task-context writer wherever it is, mid-record included.
+void relay_glue_on_each_cpu(smp_call_func_t func, void *info)
+{
+	on_each_cpu(func, info, 1);
+}
+
+/* ------------------------------------------------------------------------
+ * Nested writers for the load-time self-test: one work item per online CPU
+ * runs fn(info) with preemption disabled, while a hard-IRQ hrtimer pinned
+ * to the same CPU calls tick(info) every period_ns, mid-record included.
  */
 struct relay_glue_work {
 	struct work_struct work;
@@ -157,109 +200,320 @@ void relay_glue_works_finish(struct relay_glue_works *ws)
 	kfree(ws);
 }
 
-/* One channel per open file of /dev/relay. */
-struct relay_file {
-	struct mutex lock;
-	void *mem;		/* vmalloc_user, NULL until RELAY_IOC_CREATE */
+/* ------------------------------------------------------------------------
+ * Channels.
+ */
+struct relay_chan;
+
+/* /dev/relay/NAME.cpuN */
+struct relay_cpu_dev {
+	struct miscdevice misc;
+	struct relay_chan *ch;
+	int cpu;
+	char name[RELAY_NAME_MAX + 24];
+};
+
+struct relay_chan {
+	struct kref ref;
+	struct list_head node;		/* in relay_chans, under relay_lock */
+	char name[RELAY_NAME_MAX];
+	void *mem;			/* vmalloc_user */
 	u64 size;
 	u64 consumer_offset;
 	u64 consumer_end;
+	void *k;			/* the Rust channel */
+	wait_queue_head_t wq;		/* readers in poll() */
+	struct irq_work wake;		/* wakes them; queued by writers */
+	struct miscdevice misc;		/* /dev/relay/NAME */
+	char misc_name[RELAY_NAME_MAX + 8];
+	u32 cpu_devs;			/* registered per-CPU devices */
+	struct relay_cpu_dev *cpu;	/* [nr_cpu_ids] */
+	bool registered;
 };
 
-static int relay_open(struct inode *inode, struct file *file)
-{
-	struct relay_file *rf = kzalloc(sizeof(*rf), GFP_KERNEL);
+static DEFINE_MUTEX(relay_lock);
+static LIST_HEAD(relay_chans);
 
+static void relay_wake(struct irq_work *w)
+{
+	struct relay_chan *ch = container_of(w, struct relay_chan, wake);
+
+	wake_up_interruptible_all(&ch->wq);
+}
+
+static void relay_chan_free(struct kref *ref)
+{
+	struct relay_chan *ch = container_of(ref, struct relay_chan, ref);
+
+	irq_work_sync(&ch->wake);
+	if (ch->k)
+		relay_rust_channel_free(ch->k);
+	vfree(ch->mem);
+	kfree(ch->cpu);
+	kfree(ch);
+}
+
+/**
+ * relay_chan_put() - drop a reference taken by relay_chan_get()
+ * @ch: the channel
+ */
+void relay_chan_put(struct relay_chan *ch)
+{
+	kref_put(&ch->ref, relay_chan_free);
+}
+EXPORT_SYMBOL_GPL(relay_chan_put);
+
+/* Under relay_lock. */
+static struct relay_chan *relay_find(const char *name)
+{
+	struct relay_chan *ch;
+
+	list_for_each_entry(ch, &relay_chans, node)
+		if (!strcmp(ch->name, name))
+			return ch;
+	return NULL;
+}
+
+/**
+ * relay_chan_get() - find a channel by name for writing
+ * @name: the channel's name
+ *
+ * Context: process context.
+ * Return: the channel with a reference (drop it with relay_chan_put()), or
+ * NULL if there is none.
+ */
+struct relay_chan *relay_chan_get(const char *name)
+{
+	struct relay_chan *ch;
+
+	mutex_lock(&relay_lock);
+	ch = relay_find(name);
+	if (ch)
+		kref_get(&ch->ref);
+	mutex_unlock(&relay_lock);
+	return ch;
+}
+EXPORT_SYMBOL_GPL(relay_chan_get);
+
+static void relay_written(struct relay_chan *ch, int r)
+{
+	/* A sub-buffer was sealed: wake pollers, through irq_work, which is
+	 * NMI-safe (wake_up is not). wq_has_sleeper pairs with poll_wait. */
+	if (r == 1 && wq_has_sleeper(&ch->wq))
+		irq_work_queue(&ch->wake);
+}
+
+/**
+ * relay_chan_write() - write one record on the current CPU
+ * @ch: a channel from relay_chan_get()
+ * @type: the record's type
+ * @data: the payload
+ * @len: its length
+ *
+ * Context: any: task, softirq, hard IRQ, NMI. Lockless; never sleeps.
+ * Return: 0, -ENOSPC if the CPU's buffer was full (no-overwrite mode) or
+ * -EMSGSIZE if @len does not fit a sub-buffer; each refusal is counted in
+ * the channel's statistics.
+ */
+int relay_chan_write(struct relay_chan *ch, u16 type, const void *data, u32 len)
+{
+	int r;
+
+	preempt_disable_notrace();
+	r = relay_rust_write(ch->k, raw_smp_processor_id(), type, data, len);
+	preempt_enable_notrace();
+	relay_written(ch, r);
+	return r < 0 ? r : 0;
+}
+EXPORT_SYMBOL_GPL(relay_chan_write);
+
+/* Runs relay_rust_flush on the CPU it flushes (IPI, interrupts off). */
+struct relay_flush_args {
+	void *k;
+	u64 barrier, next;
+	int err;
+};
+
+static void relay_flush_ipi(void *info)
+{
+	struct relay_flush_args *a = info;
+
+	a->err = relay_rust_flush(a->k, raw_smp_processor_id(), true,
+				  &a->barrier, &a->next);
+}
+
+/*
+ * Flushes @cpu of the Rust channel @k: on that CPU by IPI (its writers use
+ * per-CPU atomics, which only that CPU may mix with), or from here if it is
+ * offline (then no writer can run on it). Process context.
+ */
+int relay_glue_flush_cpu(void *k, u32 cpu, u64 *barrier, u64 *next)
+{
+	struct relay_flush_args a = { .k = k };
+	int err;
+
+	if (cpu >= nr_cpu_ids)
+		return -EINVAL;
+	cpus_read_lock();
+	if (cpu_online(cpu)) {
+		err = smp_call_function_single(cpu, relay_flush_ipi, &a, 1);
+		if (!err)
+			err = a.err;
+	} else {
+		err = relay_rust_flush(k, cpu, false, &a.barrier, &a.next);
+	}
+	cpus_read_unlock();
+	*barrier = a.barrier;
+	*next = a.next;
+	return err;
+}
+
+static void relay_flush_all(struct relay_chan *ch)
+{
+	u64 barrier, next;
+	u32 cpu;
+
+	for (cpu = 0; cpu < nr_cpu_ids; cpu++)
+		relay_glue_flush_cpu(ch->k, cpu, &barrier, &next);
+}
+
+/* ------------------------------------------------------------------------
+ * Channel files: /dev/relay/NAME (cpu = -1) and /dev/relay/NAME.cpuN.
+ */
+#define RELAY_STAGING	PAGE_SIZE
+
+struct relay_file {
+	struct relay_chan *ch;
+	s32 cpu;
+	struct mutex lock;		/* the reader and the staging page */
+	void *reader;			/* Rust, created on first read or poll */
+	void *staging;
+};
+
+static const struct file_operations relay_cpu_fops;
+
+static int relay_chan_open(struct inode *inode, struct file *file)
+{
+	/* misc_open set private_data to our miscdevice, under misc_mtx, which
+	 * misc_deregister also takes: the channel is alive here. */
+	struct miscdevice *misc = file->private_data;
+	struct relay_file *rf;
+	struct relay_chan *ch;
+	s32 cpu = -1;
+
+	if (misc->fops == &relay_cpu_fops) {
+		struct relay_cpu_dev *cd = container_of(misc, struct relay_cpu_dev, misc);
+
+		ch = cd->ch;
+		cpu = cd->cpu;
+	} else {
+		ch = container_of(misc, struct relay_chan, misc);
+	}
+	rf = kzalloc(sizeof(*rf), GFP_KERNEL);
 	if (!rf)
 		return -ENOMEM;
+	kref_get(&ch->ref);
+	rf->ch = ch;
+	rf->cpu = cpu;
 	mutex_init(&rf->lock);
 	file->private_data = rf;
-	return 0;
+	return stream_open(inode, file);
 }
 
 /* Runs once the last mapping is gone too (each VMA holds the file). */
-static int relay_release(struct inode *inode, struct file *file)
+static int relay_chan_release(struct inode *inode, struct file *file)
 {
 	struct relay_file *rf = file->private_data;
 
-	vfree(rf->mem);
+	if (rf->reader)
+		relay_rust_reader_free(rf->reader);
+	kfree(rf->staging);
 	mutex_destroy(&rf->lock);
+	relay_chan_put(rf->ch);
 	kfree(rf);
 	return 0;
 }
 
-static long relay_create(struct relay_file *rf, void __user *uarg)
+/* Under rf->lock. */
+static int relay_file_reader(struct relay_file *rf)
 {
-	struct relay_create c;
-	void *mem;
-	int err;
-
-	if (copy_from_user(&c, uarg, sizeof(c)))
-		return -EFAULT;
-	if (c.reserved)
-		return -EINVAL;
-	err = relay_rust_geometry(c.subbuf_size, c.subbuf_count, c.flags,
-				  &c.total_size, &c.consumer_offset,
-				  &c.consumer_size, &c.cpu_count);
-	if (err)
-		return err;
-	if (c.total_size > ULONG_MAX)
-		return -EINVAL;
-
-	mutex_lock(&rf->lock);
-	if (rf->mem) {
-		err = -EBUSY;
-		goto out;
+	if (rf->reader)
+		return 0;
+	if (!rf->staging) {
+		rf->staging = kmalloc(RELAY_STAGING, GFP_KERNEL);
+		if (!rf->staging)
+			return -ENOMEM;
 	}
-	/* Zeroed, page-aligned, and marked for remap_vmalloc_range(). */
-	mem = vmalloc_user(c.total_size);
-	if (!mem) {
-		err = -ENOMEM;
-		goto out;
-	}
-	err = relay_rust_create(mem, c.total_size, c.subbuf_size,
-				c.subbuf_count, c.flags);
-	if (err) {
-		vfree(mem);
-		goto out;
-	}
-	rf->mem = mem;
-	rf->size = c.total_size;
-	rf->consumer_offset = c.consumer_offset;
-	rf->consumer_end = c.consumer_offset + c.consumer_size;
-out:
-	mutex_unlock(&rf->lock);
-	if (err)
-		return err;
-	return copy_to_user(uarg, &c, sizeof(c)) ? -EFAULT : 0;
+	return relay_rust_reader_new(rf->ch->k, rf->cpu, rf->ch->k, &rf->reader);
 }
 
-static long relay_write_test(struct relay_file *rf, void __user *uarg)
-{
-	struct relay_write_test w;
-	int err;
-
-	if (copy_from_user(&w, uarg, sizeof(w)))
-		return -EFAULT;
-	mutex_lock(&rf->lock);
-	err = rf->mem ? relay_rust_write_test(rf->mem, rf->size, w.records)
-		      : -ENODATA;
-	mutex_unlock(&rf->lock);
-	return err;
-}
-
-static long relay_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+/*
+ * Frames of every record readable now, merged by timestamp (idle CPUs are
+ * flushed first); 0 once nothing is readable. A frame may be split across
+ * calls; what was copied is consumed.
+ */
+static ssize_t relay_chan_read(struct file *file, char __user *buf,
+			       size_t count, loff_t *ppos)
 {
 	struct relay_file *rf = file->private_data;
+	size_t done = 0;
+	int err;
 
-	switch (cmd) {
-	case RELAY_IOC_CREATE:
-		return relay_create(rf, (void __user *)arg);
-	case RELAY_IOC_WRITE_TEST:
-		return relay_write_test(rf, (void __user *)arg);
-	default:
-		return -ENOTTY;
+	if (mutex_lock_interruptible(&rf->lock))
+		return -ERESTARTSYS;
+	err = relay_file_reader(rf);
+	while (!err && done < count) {
+		ssize_t n = relay_rust_reader_fill(rf->reader, rf->staging,
+						   min_t(size_t, count - done,
+							 RELAY_STAGING));
+
+		if (n < 0)
+			err = n;
+		if (n <= 0)
+			break;
+		if (copy_to_user(buf + done, rf->staging, n)) {
+			err = -EFAULT;
+			break;
+		}
+		relay_rust_reader_advance(rf->reader, n);
+		done += n;
+		if (fatal_signal_pending(current))
+			break;
+		cond_resched();
 	}
+	mutex_unlock(&rf->lock);
+	return done ? done : err;
+}
+
+/* Each write() is one record of type 1 on the current CPU. */
+static ssize_t relay_chan_write_file(struct file *file, const char __user *buf,
+				     size_t count, loff_t *ppos)
+{
+	struct relay_file *rf = file->private_data;
+	void *data;
+	int r;
+
+	if (count > (1U << 20))
+		return -EMSGSIZE;
+	data = memdup_user(buf, count);
+	if (IS_ERR(data))
+		return PTR_ERR(data);
+	r = relay_chan_write(rf->ch, 1, data, count);
+	kfree(data);
+	return r ? r : count;
+}
+
+static __poll_t relay_chan_poll(struct file *file, poll_table *wait)
+{
+	struct relay_file *rf = file->private_data;
+	__poll_t mask = 0;
+
+	poll_wait(file, &rf->ch->wq, wait);
+	mutex_lock(&rf->lock);
+	if (!relay_file_reader(rf) && relay_rust_reader_ready(rf->reader))
+		mask = EPOLLIN | EPOLLRDNORM;
+	mutex_unlock(&rf->lock);
+	return mask;
 }
 
 /*
@@ -267,59 +521,711 @@ static long relay_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
  * the consumer region; every other mapping is read-only for good
  * (VM_MAYWRITE cleared). MAP_PRIVATE is refused: it would copy on write.
  */
-static int relay_mmap(struct file *file, struct vm_area_struct *vma)
+static int relay_chan_mmap(struct file *file, struct vm_area_struct *vma)
 {
 	struct relay_file *rf = file->private_data;
+	struct relay_chan *ch = rf->ch;
 	u64 off = (u64)vma->vm_pgoff << PAGE_SHIFT;
 	u64 len = vma->vm_end - vma->vm_start;
-	int err;
+	bool consumer = off >= ch->consumer_offset &&
+			off <= ch->consumer_end &&
+			len <= ch->consumer_end - off;
 
 	if (!(vma->vm_flags & VM_SHARED))
 		return -EINVAL;
-	mutex_lock(&rf->lock);
-	if (!rf->mem) {
-		err = -ENODATA;
-		goto out;
-	}
-	if (vma->vm_pgoff > (rf->size >> PAGE_SHIFT) || len > rf->size - off) {
-		err = -EINVAL;
-		goto out;
-	}
+	if (vma->vm_pgoff > (ch->size >> PAGE_SHIFT) || len > ch->size - off)
+		return -EINVAL;
 	if (vma->vm_flags & VM_WRITE) {
-		if (off < rf->consumer_offset || off + len > rf->consumer_end) {
-			err = -EPERM;
-			goto out;
-		}
-	} else if (off < rf->consumer_offset || off + len > rf->consumer_end) {
+		if (!consumer)
+			return -EPERM;
+	} else if (!consumer) {
 		vm_flags_clear(vma, VM_MAYWRITE);
 	}
-	err = remap_vmalloc_range(vma, rf->mem, vma->vm_pgoff);
-out:
-	mutex_unlock(&rf->lock);
+	return remap_vmalloc_range(vma, ch->mem, vma->vm_pgoff);
+}
+
+/* ------------------------------------------------------------------------
+ * The load generator: a kthread per online CPU writes checked payloads;
+ * optionally a hard-IRQ hrtimer per CPU writes too, and sends an NMI to the
+ * next CPU, whose handler writes one more.
+ */
+#define RELAY_LOAD_TICK_NS	(100 * NSEC_PER_USEC)
+#define RELAY_SOURCE_TASK	0
+#define RELAY_SOURCE_IRQ	1
+#define RELAY_SOURCE_NMI	2
+
+struct relay_load_ctx;
+
+struct relay_load_cpu {
+	struct relay_load_ctx *ctx;
+	struct task_struct *task;
+	struct hrtimer timer;
+	u32 cpu;
+	u32 nmi_target;
+	atomic_t nmi_pending;		/* NMIs sent to this CPU, not yet handled */
+	u64 attempted, written;		/* task */
+	u64 irq_seq, irq_written;	/* touched only by this CPU's timer */
+	u64 nmi_seq, nmi_written;	/* touched only by this CPU's NMIs */
+	void *buf_task, *buf_irq, *buf_nmi;
+	bool timer_on;
+};
+
+struct relay_load_ctx {
+	struct relay_chan *ch;
+	struct relay_load args;
+	atomic_t running;
+	struct completion done;
+	struct relay_load_cpu cpu[];	/* [nr_cpu_ids] */
+};
+
+/* The load whose NMIs the handler serves; one load with NMIs at a time. */
+static struct relay_load_ctx *relay_nmi_load;
+static DEFINE_MUTEX(relay_nmi_lock);
+
+static void relay_load_one(struct relay_load_ctx *ctx, struct relay_load_cpu *lc,
+			   u32 source, u64 *seq, u64 *written, void *buf)
+{
+	int r = relay_rust_load_write(ctx->ch->k, lc->cpu, source, *seq, buf,
+				      ctx->args.size);
+
+	*seq += 1;
+	if (r >= 0)
+		*written += 1;
+	relay_written(ctx->ch, r);
+}
+
+static int relay_load_nmi(unsigned int type, struct pt_regs *regs)
+{
+	struct relay_load_ctx *ctx = READ_ONCE(relay_nmi_load);
+	struct relay_load_cpu *lc;
+
+	if (!ctx)
+		return NMI_DONE;
+	lc = &ctx->cpu[raw_smp_processor_id()];
+	if (atomic_dec_if_positive(&lc->nmi_pending) < 0)
+		return NMI_DONE;	/* not ours */
+	relay_load_one(ctx, lc, RELAY_SOURCE_NMI, &lc->nmi_seq,
+		       &lc->nmi_written, lc->buf_nmi);
+	return NMI_HANDLED;
+}
+
+static enum hrtimer_restart relay_load_tick(struct hrtimer *timer)
+{
+	struct relay_load_cpu *lc = container_of(timer, struct relay_load_cpu, timer);
+	struct relay_load_ctx *ctx = lc->ctx;
+
+	relay_load_one(ctx, lc, RELAY_SOURCE_IRQ, &lc->irq_seq,
+		       &lc->irq_written, lc->buf_irq);
+	if ((ctx->args.flags & RELAY_LOAD_NMI) && lc->nmi_target != lc->cpu) {
+		atomic_inc(&ctx->cpu[lc->nmi_target].nmi_pending);
+		__apic_send_IPI_mask(cpumask_of(lc->nmi_target), NMI_VECTOR);
+	}
+	hrtimer_forward_now(timer, ns_to_ktime(RELAY_LOAD_TICK_NS));
+	return HRTIMER_RESTART;
+}
+
+static int relay_load_thread(void *data)
+{
+	struct relay_load_cpu *lc = data;
+	struct relay_load_ctx *ctx = lc->ctx;
+	u64 start = ktime_get_ns(), seq;
+
+	if (ctx->args.flags & (RELAY_LOAD_IRQ | RELAY_LOAD_NMI)) {
+		hrtimer_init(&lc->timer, CLOCK_MONOTONIC, HRTIMER_MODE_REL_PINNED_HARD);
+		lc->timer.function = relay_load_tick;
+		lc->timer_on = true;
+		/* Bound to lc->cpu: the pinned timer fires there. */
+		hrtimer_start(&lc->timer, ns_to_ktime(RELAY_LOAD_TICK_NS),
+			      HRTIMER_MODE_REL_PINNED_HARD);
+	}
+	for (seq = 0; lc->attempted < ctx->args.records;) {
+		if (kthread_should_stop())
+			break;
+		/* Per-CPU writer: no migration in the middle of a record. */
+		preempt_disable();
+		relay_load_one(ctx, lc, RELAY_SOURCE_TASK, &seq, &lc->written,
+			       lc->buf_task);
+		preempt_enable();
+		lc->attempted = seq;
+		if (ctx->args.rate) {
+			u64 due = start + div64_u64(seq * NSEC_PER_SEC, ctx->args.rate);
+			u64 now = ktime_get_ns();
+
+			if (due > now + 20 * NSEC_PER_USEC)
+				usleep_range((due - now) / NSEC_PER_USEC,
+					     (due - now) / NSEC_PER_USEC + 20);
+		} else if ((seq & 255) == 0) {
+			cond_resched();
+		}
+	}
+	if (lc->timer_on)
+		hrtimer_cancel(&lc->timer);
+	if (atomic_dec_and_test(&ctx->running))
+		complete(&ctx->done);
+	/* Live until kthread_stop, so the stopper never races our exit. */
+	while (!kthread_should_stop()) {
+		set_current_state(TASK_INTERRUPTIBLE);
+		if (!kthread_should_stop())
+			schedule();
+		__set_current_state(TASK_RUNNING);
+	}
+	return 0;
+}
+
+static void relay_load_free(struct relay_load_ctx *ctx)
+{
+	u32 cpu;
+
+	for (cpu = 0; cpu < nr_cpu_ids; cpu++) {
+		kvfree(ctx->cpu[cpu].buf_task);
+		kvfree(ctx->cpu[cpu].buf_irq);
+		kvfree(ctx->cpu[cpu].buf_nmi);
+	}
+	kfree(ctx);
+}
+
+static long relay_load(struct relay_chan *ch, void __user *uarg)
+{
+	struct relay_load_ctx *ctx;
+	struct relay_load a;
+	bool nmi;
+	u64 t0;
+	u32 cpu, prev = nr_cpu_ids;
+	long err = 0;
+
+	if (copy_from_user(&a, uarg, sizeof(a)))
+		return -EFAULT;
+	if (a.reserved || a.records > (1ULL << 32) || a.size < 32 ||
+	    a.size > 65536 || (a.flags & ~(RELAY_LOAD_IRQ | RELAY_LOAD_NMI)))
+		return -EINVAL;
+	nmi = a.flags & RELAY_LOAD_NMI;
+	ctx = kzalloc(struct_size(ctx, cpu, nr_cpu_ids), GFP_KERNEL);
+	if (!ctx)
+		return -ENOMEM;
+	ctx->ch = ch;
+	ctx->args = a;
+	init_completion(&ctx->done);
+	for (cpu = 0; cpu < nr_cpu_ids; cpu++) {
+		struct relay_load_cpu *lc = &ctx->cpu[cpu];
+
+		lc->ctx = ctx;
+		lc->cpu = cpu;
+		lc->buf_task = kvmalloc(a.size, GFP_KERNEL);
+		lc->buf_irq = kvmalloc(a.size, GFP_KERNEL);
+		lc->buf_nmi = kvmalloc(a.size, GFP_KERNEL);
+		if (!lc->buf_task || !lc->buf_irq || !lc->buf_nmi) {
+			relay_load_free(ctx);
+			return -ENOMEM;
+		}
+	}
+	if (nmi) {
+		mutex_lock(&relay_nmi_lock);
+		if (relay_nmi_load) {
+			mutex_unlock(&relay_nmi_lock);
+			relay_load_free(ctx);
+			return -EBUSY;
+		}
+		WRITE_ONCE(relay_nmi_load, ctx);
+		mutex_unlock(&relay_nmi_lock);
+	}
+	cpus_read_lock();
+	/* Each CPU's timer sends its NMIs to the next online CPU. */
+	for_each_online_cpu(cpu) {
+		if (prev < nr_cpu_ids)
+			ctx->cpu[prev].nmi_target = cpu;
+		prev = cpu;
+	}
+	if (prev < nr_cpu_ids)
+		ctx->cpu[prev].nmi_target = cpumask_first(cpu_online_mask);
+	t0 = ktime_get_ns();
+	for_each_online_cpu(cpu) {
+		struct relay_load_cpu *lc = &ctx->cpu[cpu];
+		struct task_struct *t;
+
+		t = kthread_create_on_cpu(relay_load_thread, lc, cpu, "relay_load/%u");
+		if (IS_ERR(t)) {
+			err = PTR_ERR(t);
+			break;
+		}
+		lc->task = t;
+		atomic_inc(&ctx->running);
+		a.cpus++;
+	}
+	for_each_online_cpu(cpu)
+		if (ctx->cpu[cpu].task)
+			wake_up_process(ctx->cpu[cpu].task);
+	cpus_read_unlock();
+	if (a.cpus && wait_for_completion_killable(&ctx->done))
+		err = -EINTR;
+	for (cpu = 0; cpu < nr_cpu_ids; cpu++)
+		if (ctx->cpu[cpu].task)
+			kthread_stop(ctx->cpu[cpu].task);
+	a.elapsed_ns = ktime_get_ns() - t0;
+	if (nmi) {
+		/* Timers are cancelled; wait for NMIs still in flight. */
+		unsigned int spins = 0;
+
+		for (cpu = 0; cpu < nr_cpu_ids; cpu++)
+			while (atomic_read(&ctx->cpu[cpu].nmi_pending) > 0 &&
+			       spins++ < 100000)
+				udelay(10);
+		mutex_lock(&relay_nmi_lock);
+		WRITE_ONCE(relay_nmi_load, NULL);
+		mutex_unlock(&relay_nmi_lock);
+		/* NMI handlers run as RCU readers: none uses ctx after this. */
+		synchronize_rcu();
+	}
+	relay_flush_all(ch);
+	a.attempted = a.written = a.irq_writes = a.nmi_writes = 0;
+	for (cpu = 0; cpu < nr_cpu_ids; cpu++) {
+		struct relay_load_cpu *lc = &ctx->cpu[cpu];
+
+		a.attempted += lc->attempted + lc->irq_seq + lc->nmi_seq;
+		a.written += lc->written + lc->irq_written + lc->nmi_written;
+		a.irq_writes += lc->irq_written;
+		a.nmi_writes += lc->nmi_written;
+	}
+	relay_load_free(ctx);
+	if (copy_to_user(uarg, &a, sizeof(a)))
+		return -EFAULT;
 	return err;
 }
 
-static const struct file_operations relay_fops = {
+static long relay_chan_ioctl(struct file *file, unsigned int cmd,
+			     unsigned long arg)
+{
+	struct relay_file *rf = file->private_data;
+	struct relay_chan *ch = rf->ch;
+	void __user *uarg = (void __user *)arg;
+
+	switch (cmd) {
+	case RELAY_IOC_FLUSH: {
+		struct relay_flush f;
+		int err;
+
+		if (copy_from_user(&f, uarg, sizeof(f)))
+			return -EFAULT;
+		if (f.reserved)
+			return -EINVAL;
+		err = relay_glue_flush_cpu(ch->k, f.cpu, &f.barrier, &f.next);
+		if (err)
+			return err;
+		return copy_to_user(uarg, &f, sizeof(f)) ? -EFAULT : 0;
+	}
+	case RELAY_IOC_STATS: {
+		struct relay_stats s;
+		struct relay_cpu_stats cs;
+		struct relay_cpu_stats __user *out;
+		u32 cpu;
+
+		if (copy_from_user(&s, uarg, sizeof(s)))
+			return -EFAULT;
+		if (s.reserved)
+			return -EINVAL;
+		out = u64_to_user_ptr(s.cpus_ptr);
+		s.cpus = min_t(u32, s.cpus, nr_cpu_ids);
+		for (cpu = 0; cpu < s.cpus; cpu++) {
+			if (relay_rust_stats(ch->k, cpu, &cs))
+				return -EIO;
+			if (copy_to_user(&out[cpu], &cs, sizeof(cs)))
+				return -EFAULT;
+		}
+		s.memory_bytes = ch->size;
+		return copy_to_user(uarg, &s, sizeof(s)) ? -EFAULT : 0;
+	}
+	case RELAY_IOC_LOAD:
+		if (!capable(CAP_SYS_ADMIN))
+			return -EPERM;
+		return relay_load(ch, uarg);
+	default:
+		return -ENOTTY;
+	}
+}
+
+static const struct file_operations relay_chan_fops = {
 	.owner = THIS_MODULE,
-	.open = relay_open,
-	.release = relay_release,
-	.unlocked_ioctl = relay_ioctl,
-	.mmap = relay_mmap,
+	.open = relay_chan_open,
+	.release = relay_chan_release,
+	.read = relay_chan_read,
+	.write = relay_chan_write_file,
+	.poll = relay_chan_poll,
+	.mmap = relay_chan_mmap,
+	.unlocked_ioctl = relay_chan_ioctl,
 };
 
-static struct miscdevice relay_misc = {
+/* /dev/relay/NAME.cpuN: read and poll one CPU; no mapping. */
+static const struct file_operations relay_cpu_fops = {
+	.owner = THIS_MODULE,
+	.open = relay_chan_open,
+	.release = relay_chan_release,
+	.read = relay_chan_read,
+	.poll = relay_chan_poll,
+	.unlocked_ioctl = relay_chan_ioctl,
+};
+
+/* ------------------------------------------------------------------------
+ * The control device: create, destroy, benchmark.
+ */
+
+/* 1..31 of [A-Za-z0-9_-], NUL-terminated, zero-padded; not "control". */
+static int relay_check_name(const char name[RELAY_NAME_MAX])
+{
+	size_t len = strnlen(name, RELAY_NAME_MAX), i;
+
+	if (len == RELAY_NAME_MAX)
+		return -ENAMETOOLONG;
+	if (!len || !strcmp(name, "control"))
+		return -EINVAL;
+	for (i = 0; i < len; i++)
+		if (!isalnum(name[i]) && name[i] != '_' && name[i] != '-')
+			return -EINVAL;
+	for (; i < RELAY_NAME_MAX; i++)
+		if (name[i])
+			return -EINVAL;
+	return 0;
+}
+
+/* Under relay_lock: the names go, the memory stays while it is in use. */
+static void relay_unregister_chan(struct relay_chan *ch)
+{
+	u32 cpu;
+
+	list_del(&ch->node);
+	for (cpu = 0; cpu < ch->cpu_devs; cpu++)
+		misc_deregister(&ch->cpu[cpu].misc);
+	if (ch->registered)
+		misc_deregister(&ch->misc);
+	relay_chan_put(ch);
+}
+
+static long relay_create(void __user *uarg)
+{
+	struct relay_create c;
+	struct relay_chan *ch;
+	u64 consumer_offset, consumer_size;
+	u32 cpu;
+	int err;
+
+	if (copy_from_user(&c, uarg, sizeof(c)))
+		return -EFAULT;
+	if (c.reserved)
+		return -EINVAL;
+	err = relay_check_name(c.name);
+	if (err)
+		return err;
+	err = relay_rust_geometry(c.subbuf_size, c.subbuf_count, c.flags,
+				  &c.total_size, &consumer_offset,
+				  &consumer_size, &c.cpu_count);
+	if (err)
+		return err;
+	/* A channel is kernel memory: at most 1 GiB of it. */
+	if (c.total_size > (1ULL << 30))
+		return -E2BIG;
+	ch = kzalloc(sizeof(*ch), GFP_KERNEL);
+	if (!ch)
+		return -ENOMEM;
+	kref_init(&ch->ref);
+	INIT_LIST_HEAD(&ch->node);
+	init_waitqueue_head(&ch->wq);
+	init_irq_work(&ch->wake, relay_wake);
+	memcpy(ch->name, c.name, RELAY_NAME_MAX);
+	ch->size = c.total_size;
+	ch->consumer_offset = consumer_offset;
+	ch->consumer_end = consumer_offset + consumer_size;
+	ch->cpu = kcalloc(nr_cpu_ids, sizeof(*ch->cpu), GFP_KERNEL);
+	/* Zeroed, page-aligned, and marked for remap_vmalloc_range(). */
+	ch->mem = vmalloc_user(c.total_size);
+	if (!ch->cpu || !ch->mem) {
+		relay_chan_put(ch);
+		return -ENOMEM;
+	}
+	err = relay_rust_channel_new(ch->mem, ch->size, c.subbuf_size,
+				     c.subbuf_count, c.flags, &ch->k);
+	if (err) {
+		relay_chan_put(ch);
+		return err;
+	}
+
+	mutex_lock(&relay_lock);
+	if (relay_find(ch->name)) {
+		mutex_unlock(&relay_lock);
+		relay_chan_put(ch);
+		return -EEXIST;
+	}
+	list_add(&ch->node, &relay_chans);
+	snprintf(ch->misc_name, sizeof(ch->misc_name), "relay!%s", ch->name);
+	ch->misc.minor = MISC_DYNAMIC_MINOR;
+	ch->misc.name = ch->misc_name;
+	ch->misc.fops = &relay_chan_fops;
+	ch->misc.mode = 0600;
+	err = misc_register(&ch->misc);
+	ch->registered = !err;
+	for (cpu = 0; !err && cpu < nr_cpu_ids; cpu++) {
+		struct relay_cpu_dev *cd = &ch->cpu[cpu];
+
+		cd->ch = ch;
+		cd->cpu = cpu;
+		snprintf(cd->name, sizeof(cd->name), "relay!%s.cpu%u", ch->name, cpu);
+		cd->misc.minor = MISC_DYNAMIC_MINOR;
+		cd->misc.name = cd->name;
+		cd->misc.fops = &relay_cpu_fops;
+		cd->misc.mode = 0600;
+		err = misc_register(&cd->misc);
+		if (!err)
+			ch->cpu_devs++;
+	}
+	if (err)
+		relay_unregister_chan(ch);
+	mutex_unlock(&relay_lock);
+	if (err)
+		return err;
+	return copy_to_user(uarg, &c, sizeof(c)) ? -EFAULT : 0;
+}
+
+static long relay_destroy(void __user *uarg)
+{
+	struct relay_destroy d;
+	struct relay_chan *ch;
+	int err;
+
+	if (copy_from_user(&d, uarg, sizeof(d)))
+		return -EFAULT;
+	err = relay_check_name(d.name);
+	if (err)
+		return err;
+	mutex_lock(&relay_lock);
+	ch = relay_find(d.name);
+	if (ch)
+		relay_unregister_chan(ch);
+	mutex_unlock(&relay_lock);
+	return ch ? 0 : -ENOENT;
+}
+
+/*
+ * The benchmark: relay-kmod's writer against relay_write(), set up the way
+ * relay's users (blktrace) do: per-CPU files in debugfs.
+ */
+static struct dentry *relay_bench_create_buf_file(const char *filename,
+						  struct dentry *parent,
+						  umode_t mode,
+						  struct rchan_buf *buf,
+						  int *is_global)
+{
+	return debugfs_create_file(filename, mode, parent, buf,
+				   &relay_file_operations);
+}
+
+static int relay_bench_remove_buf_file(struct dentry *dentry)
+{
+	debugfs_remove(dentry);
+	return 0;
+}
+
+/* Flight mode, as relay-kmod's overwrite channel: never refuse. */
+static int relay_bench_subbuf_start(struct rchan_buf *buf, void *subbuf,
+				    void *prev_subbuf, size_t prev_padding)
+{
+	return 1;
+}
+
+static const struct rchan_callbacks relay_bench_callbacks = {
+	.subbuf_start = relay_bench_subbuf_start,
+	.create_buf_file = relay_bench_create_buf_file,
+	.remove_buf_file = relay_bench_remove_buf_file,
+};
+
+struct relay_bench_ctx {
+	struct relay_bench args;
+	void *k;
+	struct rchan *rchan;
+	atomic_t running;
+	struct completion done;
+	atomic64_t kmod_ns, relay_ns, reserve_ns;
+	struct task_struct *task[];
+};
+
+static int relay_bench_thread(void *data)
+{
+	struct relay_bench_ctx *ctx = data;
+	u32 size = ctx->args.size;
+	u64 i, t0, t1, t2, t3;
+	void *buf = kzalloc(size, GFP_KERNEL);
+
+	if (buf) {
+		t0 = ktime_get_ns();
+		for (i = 0; i < ctx->args.records; i++) {
+			preempt_disable();
+			relay_rust_write(ctx->k, raw_smp_processor_id(), 1, buf, size);
+			preempt_enable();
+		}
+		t1 = ktime_get_ns();
+		for (i = 0; i < ctx->args.records; i++)
+			relay_write(ctx->rchan, buf, size);
+		t2 = ktime_get_ns();
+		for (i = 0; i < ctx->args.records; i++) {
+			unsigned long flags;
+			u64 *p;
+
+			local_irq_save(flags);
+			p = relay_reserve(ctx->rchan, 16 + size);
+			if (p) {
+				p[0] = (16 + size) | 1ULL << 32;
+				p[1] = ktime_get_mono_fast_ns();
+				memcpy(p + 2, buf, size);
+			}
+			local_irq_restore(flags);
+		}
+		t3 = ktime_get_ns();
+		atomic64_add(t1 - t0, &ctx->kmod_ns);
+		atomic64_add(t2 - t1, &ctx->relay_ns);
+		atomic64_add(t3 - t2, &ctx->reserve_ns);
+		kfree(buf);
+	}
+	if (atomic_dec_and_test(&ctx->running))
+		complete(&ctx->done);
+	while (!kthread_should_stop()) {
+		set_current_state(TASK_INTERRUPTIBLE);
+		if (!kthread_should_stop())
+			schedule();
+		__set_current_state(TASK_RUNNING);
+	}
+	return 0;
+}
+
+static long relay_bench(void __user *uarg)
+{
+	struct relay_bench_ctx *ctx;
+	u64 total, consumer_offset, consumer_size;
+	u32 cpus, cpu;
+	void *mem = NULL;
+	long err;
+
+	ctx = kzalloc(struct_size(ctx, task, nr_cpu_ids), GFP_KERNEL);
+	if (!ctx)
+		return -ENOMEM;
+	err = -EFAULT;
+	if (copy_from_user(&ctx->args, uarg, sizeof(ctx->args)))
+		goto out;
+	err = -EINVAL;
+	if (ctx->args.records > (1ULL << 26) || ctx->args.size < 8 ||
+	    ctx->args.size > 4096 || ctx->args.size % 8 ||
+	    ctx->args.size > ctx->args.subbuf_size / 2)
+		goto out;
+	err = relay_rust_geometry(ctx->args.subbuf_size, ctx->args.subbuf_count,
+				  RELAY_FLAG_OVERWRITE, &total, &consumer_offset,
+				  &consumer_size, &cpus);
+	if (err)
+		goto out;
+	err = -E2BIG;
+	if (total > (1ULL << 30))
+		goto out;
+	err = -ENOMEM;
+	mem = vmalloc_user(total);
+	if (!mem)
+		goto out;
+	err = relay_rust_channel_new(mem, total, ctx->args.subbuf_size,
+				     ctx->args.subbuf_count, RELAY_FLAG_OVERWRITE,
+				     &ctx->k);
+	if (err)
+		goto out;
+	err = -ENOMEM;
+	ctx->rchan = relay_open("relay_bench", NULL, ctx->args.subbuf_size,
+				ctx->args.subbuf_count ?: 8,
+				&relay_bench_callbacks, NULL);
+	if (!ctx->rchan)
+		goto out;
+	init_completion(&ctx->done);
+	err = 0;
+	cpus_read_lock();
+	for_each_online_cpu(cpu) {
+		struct task_struct *t = kthread_create_on_cpu(relay_bench_thread,
+							      ctx, cpu,
+							      "relay_bench/%u");
+
+		if (IS_ERR(t)) {
+			err = PTR_ERR(t);
+			break;
+		}
+		ctx->task[cpu] = t;
+		atomic_inc(&ctx->running);
+		ctx->args.cpus++;
+	}
+	for_each_online_cpu(cpu)
+		if (ctx->task[cpu])
+			wake_up_process(ctx->task[cpu]);
+	cpus_read_unlock();
+	if (ctx->args.cpus)
+		wait_for_completion(&ctx->done);
+	for (cpu = 0; cpu < nr_cpu_ids; cpu++)
+		if (ctx->task[cpu])
+			kthread_stop(ctx->task[cpu]);
+	ctx->args.relay_kmod_ns = atomic64_read(&ctx->kmod_ns);
+	ctx->args.relay_write_ns = atomic64_read(&ctx->relay_ns);
+	ctx->args.relay_reserve_ns = atomic64_read(&ctx->reserve_ns);
+	if (!err && copy_to_user(uarg, &ctx->args, sizeof(ctx->args)))
+		err = -EFAULT;
+out:
+	if (ctx->rchan)
+		relay_close(ctx->rchan);
+	if (ctx->k)
+		relay_rust_channel_free(ctx->k);
+	vfree(mem);
+	kfree(ctx);
+	return err;
+}
+
+static long relay_control_ioctl(struct file *file, unsigned int cmd,
+				unsigned long arg)
+{
+	void __user *uarg = (void __user *)arg;
+
+	if (!capable(CAP_SYS_ADMIN))
+		return -EPERM;
+	switch (cmd) {
+	case RELAY_IOC_CREATE:
+		return relay_create(uarg);
+	case RELAY_IOC_DESTROY:
+		return relay_destroy(uarg);
+	case RELAY_IOC_BENCH:
+		return relay_bench(uarg);
+	default:
+		return -ENOTTY;
+	}
+}
+
+static const struct file_operations relay_control_fops = {
+	.owner = THIS_MODULE,
+	.unlocked_ioctl = relay_control_ioctl,
+};
+
+static struct miscdevice relay_control = {
 	.minor = MISC_DYNAMIC_MINOR,
-	.name = "relay",
-	.fops = &relay_fops,
+	.name = "relay!control",
+	.fops = &relay_control_fops,
 	.mode = 0600,
 };
 
 int relay_glue_register(void)
 {
-	return misc_register(&relay_misc);
+	int err = register_nmi_handler(NMI_LOCAL, relay_load_nmi, 0, "relay_load");
+
+	if (err)
+		return err;
+	err = misc_register(&relay_control);
+	if (err)
+		unregister_nmi_handler(NMI_LOCAL, "relay_load");
+	return err;
 }
 
+/* Unload: no file is open (each pins the module), so no load runs. */
 void relay_glue_unregister(void)
 {
-	misc_deregister(&relay_misc);
+	struct relay_chan *ch, *tmp;
+
+	misc_deregister(&relay_control);
+	mutex_lock(&relay_lock);
+	list_for_each_entry_safe(ch, tmp, &relay_chans, node)
+		relay_unregister_chan(ch);
+	mutex_unlock(&relay_lock);
+	unregister_nmi_handler(NMI_LOCAL, "relay_load");
 }

@@ -1,782 +1,103 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! relay-kmod: a per-CPU relay channel for Linux, built on relay-core.
+//! relay-kmod: per-CPU relay channels for Linux, built on relay-core.
 //!
-//! On load the module allocates one channel (vmalloc) with a buffer for every
-//! possible CPU and runs a self-test through relay-core's own code, compiled
-//! for the kernel target:
+//! On load the module runs its self-test ([`selftest`]) and registers
+//! `/dev/relay/control`, through which userspace creates named channels
+//! (`relay_uapi.h`). Each channel is one vmalloc area in the layout of
+//! docs/FORMAT.md, read through one file for all CPUs (`/dev/relay/NAME`:
+//! mmap, or `read()` of merged frames) and written from any context by
+//! kernel code (`relay_chan_write`), by `write()` and by the load
+//! generator.
 //!
-//! 1. every online CPU writes records (sequence number, checksum) into its own
-//!    buffer from an IPI handler (`on_each_cpu`: interrupts off, so the
-//!    per-CPU [`relay_core::CpuLocal`] writer's rule holds) and flushes;
-//!    the reader then verifies every record and the accounting, with nothing
-//!    lost;
-//! 2. every CPU writes more than its buffer holds without a reader: the
-//!    refused records must equal the `lost_full` statistics and
-//!    `written = delivered + lost` must hold exactly;
-//! 3. the same in overwrite (flight recorder) mode: nothing is refused, the
-//!    newest records survive and the reclaimed ones count as lost to
-//!    overwrite;
-//! 4. nesting: on every CPU a task-context writer (preemption disabled) is
-//!    interrupted every 20 us by a hard-IRQ hrtimer that writes into the same
-//!    buffer; both record streams must arrive complete, in order, with
-//!    non-decreasing timestamps and exact accounting.
-//!
-//! The result is one `selftest ok` line (or `selftest FAILED: ...` and an
-//! error from `insmod`). The channel memory is freed on unload.
-//!
-//! Then it registers `/dev/relay` (see `relay_uapi.h`): each open file gets
-//! a channel (`RELAY_IOC_CREATE`) that userspace maps (header, producer
-//! state and data read-only, consumer state writable) and reads with
-//! relay-core's reader; `RELAY_IOC_WRITE_TEST` has every CPU write records
-//! into it.
-//!
-//! Linux 6.12 has no Rust abstraction for cross-CPU function calls, the CPU
-//! id, the NMI-safe clock, misc devices or VMAs: `relay_glue.c`, linked into
-//! this module, wraps those C APIs and calls back into the functions here.
+//! The split: `relay_glue.c` owns devices, files, lifetimes and execution
+//! contexts (what 6.12 has no Rust abstraction for); this file turns each of
+//! its requests into relay-core calls. Everything about the bytes of a
+//! channel (geometry, writer, reader, merge, frames, checked payloads) is
+//! relay-core, compiled for the kernel target from the same source that
+//! userspace uses and that loom and the fuzzer check.
 
 use core::ffi::{c_int, c_void};
-use core::sync::atomic::{AtomicU64 as StatU64, Ordering};
 
 use kernel::prelude::*;
+use relay_core::merge::{Cursor, Merger, Step};
 use relay_core::{
-    AtomicU64, Channel, ChannelFlags, Clock, Geometry, GeometryParams, Lost, Mode, WriteError,
+    checked, frames, AtomicU64, Channel, ChannelFlags, Clock, Geometry, GeometryParams, Mode,
+    WriteError,
 };
+
+mod selftest;
 
 module! {
     type: RelayKmod,
     name: "relay_kmod",
     author: "relay authors",
-    description: "Per-CPU relay channel (relay-core) with a load-time self-test",
+    description: "Per-CPU relay channels (relay-core), one file for all CPUs",
     license: "GPL",
 }
 
-extern "C" {
-    /// Runs `func(info)` on every online CPU, with interrupts disabled, and
-    /// waits for all of them (`on_each_cpu(func, info, 1)`).
-    fn relay_glue_on_each_cpu(func: unsafe extern "C" fn(*mut c_void), info: *mut c_void);
-    /// `raw_smp_processor_id()`.
-    fn relay_glue_this_cpu() -> u32;
-    /// `nr_cpu_ids`: one more than the highest possible CPU id.
-    fn relay_glue_nr_cpu_ids() -> u32;
-    /// `num_online_cpus()`.
-    fn relay_glue_num_online_cpus() -> u32;
-    /// `ktime_get_mono_fast_ns()`: `CLOCK_MONOTONIC`, safe in NMI context.
-    fn relay_glue_clock_ns() -> u64;
-    /// Registers the misc device `/dev/relay`; 0 or a negative errno.
-    fn relay_glue_register() -> c_int;
-    /// Deregisters `/dev/relay`.
-    fn relay_glue_unregister();
-    /// Queues `func(info)` on every online CPU as a work item that runs with
-    /// preemption disabled, interrupted every `period_ns` by a hard-IRQ
-    /// hrtimer on the same CPU that calls `tick(info)`; null if out of memory.
-    fn relay_glue_works_start(
-        func: unsafe extern "C" fn(*mut c_void),
-        tick: unsafe extern "C" fn(*mut c_void),
-        info: *mut c_void,
-        period_ns: u64,
-    ) -> *mut c_void;
-    /// Waits for every work item of `works` and frees it.
-    fn relay_glue_works_finish(works: *mut c_void);
-}
+/// The C glue's functions (`relay_glue.c`).
+mod glue {
+    use core::ffi::{c_int, c_void};
 
-/// Sub-buffer size of the self-test channel.
-const SUBBUF_SIZE: u32 = 4096;
-/// Sub-buffers per CPU.
-const SUBBUF_COUNT: u32 = 8;
-/// Record type of the self-test records.
-const RTYPE: u16 = 0x5e1f;
-/// Records per CPU in the phase that must lose nothing: at most 96 bytes
-/// each (64 on average), they fit the 8 x (4096 - 72) bytes of a CPU buffer.
-const FIT_RECORDS: u64 = 400;
-/// Records per CPU in the overflow phase: far more than a buffer holds.
-const OVERFLOW_RECORDS: u64 = 2000;
-/// Payload bytes before the filler: cpu (4), length (4), sequence (8).
-const PAYLOAD_HEAD: usize = 16;
-/// Trailing checksum bytes.
-const PAYLOAD_SUM: usize = 8;
-/// Largest payload the self-test writes.
-const PAYLOAD_MAX: usize = 80;
-
-/// The NMI-safe monotonic clock, as relay-core's writer wants it.
-fn clock_ns() -> u64 {
-    // SAFETY: `ktime_get_mono_fast_ns` has no preconditions and may be called
-    // from any context, NMI included.
-    unsafe { relay_glue_clock_ns() }
-}
-
-/// FNV-1a, 64 bits: the payload checksum.
-fn checksum(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
-/// Payload length of record `seq` written by `cpu`: 24 ..= 80 bytes, a
-/// multiple of 8.
-fn payload_len(cpu: u32, seq: u64) -> usize {
-    let step = (seq.wrapping_add(u64::from(cpu)) % 8) as usize;
-    PAYLOAD_HEAD + PAYLOAD_SUM + step * 8
-}
-
-/// Fills `buf` with the payload of record `seq` of `cpu`; returns its length.
-fn make_payload(buf: &mut [u8; PAYLOAD_MAX], cpu: u32, seq: u64) -> usize {
-    let len = payload_len(cpu, seq).min(PAYLOAD_MAX);
-    let body_end = len.saturating_sub(PAYLOAD_SUM);
-    buf[0..4].copy_from_slice(&cpu.to_le_bytes());
-    buf[4..8].copy_from_slice(&(len as u32).to_le_bytes());
-    buf[8..16].copy_from_slice(&seq.to_le_bytes());
-    for (k, b) in buf[PAYLOAD_HEAD..body_end].iter_mut().enumerate() {
-        *b = (seq as u8).wrapping_add(k as u8);
+    extern "C" {
+        /// Runs `func(info)` on every online CPU, with interrupts disabled, and
+        /// waits for all of them (`on_each_cpu(func, info, 1)`).
+        pub(crate) fn relay_glue_on_each_cpu(
+            func: unsafe extern "C" fn(*mut c_void),
+            info: *mut c_void,
+        );
+        /// `raw_smp_processor_id()`.
+        pub(crate) fn relay_glue_this_cpu() -> u32;
+        /// `nr_cpu_ids`: one more than the highest possible CPU id.
+        pub(crate) fn relay_glue_nr_cpu_ids() -> u32;
+        /// `num_online_cpus()`.
+        pub(crate) fn relay_glue_num_online_cpus() -> u32;
+        /// `ktime_get_mono_fast_ns()`: `CLOCK_MONOTONIC`, safe in NMI context.
+        pub(crate) fn relay_glue_clock_ns() -> u64;
+        /// Flushes `cpu` of the channel `k` on that CPU (an IPI), or from
+        /// here if it is offline. Process context; 0 or a negative errno.
+        pub(crate) fn relay_glue_flush_cpu(
+            k: *mut c_void,
+            cpu: u32,
+            barrier: *mut u64,
+            next: *mut u64,
+        ) -> c_int;
+        /// Registers `/dev/relay/control` and the NMI handler.
+        pub(crate) fn relay_glue_register() -> c_int;
+        /// Destroys every channel and deregisters what `register` did.
+        pub(crate) fn relay_glue_unregister();
+        /// Queues `func(info)` on every online CPU as a work item that runs
+        /// with preemption disabled, interrupted every `period_ns` by a
+        /// hard-IRQ hrtimer on the same CPU that calls `tick(info)`; null if
+        /// out of memory.
+        pub(crate) fn relay_glue_works_start(
+            func: unsafe extern "C" fn(*mut c_void),
+            tick: unsafe extern "C" fn(*mut c_void),
+            info: *mut c_void,
+            period_ns: u64,
+        ) -> *mut c_void;
+        /// Waits for every work item of `works` and frees it.
+        pub(crate) fn relay_glue_works_finish(works: *mut c_void);
     }
-    let sum = checksum(&buf[..body_end]);
-    buf[body_end..len].copy_from_slice(&sum.to_le_bytes());
-    len
-}
 
-/// Checks one delivered payload of `cpu`; returns its sequence number.
-fn check_payload(cpu: u32, payload: &[u8]) -> Option<u64> {
-    let len = payload.len();
-    if !(PAYLOAD_HEAD + PAYLOAD_SUM..=PAYLOAD_MAX).contains(&len) {
-        return None;
-    }
-    let word = |at: usize| -> Option<u64> {
-        Some(u64::from_le_bytes(
-            payload.get(at..at + 8)?.try_into().ok()?,
-        ))
-    };
-    let head = word(0)?;
-    let seq = word(8)?;
-    let body_end = len - PAYLOAD_SUM;
-    let ok = head as u32 == cpu
-        && (head >> 32) as usize == len
-        && payload_len(cpu, seq) == len
-        && word(body_end)? == checksum(payload.get(..body_end)?);
-    ok.then_some(seq)
-}
-
-/// What one CPU's producer did.
-#[derive(Default)]
-struct CpuResult {
-    /// The producer ran on this CPU.
-    ran: StatU64,
-    /// Records accepted.
-    written: StatU64,
-    /// Records refused because the buffer was full.
-    full: StatU64,
-    /// Records refused for any other reason (a self-test failure).
-    other: StatU64,
-}
-
-/// The shared state of one production round, passed to every CPU.
-struct Round<'c, 'a> {
-    channel: &'c Channel<'a>,
-    /// Records each CPU attempts.
-    records: u64,
-    /// Indexed by CPU id.
-    results: KVec<CpuResult>,
-}
-
-impl Round<'_, '_> {
-    /// Writes this round's records into the current CPU's buffer.
-    ///
-    /// Runs with interrupts disabled on the CPU it writes for, so the CPU
-    /// cannot change under it and every writer of the buffer is on this CPU.
-    fn produce(&self) {
-        // SAFETY: `raw_smp_processor_id` has no preconditions; interrupts are
-        // off here, so the id stays valid for the whole call.
-        let cpu = unsafe { relay_glue_this_cpu() };
-        let Some(result) = self.results.get(cpu as usize) else {
-            return;
-        };
-        result.ran.store(1, Ordering::Relaxed);
-        let Some(writer) = self.channel.local_writer(cpu) else {
-            result.other.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        let mut clock = clock_ns;
-        let mut buf = [0u8; PAYLOAD_MAX];
-        for seq in 0..self.records {
-            let len = make_payload(&mut buf, cpu, seq);
-            let counter = match writer.write(RTYPE, &buf[..len], &mut clock) {
-                Ok(_) => &result.written,
-                Err(WriteError::Full) => &result.full,
-                Err(WriteError::TooBig) => &result.other,
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-        let _ = writer.flush(&mut clock);
+    /// The NMI-safe monotonic clock, as relay-core's writer wants it.
+    pub(crate) fn clock_ns() -> u64 {
+        // SAFETY: `ktime_get_mono_fast_ns` has no preconditions and may be
+        // called from any context, NMI included.
+        unsafe { relay_glue_clock_ns() }
     }
 }
 
-/// The `on_each_cpu` callback.
-///
-/// # Safety
-///
-/// `info` must point to a live [`Round`] for the whole call.
-unsafe extern "C" fn produce_on_this_cpu(info: *mut c_void) {
-    // SAFETY: the caller (`run_round`) passes a pointer to a `Round` it keeps
-    // alive until `on_each_cpu` returned on every CPU; it is only read here.
-    let round = unsafe { &*(info as *const Round<'_, '_>) };
-    round.produce();
+use glue::clock_ns;
+
+/// Errno values `kernel::error::code` lacks in 6.12.
+fn emsgsize() -> Error {
+    Error::from_errno(-(kernel::bindings::EMSGSIZE as i32))
 }
 
-/// Has every online CPU write `records` records into `channel`. Returns the
-/// per-CPU results.
-fn run_round<'a>(channel: &Channel<'a>, records: u64) -> Result<KVec<CpuResult>> {
-    let cpus = channel.geometry().cpu_count() as usize;
-    let mut results = KVec::with_capacity(cpus, GFP_KERNEL)?;
-    for _ in 0..cpus {
-        results.push(CpuResult::default(), GFP_KERNEL)?;
-    }
-    let round = Round {
-        channel,
-        records,
-        results,
-    };
-    // SAFETY: `produce_on_this_cpu` matches the callback type `on_each_cpu`
-    // expects and only reads `*info`; `round` outlives the call because
-    // `on_each_cpu` waits (wait = 1) until every CPU finished.
-    unsafe {
-        relay_glue_on_each_cpu(
-            produce_on_this_cpu,
-            &round as *const Round<'_, '_> as *mut c_void,
-        )
-    };
-    Ok(round.results)
-}
-
-/// Totals of one verified round.
-#[derive(Default)]
-struct Totals {
-    cpus: u64,
-    attempted: u64,
-    delivered: u64,
-    lost: u64,
-    subbufs: u64,
-}
-
-/// Reports a self-test failure and turns it into `EIO`.
-macro_rules! fail {
-    ($($arg:tt)*) => {{
-        pr_err!("selftest FAILED: {}\n", format_args!($($arg)*));
-        return Err(EIO);
-    }};
-}
-
-/// Reads back every CPU's buffer and checks records and accounting.
-///
-/// `contiguous`: no record may be missing (the fitting phase). In place
-/// (`peek`) when `copy` is false, else copied out (`next`) into `copy_buf`.
-fn verify(
-    channel: &Channel<'_>,
-    records: u64,
-    results: &[CpuResult],
-    contiguous: bool,
-    copy_buf: Option<&mut [u8]>,
-) -> Result<Totals> {
-    let mut totals = Totals::default();
-    let mut copy_buf = copy_buf;
-    let overwrite = channel.mode() == Mode::Overwrite;
-    for (cpu, result) in (0u32..).zip(results) {
-        let ran = result.ran.load(Ordering::Relaxed) != 0;
-        let written = result.written.load(Ordering::Relaxed);
-        let full = result.full.load(Ordering::Relaxed);
-        let other = result.other.load(Ordering::Relaxed);
-        let Some(mut reader) = channel.reader(cpu) else {
-            fail!("cpu {cpu}: no reader");
-        };
-        if !ran {
-            if channel.stats(cpu).is_some_and(|s| s.produced != 0) {
-                fail!("cpu {cpu}: records in the buffer of an offline CPU");
-            }
-            continue;
-        }
-        totals.cpus += 1;
-        if other != 0 || written.checked_add(full) != Some(records) {
-            fail!("cpu {cpu}: written {written} + full {full} != {records} (other errors {other})");
-        }
-        if contiguous && full != 0 {
-            fail!("cpu {cpu}: {full} records refused although the buffer holds them all");
-        }
-        let mut delivered = 0u64;
-        let mut reported = Lost::default();
-        let mut next_seq = 0u64;
-        let mut last_ts = 0u64;
-        loop {
-            let d = match copy_buf.as_deref_mut() {
-                Some(buf) => reader.next(buf),
-                None => reader.peek(),
-            };
-            let d = match d {
-                Ok(Some(d)) => d,
-                Ok(None) => break,
-                Err(e) => fail!("cpu {cpu}: reader: {e}"),
-            };
-            let (seq, lost) = (d.seq, d.lost_before);
-            let mut n = 0u64;
-            for r in d.records() {
-                let Some(rseq) = check_payload(cpu, r.payload) else {
-                    fail!(
-                        "cpu {cpu}: bad payload in sub-buffer {seq} (len {})",
-                        r.payload.len()
-                    );
-                };
-                if r.rtype != RTYPE {
-                    fail!("cpu {cpu}: record {rseq} has type {:#x}", r.rtype);
-                }
-                if rseq < next_seq || (contiguous && rseq != next_seq) || rseq >= records {
-                    fail!("cpu {cpu}: record {rseq} out of order (expected {next_seq})");
-                }
-                if r.ts < last_ts {
-                    fail!("cpu {cpu}: record {rseq}: timestamp went back");
-                }
-                last_ts = r.ts;
-                next_seq = rseq.wrapping_add(1);
-                n += 1;
-            }
-            reported = Lost {
-                full: reported.full.wrapping_add(lost.full),
-                too_big: reported.too_big.wrapping_add(lost.too_big),
-                overwrite: reported.overwrite.wrapping_add(lost.overwrite),
-            };
-            reader.finish(seq, &lost, n);
-            delivered += n;
-            totals.subbufs += 1;
-        }
-        let Some(stats) = channel.stats(cpu) else {
-            fail!("cpu {cpu}: no statistics");
-        };
-        let lost = stats.lost.total();
-        let mode_ok = if overwrite {
-            // Nothing refused; the oldest sealed sub-buffers were reclaimed,
-            // and the newest record survived.
-            full == 0
-                && stats.produced == written
-                && delivered.checked_add(stats.lost.overwrite) == Some(written)
-                && next_seq == records
-        } else {
-            delivered == written && stats.produced == delivered && stats.lost.overwrite == 0
-        };
-        if !mode_ok
-            || stats.consumed_records != delivered
-            || stats.lost.full != full
-            || stats.lost.too_big != 0
-            || delivered.checked_add(lost) != Some(records)
-            || reported.full > stats.lost.full
-            || stats.ready_subbufs != 0
-            || stats.open_seq.is_some()
-        {
-            fail!(
-                "cpu {cpu}: accounting: attempted {records} written {written} delivered {delivered} \
-                 produced {} consumed {} lost full {} (writer saw {full}) too_big {} overwrite {} \
-                 reported {} ready {}",
-                stats.produced,
-                stats.consumed_records,
-                stats.lost.full,
-                stats.lost.too_big,
-                stats.lost.overwrite,
-                reported.full,
-                stats.ready_subbufs
-            );
-        }
-        totals.attempted += records;
-        totals.delivered += delivered;
-        totals.lost += lost;
-    }
-    // SAFETY: `num_online_cpus` has no preconditions.
-    let online = u64::from(unsafe { relay_glue_num_online_cpus() });
-    if totals.cpus != online {
-        fail!("{} CPUs wrote, {online} are online", totals.cpus);
-    }
-    Ok(totals)
-}
-
-/// Views the zeroed `u64`s of `mem` as channel words for as long as `mem`
-/// is mutably borrowed.
-fn words(mem: &mut [u64]) -> Result<&[AtomicU64]> {
-    let len = mem.len().checked_mul(8).ok_or(EINVAL)?;
-    // SAFETY: `mem` is one live allocation of `len` bytes, exclusively
-    // borrowed for the returned lifetime, so every access to it while the
-    // words live goes through them (atomically).
-    unsafe { relay_core::mem::words_from_raw(mem.as_mut_ptr().cast::<u8>(), len) }
-        .map_err(|_| EINVAL)
-}
-
-/// Runs both self-test phases on the channel memory `mem`.
-fn selftest(mem: &mut [u64], geometry: Geometry) -> Result {
-    let words = words(mem)?;
-
-    // Phase 1: everything fits, nothing may be lost.
-    let channel = match Channel::create(words, geometry, ChannelFlags::empty(), Clock::Monotonic) {
-        Ok(c) => c,
-        Err(e) => fail!("create: {e}"),
-    };
-    if Channel::open(words).is_err() {
-        fail!("the created channel does not open");
-    }
-    let results = run_round(&channel, FIT_RECORDS)?;
-    let t = verify(&channel, FIT_RECORDS, &results, true, None)?;
-    pr_info!(
-        "selftest ok cpus={} records={} lost={} subbufs={}\n",
-        t.cpus,
-        t.delivered,
-        t.lost,
-        t.subbufs
-    );
-
-    // Phase 2: overflow without a reader; exact loss accounting.
-    let channel = match Channel::create(words, geometry, ChannelFlags::empty(), Clock::Monotonic) {
-        Ok(c) => c,
-        Err(e) => fail!("create: {e}"),
-    };
-    let results = run_round(&channel, OVERFLOW_RECORDS)?;
-    let mut buf = KVec::from_elem(0u8, SUBBUF_SIZE as usize, GFP_KERNEL)?;
-    let t = verify(&channel, OVERFLOW_RECORDS, &results, false, Some(&mut buf))?;
-    if t.lost == 0 {
-        fail!("overflow: nothing was lost");
-    }
-    pr_info!(
-        "overflow test ok cpus={} attempted={} delivered={} lost={}\n",
-        t.cpus,
-        t.attempted,
-        t.delivered,
-        t.lost
-    );
-
-    // Phase 3: the same overflow in overwrite (flight recorder) mode: the
-    // newest records survive, the reclaimed ones count as lost to overwrite.
-    let channel = match Channel::create(words, geometry, ChannelFlags::OVERWRITE, Clock::Monotonic)
-    {
-        Ok(c) => c,
-        Err(e) => fail!("create: {e}"),
-    };
-    let results = run_round(&channel, OVERFLOW_RECORDS)?;
-    let t = verify(&channel, OVERFLOW_RECORDS, &results, false, Some(&mut buf))?;
-    if t.lost == 0 {
-        fail!("overwrite: nothing was overwritten");
-    }
-    pr_info!(
-        "overwrite test ok cpus={} attempted={} delivered={} lost={}\n",
-        t.cpus,
-        t.attempted,
-        t.delivered,
-        t.lost
-    );
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------
-// Nesting: task-context writers interrupted by timer-interrupt writers on the
-// same CPU.
-
-/// Record type of the task-context writers.
-const RTYPE_TASK: u16 = 0x7a5c;
-/// Record type of the interrupt-context writers.
-const RTYPE_IRQ: u16 = 0x1e9d;
-/// Records each task-context writer writes.
-const NESTED_TASK_RECORDS: u64 = 25_000;
-/// Records each timer interrupt writes on its CPU.
-const NESTED_IRQ_BURST: u64 = 1;
-/// Period of the interrupting timer.
-const NESTED_TICK_NS: u64 = 20_000;
-/// Geometry of the nesting test's channel: room for every record.
-const NESTED_SUBBUF_SIZE: u64 = 256 * 1024;
-
-/// Shared state of the nesting test.
-struct Nested<'c, 'a> {
-    channel: &'c Channel<'a>,
-    /// Per CPU: what the task-context writer did.
-    task: KVec<CpuResult>,
-    /// Per CPU: what the interrupt-context writers did.
-    irq: KVec<CpuResult>,
-    /// Per CPU: the next interrupt-context sequence number.
-    irq_next: KVec<StatU64>,
-}
-
-/// Writes record `seq` of type `rtype` on `cpu` and counts the outcome.
-fn write_counted<S: relay_core::Sharing>(
-    writer: &relay_core::Writer<'_, S>,
-    cpu: u32,
-    seq: u64,
-    rtype: u16,
-    result: &CpuResult,
-) {
-    let mut buf = [0u8; PAYLOAD_MAX];
-    let len = make_payload(&mut buf, cpu, seq);
-    let mut clock = clock_ns;
-    let counter = match writer.write(rtype, &buf[..len], &mut clock) {
-        Ok(_) => &result.written,
-        Err(WriteError::Full) => &result.full,
-        Err(WriteError::TooBig) => &result.other,
-    };
-    counter.fetch_add(1, Ordering::Relaxed);
-}
-
-impl Nested<'_, '_> {
-    /// The task-context writer: preemption is disabled (work item run by
-    /// the glue), interrupts are on.
-    fn task_writer(&self) {
-        // SAFETY: no preconditions; preemption is off, so the id is stable.
-        let cpu = unsafe { relay_glue_this_cpu() };
-        let (Some(result), Some(writer)) =
-            (self.task.get(cpu as usize), self.channel.local_writer(cpu))
-        else {
-            return;
-        };
-        result.ran.store(1, Ordering::Relaxed);
-        for seq in 0..NESTED_TASK_RECORDS {
-            write_counted(&writer, cpu, seq, RTYPE_TASK, result);
-        }
-    }
-
-    /// The interrupt-context writer (a hard-IRQ hrtimer on the task
-    /// writer's CPU, interrupts off).
-    fn irq_writer(&self) {
-        // SAFETY: no preconditions; interrupts are off.
-        let cpu = unsafe { relay_glue_this_cpu() };
-        let (Some(result), Some(next), Some(writer)) = (
-            self.irq.get(cpu as usize),
-            self.irq_next.get(cpu as usize),
-            self.channel.local_writer(cpu),
-        ) else {
-            return;
-        };
-        result.ran.store(1, Ordering::Relaxed);
-        for _ in 0..NESTED_IRQ_BURST {
-            // Only this CPU, with interrupts off, touches its counter.
-            let seq = next.fetch_add(1, Ordering::Relaxed);
-            write_counted(&writer, cpu, seq, RTYPE_IRQ, result);
-        }
-    }
-
-    /// Closes this CPU's open sub-buffer (on the CPU, interrupts off).
-    fn flush(&self) {
-        // SAFETY: no preconditions; interrupts are off.
-        let cpu = unsafe { relay_glue_this_cpu() };
-        if let Some(writer) = self.channel.local_writer(cpu) {
-            let _ = writer.flush(&mut clock_ns);
-        }
-    }
-}
-
-/// Work-item callback.
-///
-/// # Safety
-///
-/// `info` must point to a live [`Nested`] for the whole call.
-unsafe extern "C" fn nested_task(info: *mut c_void) {
-    // SAFETY: `nested_test` keeps the `Nested` alive until every work item
-    // finished (`relay_glue_works_finish`); it is only read here.
-    unsafe { &*(info as *const Nested<'_, '_>) }.task_writer();
-}
-
-/// Timer callback.
-///
-/// # Safety
-///
-/// `info` must point to a live [`Nested`] for the whole call.
-unsafe extern "C" fn nested_irq(info: *mut c_void) {
-    // SAFETY: the glue cancels every timer (`hrtimer_cancel`) before
-    // `relay_glue_works_finish` returns, and `nested_test` keeps the `Nested`
-    // alive until then; it is only read here.
-    unsafe { &*(info as *const Nested<'_, '_>) }.irq_writer();
-}
-
-/// Flush callback.
-///
-/// # Safety
-///
-/// `info` must point to a live [`Nested`] for the whole call.
-unsafe extern "C" fn nested_flush(info: *mut c_void) {
-    // SAFETY: `on_each_cpu` waits for every CPU, and `nested_test` keeps the
-    // `Nested` alive across it; it is only read here.
-    unsafe { &*(info as *const Nested<'_, '_>) }.flush();
-}
-
-fn per_cpu<T: Default>(cpus: usize) -> Result<KVec<T>> {
-    let mut v = KVec::with_capacity(cpus, GFP_KERNEL)?;
-    for _ in 0..cpus {
-        v.push(T::default(), GFP_KERNEL)?;
-    }
-    Ok(v)
-}
-
-fn counts(r: &CpuResult) -> (u64, u64, u64) {
-    (
-        r.written.load(Ordering::Relaxed),
-        r.full.load(Ordering::Relaxed),
-        r.other.load(Ordering::Relaxed),
-    )
-}
-
-/// Task-context writers on every CPU, interrupted by timer-IRQ writers on the same
-/// CPUs, into one channel; then every record and count is checked.
-fn nested_test() -> Result {
-    // SAFETY: `nr_cpu_ids` is set before modules load and then constant.
-    let cpu_count = unsafe { relay_glue_nr_cpu_ids() };
-    let geometry = Geometry::new(GeometryParams {
-        subbuf_size: NESTED_SUBBUF_SIZE,
-        subbuf_count: 8,
-        cpu_count,
-        page_size: kernel::page::PAGE_SIZE as u32,
-    })
-    .map_err(|_| EINVAL)?;
-    let n = usize::try_from(geometry.total_size() / 8).map_err(|_| EINVAL)?;
-    let mut mem = VVec::from_elem(0u64, n, GFP_KERNEL)?;
-    let words = words(&mut mem)?;
-    let channel = match Channel::create(words, geometry, ChannelFlags::empty(), Clock::Monotonic) {
-        Ok(c) => c,
-        Err(e) => fail!("nested: create: {e}"),
-    };
-    let cpus = cpu_count as usize;
-    let nested = Nested {
-        channel: &channel,
-        task: per_cpu(cpus)?,
-        irq: per_cpu(cpus)?,
-        irq_next: per_cpu(cpus)?,
-    };
-    let info = &nested as *const Nested<'_, '_> as *mut c_void;
-    // SAFETY: `nested_task` and `nested_irq` match the callback type and only
-    // read `*info`, which lives until `relay_glue_works_finish` below returned
-    // (after which no work item or timer runs).
-    let works = unsafe { relay_glue_works_start(nested_task, nested_irq, info, NESTED_TICK_NS) };
-    if works.is_null() {
-        return Err(ENOMEM);
-    }
-    // SAFETY: `works` came from `relay_glue_works_start` and is finished once.
-    unsafe { relay_glue_works_finish(works) };
-    // SAFETY: `nested_flush` only reads `*info`; `on_each_cpu` waits.
-    unsafe { relay_glue_on_each_cpu(nested_flush, info) };
-
-    let (mut ncpus, mut task_total, mut irq_total, mut interleaved, mut lost_total) =
-        (0u64, 0u64, 0u64, 0u64, 0u64);
-    for cpu in 0..cpu_count {
-        let (Some(task), Some(irq), Some(mut reader)) = (
-            nested.task.get(cpu as usize),
-            nested.irq.get(cpu as usize),
-            channel.reader(cpu),
-        ) else {
-            fail!("nested: cpu {cpu}: no state");
-        };
-        if task.ran.load(Ordering::Relaxed) == 0 {
-            continue;
-        }
-        ncpus += 1;
-        let (task_written, task_full, task_other) = counts(task);
-        let (irq_written, irq_full, irq_other) = counts(irq);
-        let irq_attempted = nested
-            .irq_next
-            .get(cpu as usize)
-            .map_or(0, |c| c.load(Ordering::Relaxed));
-        if task_other != 0
-            || irq_other != 0
-            || task_written + task_full != NESTED_TASK_RECORDS
-            || irq_written + irq_full != irq_attempted
-        {
-            fail!("nested: cpu {cpu}: writer counts do not add up");
-        }
-        let (mut next_task, mut next_irq, mut last_ts) = (0u64, 0u64, 0u64);
-        let (mut got_task, mut got_irq, mut pending_irq) = (0u64, 0u64, 0u64);
-        loop {
-            let d = match reader.peek() {
-                Ok(Some(d)) => d,
-                Ok(None) => break,
-                Err(e) => fail!("nested: cpu {cpu}: reader: {e}"),
-            };
-            let (seq, lost) = (d.seq, d.lost_before);
-            let mut n = 0u64;
-            for r in d.records() {
-                let Some(rseq) = check_payload(cpu, r.payload) else {
-                    fail!("nested: cpu {cpu}: bad payload in sub-buffer {seq}");
-                };
-                if r.ts < last_ts {
-                    fail!("nested: cpu {cpu}: timestamp went back at record {rseq}");
-                }
-                last_ts = r.ts;
-                let next = match r.rtype {
-                    RTYPE_TASK => {
-                        got_task += 1;
-                        interleaved += pending_irq;
-                        pending_irq = 0;
-                        &mut next_task
-                    }
-                    RTYPE_IRQ => {
-                        got_irq += 1;
-                        if got_task > 0 {
-                            pending_irq += 1;
-                        }
-                        &mut next_irq
-                    }
-                    t => fail!("nested: cpu {cpu}: record type {t:#x}"),
-                };
-                if rseq < *next {
-                    fail!(
-                        "nested: cpu {cpu}: record {rseq} of type {:#x} out of order",
-                        r.rtype
-                    );
-                }
-                *next = rseq.wrapping_add(1);
-                n += 1;
-            }
-            reader.finish(seq, &lost, n);
-        }
-        let Some(stats) = channel.stats(cpu) else {
-            fail!("nested: cpu {cpu}: no statistics");
-        };
-        if got_task != task_written
-            || got_irq != irq_written
-            || stats.produced != got_task + got_irq
-            || stats.lost.full != task_full + irq_full
-            || stats.lost.too_big != 0
-            || stats.lost.overwrite != 0
-        {
-            fail!(
-                "nested: cpu {cpu}: accounting: task {got_task}/{task_written} irq {got_irq}/{irq_written} \
-                 produced {} lost full {} (writers saw {})",
-                stats.produced,
-                stats.lost.full,
-                task_full + irq_full
-            );
-        }
-        task_total += NESTED_TASK_RECORDS;
-        irq_total += irq_attempted;
-        lost_total += stats.lost.total();
-    }
-    // SAFETY: `num_online_cpus` has no preconditions.
-    if ncpus != u64::from(unsafe { relay_glue_num_online_cpus() }) {
-        fail!("nested: {ncpus} task writers ran");
-    }
-    if interleaved == 0 {
-        fail!("nested: no timer interrupt landed between task-context records");
-    }
-    pr_info!(
-        "nested test ok cpus={ncpus} task={task_total} irq={irq_total} interleaved={interleaved} lost={lost_total}\n"
-    );
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------
-// /dev/relay: the C glue (`relay_glue.c`) owns the file, the vmalloc area and
-// the mappings; these functions make every channel decision through
-// relay-core.
-
-/// Largest `records` a `RELAY_IOC_WRITE_TEST` may ask for per CPU.
-const WRITE_TEST_MAX: u64 = 1 << 20;
-
-/// The geometry and flags of a `RELAY_IOC_CREATE` request.
-fn requested(subbuf_size: u64, subbuf_count: u64, flags: u64) -> Result<(Geometry, ChannelFlags)> {
-    let flags = ChannelFlags::from_bits(flags).ok_or(EINVAL)?;
-    let page_size = u32::try_from(kernel::page::PAGE_SIZE).map_err(|_| EINVAL)?;
-    let geometry = Geometry::new(GeometryParams {
-        subbuf_size,
-        subbuf_count,
-        // SAFETY: `nr_cpu_ids` is set before modules load and then constant.
-        cpu_count: unsafe { relay_glue_nr_cpu_ids() },
-        page_size,
-    })
-    .map_err(|_| EINVAL)?;
-    Ok((geometry, flags))
+fn eopnotsupp() -> Error {
+    Error::from_errno(-(kernel::bindings::EOPNOTSUPP as i32))
 }
 
 fn errno(r: Result) -> c_int {
@@ -784,6 +105,25 @@ fn errno(r: Result) -> c_int {
         Ok(()) => 0,
         Err(e) => e.to_errno(),
     }
+}
+
+/// The geometry and flags of a create request; `EINVAL` for any bad field
+/// (relay-core's geometry rules), `EOPNOTSUPP` for unknown flags.
+fn requested(subbuf_size: u64, subbuf_count: u64, flags: u64) -> Result<(Geometry, ChannelFlags)> {
+    let flags = ChannelFlags::from_bits(flags).ok_or_else(eopnotsupp)?;
+    let page_size = u32::try_from(kernel::page::PAGE_SIZE).map_err(|_| EINVAL)?;
+    let geometry = Geometry::new(GeometryParams {
+        subbuf_size,
+        subbuf_count,
+        // SAFETY: `nr_cpu_ids` is set before modules load and then constant.
+        cpu_count: unsafe { glue::relay_glue_nr_cpu_ids() },
+        page_size,
+    })
+    .map_err(|e| {
+        pr_info!("create: {e}\n");
+        EINVAL
+    })?;
+    Ok((geometry, flags))
 }
 
 /// Validates a channel request and reports its layout.
@@ -819,115 +159,473 @@ pub unsafe extern "C" fn relay_rust_geometry(
     )
 }
 
-/// Views the `size` bytes at `mem` as channel words.
-///
-/// # Safety
-///
-/// `mem` must be a live vmalloc area of at least `size` bytes that stays
-/// allocated for `'a`, accessed elsewhere only atomically (the writers, the
-/// reader in userspace) or through read-only mappings.
-unsafe fn channel_words<'a>(mem: *mut c_void, size: u64) -> Result<&'a [AtomicU64]> {
-    let len = usize::try_from(size).map_err(|_| EINVAL)?;
-    // SAFETY: forwarded from the caller's contract.
-    unsafe { relay_core::mem::words_from_raw(mem.cast::<u8>(), len) }.map_err(|_| EINVAL)
+/// A channel as the glue holds it (`relay_chan.k`).
+struct KChannel {
+    channel: Channel<'static>,
 }
 
-/// Lays a new channel out over the zeroed vmalloc area `mem`.
+/// # Safety
+///
+/// `k` must come from [`relay_rust_channel_new`] and not be freed yet.
+unsafe fn kchannel<'k>(k: *mut c_void) -> &'k KChannel {
+    // SAFETY: the caller's contract: a live `KChannel` that only
+    // `relay_rust_channel_free` frees, and only shared references exist.
+    unsafe { &*(k as *const KChannel) }
+}
+
+/// Lays a new channel out over the zeroed vmalloc area `mem` and returns
+/// the handle the glue passes back to the other functions.
 ///
 /// # Safety
 ///
-/// `mem` must be a live vmalloc area of `size` bytes, not yet mapped.
+/// `mem` must be a live vmalloc area of `size` bytes, not yet mapped, that
+/// stays allocated until [`relay_rust_channel_free`] returned; afterwards
+/// it is accessed elsewhere only atomically (writers, readers in
+/// userspace) or through read-only mappings. `out` must be valid for a
+/// write.
 #[no_mangle]
-pub unsafe extern "C" fn relay_rust_create(
+pub unsafe extern "C" fn relay_rust_channel_new(
     mem: *mut c_void,
     size: u64,
     subbuf_size: u64,
     subbuf_count: u64,
     flags: u64,
+    out: *mut *mut c_void,
 ) -> c_int {
     errno((|| {
         let (geometry, flags) = requested(subbuf_size, subbuf_count, flags)?;
-        // SAFETY: the caller's contract; the words live only in this call.
-        let words = unsafe { channel_words(mem, size) }?;
-        Channel::create(words, geometry, flags, Clock::Monotonic).map_err(|_| EINVAL)?;
+        let len = usize::try_from(size).map_err(|_| EINVAL)?;
+        // SAFETY: the caller's contract: `mem` outlives every user of the
+        // words (all of them are gone before `relay_rust_channel_free`).
+        let words: &'static [AtomicU64] =
+            unsafe { relay_core::mem::words_from_raw(mem.cast::<u8>(), len) }
+                .map_err(|_| EINVAL)?;
+        let channel =
+            Channel::create(words, geometry, flags, Clock::Monotonic).map_err(|_| EINVAL)?;
+        let k = KBox::new(KChannel { channel }, GFP_KERNEL)?;
+        // SAFETY: `out` is valid for a write (the caller's contract).
+        unsafe { *out = KBox::into_raw(k).cast::<c_void>() };
         Ok(())
     })())
 }
 
-/// Has every online CPU write `records` self-test records into the channel
-/// at `mem` (which userspace may have mapped and be reading), then flush.
+/// Frees a channel handle.
 ///
 /// # Safety
 ///
-/// `mem` must be the live vmalloc area of `size` bytes that
-/// [`relay_rust_create`] laid out, kept allocated for the call.
+/// `k` must come from [`relay_rust_channel_new`], with no reader of it left
+/// and no writer running; it is not used again.
 #[no_mangle]
-pub unsafe extern "C" fn relay_rust_write_test(mem: *mut c_void, size: u64, records: u64) -> c_int {
+pub unsafe extern "C" fn relay_rust_channel_free(k: *mut c_void) {
+    // SAFETY: the caller's contract: `k` is a `KBox<KChannel>` from
+    // `relay_rust_channel_new`, freed once.
+    drop(unsafe { KBox::from_raw(k.cast::<KChannel>()) });
+}
+
+/// What a write did, for the glue: 1 sealed a sub-buffer (wake readers),
+/// 0 written, or the refusal as a negative errno.
+fn write_result(r: core::result::Result<relay_core::Committed, WriteError>) -> c_int {
+    match r {
+        Ok(c) if c.sealed.is_some() => 1,
+        Ok(_) => 0,
+        Err(WriteError::Full) => ENOSPC.to_errno(),
+        Err(WriteError::TooBig) => emsgsize().to_errno(),
+    }
+}
+
+/// Writes one record on `cpu`, which must be the current CPU, with
+/// preemption disabled (any context: task, IRQ, NMI).
+///
+/// # Safety
+///
+/// `k` as for [`kchannel`]; `data` valid for `len` bytes of reads. The
+/// caller runs on `cpu` and cannot migrate.
+#[no_mangle]
+pub unsafe extern "C" fn relay_rust_write(
+    k: *mut c_void,
+    cpu: u32,
+    rtype: u16,
+    data: *const c_void,
+    len: u64,
+) -> c_int {
+    // SAFETY: the caller's contract.
+    let k = unsafe { kchannel(k) };
+    let Some(writer) = k.channel.local_writer(cpu) else {
+        return EINVAL.to_errno();
+    };
+    let Ok(len) = usize::try_from(len) else {
+        return emsgsize().to_errno();
+    };
+    let data = if len == 0 {
+        &[][..]
+    } else {
+        // SAFETY: the caller's contract: `data` is valid for `len` bytes.
+        unsafe { core::slice::from_raw_parts(data.cast::<u8>(), len) }
+    };
+    write_result(writer.write(1.max(rtype), data, &mut clock_ns))
+}
+
+/// Fills `buf` (`len` bytes) with checked payload `seq` of (`cpu`,
+/// `source`) and writes it as a record of type `0x10 + source`, like
+/// [`relay_rust_write`].
+///
+/// # Safety
+///
+/// As [`relay_rust_write`]; `buf` is valid for `len` bytes of writes and
+/// used by this context only.
+#[no_mangle]
+pub unsafe extern "C" fn relay_rust_load_write(
+    k: *mut c_void,
+    cpu: u32,
+    source: u32,
+    seq: u64,
+    buf: *mut c_void,
+    len: u64,
+) -> c_int {
+    let Ok(len) = usize::try_from(len) else {
+        return EINVAL.to_errno();
+    };
+    // SAFETY: the caller's contract: `buf` is ours for `len` bytes.
+    let payload = unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), len) };
+    if !checked::fill(payload, cpu, source, seq) {
+        return EINVAL.to_errno();
+    }
+    // SAFETY: the caller's contract; `payload` is valid for `len` bytes.
+    unsafe { relay_rust_write(k, cpu, 0x10 + source as u16, buf, len as u64) }
+}
+
+/// Closes `cpu`'s open sub-buffer. `on_cpu`: the caller runs on `cpu` with
+/// interrupts off (an IPI); otherwise `cpu` is offline and no writer can
+/// run on it.
+///
+/// # Safety
+///
+/// `k` as for [`kchannel`]; `barrier` and `next` valid for writes.
+#[no_mangle]
+pub unsafe extern "C" fn relay_rust_flush(
+    k: *mut c_void,
+    cpu: u32,
+    on_cpu: bool,
+    barrier: *mut u64,
+    next: *mut u64,
+) -> c_int {
+    // SAFETY: the caller's contract.
+    let k = unsafe { kchannel(k) };
+    let flushed = if on_cpu {
+        k.channel.local_writer(cpu).map(|w| w.flush(&mut clock_ns))
+    } else {
+        k.channel.writer(cpu).map(|w| w.flush(&mut clock_ns))
+    };
+    let Some(f) = flushed else {
+        return EINVAL.to_errno();
+    };
+    // SAFETY: the caller's contract.
+    unsafe {
+        *barrier = f.barrier;
+        *next = f.next;
+    }
+    0
+}
+
+/// `struct relay_cpu_stats` of `relay_uapi.h`.
+#[repr(C)]
+pub struct CpuStatsC {
+    produced: u64,
+    consumed: u64,
+    lost_full: u64,
+    lost_too_big: u64,
+    lost_overwrite: u64,
+    ready_subbufs: u64,
+}
+
+/// `cpu`'s statistics.
+///
+/// # Safety
+///
+/// `k` as for [`kchannel`]; `out` valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn relay_rust_stats(k: *mut c_void, cpu: u32, out: *mut CpuStatsC) -> c_int {
+    // SAFETY: the caller's contract.
+    let k = unsafe { kchannel(k) };
+    let Some(s) = k.channel.stats(cpu) else {
+        return EINVAL.to_errno();
+    };
+    // SAFETY: the caller's contract.
+    unsafe {
+        *out = CpuStatsC {
+            produced: s.produced,
+            consumed: s.consumed_records,
+            lost_full: s.lost.full,
+            lost_too_big: s.lost.too_big,
+            lost_overwrite: s.lost.overwrite,
+            ready_subbufs: s.ready_subbufs,
+        }
+    };
+    0
+}
+
+// ---------------------------------------------------------------------------
+// read(): the merged stream as frames.
+
+/// A cursor's copy buffer (empty on no-overwrite channels: in place).
+struct CopyBuf(VVec<u8>);
+
+impl AsRef<[u8]> for CopyBuf {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl AsMut<[u8]> for CopyBuf {
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
+}
+
+struct Cursors(KVec<Cursor<'static, CopyBuf>>);
+
+impl AsMut<[Cursor<'static, CopyBuf>]> for Cursors {
+    fn as_mut(&mut self) -> &mut [Cursor<'static, CopyBuf>] {
+        &mut self.0
+    }
+}
+
+/// The reader behind one open channel file.
+struct KReader {
+    /// The glue's handle for flushes (the channel's `k`).
+    k: *mut c_void,
+    merger: Merger<'static, CopyBuf, Cursors>,
+    /// Encoded frames; `pending[head..tail]` not yet handed out.
+    pending: VVec<u8>,
+    head: usize,
+    tail: usize,
+    started: bool,
+}
+
+impl KReader {
+    fn flush(&mut self, cpu: u32) {
+        let (mut barrier, mut next) = (0u64, 0u64);
+        // SAFETY: `self.k` is the live channel this reader reads (the file
+        // holds a reference); the out pointers are valid.
+        if unsafe { glue::relay_glue_flush_cpu(self.k, cpu, &mut barrier, &mut next) } == 0 {
+            self.merger.flushed(cpu, barrier, next);
+        }
+    }
+
+    /// Encodes events until `want` bytes are pending or nothing is
+    /// readable: blocked CPUs and, once, all idle ones are flushed first.
+    fn fill(&mut self, want: usize) -> Result {
+        if !self.started {
+            let out = self.pending.get_mut(self.tail..).ok_or(EINVAL)?;
+            self.tail += frames::encode_start(out).ok_or(EINVAL)?;
+            self.started = true;
+        }
+        let cursors = self.merger.cursors().len();
+        let mut flushed_all = false;
+        let mut stuck = 0usize;
+        while self.tail - self.head < want {
+            let drain = match self.merger.poll(false) {
+                None => false,
+                Some(Step::Blocked { cpu }) if stuck <= 2 * cursors + 2 => {
+                    stuck += 1;
+                    self.flush(cpu);
+                    continue;
+                }
+                // Still blocked after flushing: a writer on that CPU was
+                // interrupted mid-commit. Deliver what is here.
+                Some(Step::Blocked { .. }) => true,
+                Some(_) if !flushed_all => {
+                    flushed_all = true;
+                    let cpus: KVec<u32> = {
+                        let mut v = KVec::with_capacity(cursors, GFP_KERNEL)?;
+                        for c in self.merger.cursors().iter() {
+                            v.push(c.cpu(), GFP_KERNEL)?;
+                        }
+                        v
+                    };
+                    for cpu in cpus.iter() {
+                        self.flush(*cpu);
+                    }
+                    continue;
+                }
+                // Nothing readable after flushing: drain (reports the losses
+                // after each CPU's last sub-buffer), then stop.
+                Some(_) => true,
+            };
+            let event = match self.merger.next(drain) {
+                Step::Event(e) => e,
+                _ => break,
+            };
+            // Copy the event out of the merger's borrow before encoding.
+            let need = frames::encoded_len(&event);
+            if self.pending.len() - self.tail < need {
+                self.pending.copy_within(self.head..self.tail, 0);
+                self.tail -= self.head;
+                self.head = 0;
+            }
+            let out = self.pending.get_mut(self.tail..).ok_or(EINVAL)?;
+            self.tail += frames::encode(&event, out).ok_or(EINVAL)?;
+            stuck = 0;
+        }
+        Ok(())
+    }
+}
+
+/// Creates the reader of an open file: all CPUs merged (`cpu < 0`) or one.
+///
+/// # Safety
+///
+/// `k` as for [`kchannel`], and it outlives the reader (the file holds a
+/// reference); `flusher` is `k`; `out` valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn relay_rust_reader_new(
+    k: *mut c_void,
+    cpu: i32,
+    flusher: *mut c_void,
+    out: *mut *mut c_void,
+) -> c_int {
     errno((|| {
-        if records > WRITE_TEST_MAX {
+        // SAFETY: the caller's contract. The `'static` is the channel's
+        // lifetime as far as this reader can tell: the glue frees the
+        // reader before it drops its reference to the channel.
+        let channel: &'static Channel<'static> = &unsafe { kchannel(k) }.channel;
+        let g = channel.geometry();
+        let size = usize::try_from(g.subbuf_size()).map_err(|_| EINVAL)?;
+        let overwrite = channel.mode() == Mode::Overwrite;
+        let mut cursors = KVec::new();
+        for c in 0..g.cpu_count() {
+            if cpu >= 0 && c != cpu as u32 {
+                continue;
+            }
+            let reader = channel.reader(c).ok_or(EINVAL)?;
+            let buf = if overwrite {
+                VVec::from_elem(0u8, size, GFP_KERNEL)?
+            } else {
+                VVec::new()
+            };
+            cursors.push(Cursor::new(reader, CopyBuf(buf)), GFP_KERNEL)?;
+        }
+        if cursors.is_empty() {
             return Err(EINVAL);
         }
-        // SAFETY: the caller's contract; userspace writes only the consumer
-        // pages, which relay-core treats as hostile input.
-        let words = unsafe { channel_words(mem, size) }?;
-        let channel = Channel::open(words).map_err(|_| EINVAL)?;
-        let results = run_round(&channel, records)?;
-        if results.iter().any(|r| r.other.load(Ordering::Relaxed) != 0) {
-            return Err(EIO);
-        }
+        // The largest frame, plus one read() chunk (a page).
+        let max_frame = size + frames::FRAME_HEADER_SIZE + 8;
+        let pending = VVec::from_elem(0u8, max_frame + 2 * kernel::page::PAGE_SIZE, GFP_KERNEL)?;
+        let r = KBox::new(
+            KReader {
+                k: flusher,
+                merger: Merger::new(Cursors(cursors)),
+                pending,
+                head: 0,
+                tail: 0,
+                started: false,
+            },
+            GFP_KERNEL,
+        )?;
+        // SAFETY: the caller's contract.
+        unsafe { *out = KBox::into_raw(r).cast::<c_void>() };
         Ok(())
     })())
 }
 
-struct RelayKmod {
-    /// The channel memory (vmalloc), freed on unload.
-    mem: VVec<u64>,
+/// # Safety
+///
+/// `r` must come from [`relay_rust_reader_new`], not freed, and not used by
+/// anyone else during the call (the file's mutex).
+unsafe fn kreader<'r>(r: *mut c_void) -> &'r mut KReader {
+    // SAFETY: the caller's contract.
+    unsafe { &mut *r.cast::<KReader>() }
 }
+
+/// Frees a reader.
+///
+/// # Safety
+///
+/// As [`kreader`]; `r` is not used again.
+#[no_mangle]
+pub unsafe extern "C" fn relay_rust_reader_free(r: *mut c_void) {
+    // SAFETY: the caller's contract: a `KBox<KReader>`, freed once.
+    drop(unsafe { KBox::from_raw(r.cast::<KReader>()) });
+}
+
+/// Copies up to `cap` bytes of frames into `buf` without consuming them
+/// ([`relay_rust_reader_advance`] does, once the caller delivered them).
+/// Returns the bytes copied, 0 when nothing is readable, or a negative
+/// errno. Process context (it may flush CPUs by IPI).
+///
+/// # Safety
+///
+/// As [`kreader`]; `buf` valid for `cap` bytes of writes.
+#[no_mangle]
+pub unsafe extern "C" fn relay_rust_reader_fill(r: *mut c_void, buf: *mut c_void, cap: u64) -> isize {
+    // SAFETY: the caller's contract.
+    let r = unsafe { kreader(r) };
+    let cap = usize::try_from(cap).unwrap_or(usize::MAX).min(2 * kernel::page::PAGE_SIZE);
+    if let Err(e) = r.fill(cap) {
+        return e.to_errno() as isize;
+    }
+    let n = cap.min(r.tail - r.head);
+    // SAFETY: the caller's contract: `buf` is valid for `cap >= n` bytes.
+    let out = unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), n) };
+    out.copy_from_slice(&r.pending[r.head..r.head + n]);
+    n as isize
+}
+
+/// Consumes `n` bytes that [`relay_rust_reader_fill`] returned.
+///
+/// # Safety
+///
+/// As [`kreader`].
+#[no_mangle]
+pub unsafe extern "C" fn relay_rust_reader_advance(r: *mut c_void, n: u64) {
+    // SAFETY: the caller's contract.
+    let r = unsafe { kreader(r) };
+    let n = usize::try_from(n).unwrap_or(usize::MAX).min(r.tail - r.head);
+    r.head += n;
+    if r.head == r.tail {
+        r.head = 0;
+        r.tail = 0;
+    }
+}
+
+/// Whether a read would return data without flushing: frames pending or a
+/// sealed sub-buffer on one of the reader's CPUs (poll).
+///
+/// # Safety
+///
+/// As [`kreader`].
+#[no_mangle]
+pub unsafe extern "C" fn relay_rust_reader_ready(r: *mut c_void) -> bool {
+    // SAFETY: the caller's contract.
+    let r = unsafe { kreader(r) };
+    r.tail > r.head
+        || r
+            .merger
+            .cursors()
+            .iter()
+            .any(|c| c.reader().ready().is_some())
+}
+
+struct RelayKmod;
 
 impl kernel::Module for RelayKmod {
     fn init(_module: &'static ThisModule) -> Result<Self> {
-        // SAFETY: `nr_cpu_ids` is set before modules load and then constant.
-        let cpu_count = unsafe { relay_glue_nr_cpu_ids() };
-        let geometry = Geometry::new(GeometryParams {
-            subbuf_size: SUBBUF_SIZE.into(),
-            subbuf_count: SUBBUF_COUNT.into(),
-            cpu_count,
-            page_size: kernel::page::PAGE_SIZE as u32,
-        })
-        .map_err(|e| {
-            pr_err!("geometry: {e}\n");
-            EINVAL
-        })?;
-        let words = usize::try_from(geometry.total_size() / 8).map_err(|_| EINVAL)?;
-        let mut mem = VVec::from_elem(0u64, words, GFP_KERNEL)?;
-        pr_info!(
-            "channel: {} bytes for {} possible CPUs ({} x {} bytes each)\n",
-            geometry.total_size(),
-            cpu_count,
-            SUBBUF_COUNT,
-            SUBBUF_SIZE
-        );
-        selftest(&mut mem, geometry)?;
-        nested_test()?;
-        // SAFETY: registering the misc device has no preconditions; the
-        // device is deregistered in `drop`, and the module cannot unload
-        // while a file of it is open (`fops.owner`).
-        let err = unsafe { relay_glue_register() };
+        selftest::run()?;
+        // SAFETY: registering has no preconditions; `drop` deregisters, and
+        // the module cannot unload while a file of it is open (`fops.owner`).
+        let err = unsafe { glue::relay_glue_register() };
         if err != 0 {
             return Err(Error::from_errno(err));
         }
-        pr_info!("/dev/relay registered\n");
-        Ok(RelayKmod { mem })
+        pr_info!("/dev/relay/control registered\n");
+        Ok(RelayKmod)
     }
 }
 
 impl Drop for RelayKmod {
     fn drop(&mut self) {
-        // SAFETY: `init` registered the device (it returns `Self` only then).
-        unsafe { relay_glue_unregister() };
-        pr_info!(
-            "unloaded, freed {} bytes\n",
-            self.mem.len().saturating_mul(8)
-        );
+        // SAFETY: `init` registered (it returns `Self` only then).
+        unsafe { glue::relay_glue_unregister() };
+        pr_info!("unloaded\n");
     }
 }

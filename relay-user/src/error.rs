@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use relay_core::{ChannelError, GeometryError, ReadError};
 
+use crate::kernel::KernelError;
+
 /// Everything that can go wrong opening, creating or reading a channel.
 #[derive(Debug)]
 pub enum Error {
@@ -56,6 +58,18 @@ pub enum Error {
         /// How many sub-buffers.
         subbufs: u64,
     },
+    /// A frame stream (what a channel file's `read()` returns) is bad at
+    /// byte `offset`: `what` names the field.
+    Frame {
+        /// The file (`<stdin>` for standard input).
+        path: PathBuf,
+        /// Stream offset of the frame.
+        offset: u64,
+        /// What is wrong, field first.
+        what: String,
+    },
+    /// A call into the kernel module failed.
+    Kernel(KernelError),
     /// A CPU's data could not be read.
     Read {
         /// The file.
@@ -86,6 +100,10 @@ impl fmt::Display for Error {
             Error::Corrupt { path, subbufs } => {
                 write!(f, "{}: {subbufs} corrupt sub-buffers skipped", path.display())
             }
+            Error::Frame { path, offset, what } => {
+                write!(f, "{}: frame at byte {offset}: {what}", path.display())
+            }
+            Error::Kernel(e) => write!(f, "{e}"),
             Error::Read { path, cpu, source } => write!(f, "{}: cpu {cpu}: {source}", path.display()),
         }
     }
@@ -95,6 +113,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io { source, .. } => Some(source),
+            Error::Kernel(e) => Some(e),
             _ => None,
         }
     }
@@ -106,5 +125,11 @@ pub(crate) fn io<'p>(path: &'p Path, op: &'static str) -> impl FnOnce(io::Error)
         path: path.to_path_buf(),
         op,
         source,
+    }
+}
+
+impl From<KernelError> for Error {
+    fn from(e: KernelError) -> Self {
+        Error::Kernel(e)
     }
 }

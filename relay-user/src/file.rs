@@ -1,13 +1,18 @@
 //! A channel in a file: create one (the userspace producer side) or open an
 //! existing one (a userspace channel, or the kernel module's channel file).
+//!
+//! A kernel channel file is a character device: its `st_size` is 0, so the
+//! size to map comes from the channel header (on the first page), and the
+//! module, not this process, owns the producer state and flushes.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use relay_core::{
-    AtomicU64, Channel, ChannelFlags, Clock, CpuLocal, CpuStats, Geometry, GeometryParams, Writer,
+    AtomicU64, Channel, ChannelError, ChannelFlags, Clock, CpuLocal, CpuStats, Geometry,
+    GeometryParams, Writer,
 };
 
 use crate::error::{io, Error};
@@ -23,6 +28,58 @@ pub struct ChannelFile {
     mapping: Mapping,
     geometry: Geometry,
     flags: ChannelFlags,
+    /// A kernel module's channel file (a character device).
+    kernel: bool,
+    /// Mapped writable as a whole (a userspace producer).
+    writable: bool,
+}
+
+/// The size of the channel in `file`: its length for a plain file; for a
+/// character device (whose `st_size` is 0) what the header on its first
+/// page says, once every header field checked out.
+fn region_size(file: &File, path: &Path, kernel: bool) -> Result<u64, Error> {
+    if !kernel {
+        return Ok(file.metadata().map_err(io(path, "stat"))?.len());
+    }
+    let probe = Mapping::new(file, page_size(), Access::ReadOnly).map_err(io(path, "map"))?;
+    match Channel::open(probe.words()) {
+        Ok(channel) => Ok(channel.geometry().total_size()),
+        // The header is valid (it is checked before the size): the region
+        // is the size the header claims.
+        Err(ChannelError::Truncated { need, .. }) => Ok(need),
+        Err(source) => Err(Error::Format {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+fn is_char_device(file: &File, path: &Path) -> Result<bool, Error> {
+    Ok(file
+        .metadata()
+        .map_err(io(path, "stat"))?
+        .file_type()
+        .is_char_device())
+}
+
+/// Validates the channel in `file` (`size` bytes) with a read-only view:
+/// nothing is written through it.
+fn validate(file: &File, path: &Path, size: u64) -> Result<(Geometry, ChannelFlags), Error> {
+    let format = |source| Error::Format {
+        path: path.to_path_buf(),
+        source,
+    };
+    let size = usize::try_from(size)
+        .map_err(|_| io(path, "map")(std::io::Error::other("file too large")))?;
+    if size < relay_core::format::CHANNEL_HEADER_SIZE {
+        return Err(format(ChannelError::Truncated {
+            need: relay_core::format::CHANNEL_HEADER_SIZE as u64,
+            have: size as u64,
+        }));
+    }
+    let probe = Mapping::new(file, size, Access::ReadOnly).map_err(io(path, "map"))?;
+    let channel = Channel::open(probe.words()).map_err(format)?;
+    Ok((*channel.geometry(), channel.flags()))
 }
 
 impl ChannelFile {
@@ -64,36 +121,26 @@ impl ChannelFile {
             mapping,
             geometry,
             flags,
+            kernel: false,
+            writable: true,
         })
     }
 
     /// Opens the channel in `path` for reading: validates every header field,
     /// then maps the file read-only except the consumer region. With
-    /// `producer`, maps it all writable (to write or flush, as a producer).
+    /// `producer`, maps it all writable (to write or flush, as a producer);
+    /// kernel channel files ignore `producer` (the module writes and
+    /// flushes: see [`Self::flush_cpu`]).
     pub fn open(path: &Path, producer: bool) -> Result<Self, Error> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .open(path)
             .map_err(io(path, "open"))?;
-        let size = file.metadata().map_err(io(path, "stat"))?.len();
-        let format = |source| Error::Format {
-            path: path.to_path_buf(),
-            source,
-        };
-        let size = usize::try_from(size)
-            .map_err(|_| io(path, "map")(std::io::Error::other("file too large")))?;
-        if size < relay_core::format::CHANNEL_HEADER_SIZE {
-            return Err(format(relay_core::ChannelError::Truncated {
-                need: relay_core::format::CHANNEL_HEADER_SIZE as u64,
-                have: size as u64,
-            }));
-        }
-        // Validate with a read-only view first; nothing is written through it.
-        let probe = Mapping::new(&file, size, Access::ReadOnly).map_err(io(path, "map"))?;
-        let channel = Channel::open(probe.words()).map_err(format)?;
-        let (geometry, flags) = (*channel.geometry(), channel.flags());
-        drop(probe);
+        let kernel = is_char_device(&file, path)?;
+        let size = region_size(&file, path, kernel)?;
+        let (geometry, flags) = validate(&file, path, size)?;
+        let producer = producer && !kernel;
         let len = geometry.total_size() as usize;
         let access = if producer {
             Access::ReadWrite
@@ -119,9 +166,41 @@ impl ChannelFile {
             mapping,
             geometry,
             flags,
+            kernel,
+            writable: producer,
         };
         file.check_consumers()?;
         Ok(file)
+    }
+
+    /// The geometry and flags of the channel in `path`, checked, without
+    /// taking part in it (nothing is mapped writable). For a kernel channel
+    /// file that is read with `read()`, to learn its mode.
+    pub fn probe(path: &Path) -> Result<(Geometry, ChannelFlags), Error> {
+        let file = File::open(path).map_err(io(path, "open"))?;
+        let kernel = is_char_device(&file, path)?;
+        let size = region_size(&file, path, kernel)?;
+        validate(&file, path, size)
+    }
+
+    /// Whether this is a kernel module's channel file (a character device).
+    pub fn is_kernel(&self) -> bool {
+        self.kernel
+    }
+
+    /// Flushes `cpu` through the kernel module (RELAY_IOC_FLUSH): `(barrier,
+    /// next)` as in [`relay_core::Flushed`]. `None` for plain files (their
+    /// producers flush) or if the module refused (e.g. no such CPU).
+    pub fn flush_cpu(&self, cpu: u32) -> Option<(u64, u64)> {
+        if !self.kernel {
+            return None;
+        }
+        crate::kernel::flush(self.file.as_fd(), cpu).ok()
+    }
+
+    /// The open file (a kernel channel file's `write()` is one record).
+    pub fn file(&self) -> &File {
+        &self.file
     }
 
     /// Every CPU's consumer position must be within what its writer sealed
@@ -169,15 +248,16 @@ impl ChannelFile {
     }
 
     /// A writer for `cpu` that any thread or process may use concurrently
-    /// (and that may flush any CPU). Needs a file opened as producer.
+    /// (and that may flush any CPU). `None` unless the file was created or
+    /// opened as producer (the rest is mapped read-only).
     pub fn writer(&self, cpu: u32) -> Option<Writer<'_>> {
-        self.channel().writer(cpu)
+        self.channel().writer(cpu).filter(|_| self.writable)
     }
 
     /// The fast writer for a buffer that only this thread writes (see
-    /// [`relay_core::CpuLocal`]).
+    /// [`relay_core::CpuLocal`]); `None` as for [`Self::writer`].
     pub fn local_writer(&self, cpu: u32) -> Option<Writer<'_, CpuLocal>> {
-        self.channel().local_writer(cpu)
+        self.channel().local_writer(cpu).filter(|_| self.writable)
     }
 
     /// `cpu`'s statistics.

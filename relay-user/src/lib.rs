@@ -8,6 +8,12 @@
 //!   no-overwrite channels, losses reported where they happened.
 //! - [`RelayfsDir`]: an existing relay channel's per-CPU debugfs files
 //!   (`trace0..N`) read as one source, each CPU's bytes tagged (raw mode).
+//! - [`FrameReader`]: the frames a channel file's `read()` returns (from a
+//!   pipe or the file), decoded.
+//! - [`kernel`]: the kernel module's ioctls (create, destroy, flush,
+//!   statistics, load generator, benchmark).
+//!
+//! All `unsafe` code is in [`sys`].
 //!
 //! ```no_run
 //! use relay_user::{ChannelFile, Stream, StreamOptions};
@@ -25,14 +31,20 @@
 //! # Ok::<(), relay_user::Error>(())
 //! ```
 
+#![deny(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod error;
 pub mod file;
+pub mod frames;
+pub mod kernel;
 pub mod relayfs;
 pub mod stream;
 pub mod sys;
 
 pub use error::Error;
 pub use file::ChannelFile;
+pub use frames::FrameReader;
 pub use relay_core;
 pub use relayfs::RelayfsDir;
 pub use stream::{Stream, StreamOptions};

@@ -1,16 +1,25 @@
-//! `relay`: create, read, inspect and demo relay channels.
+//! `relay`: create, read, verify, inspect and demo relay channels, and
+//! drive the kernel module.
 
+#![forbid(unsafe_code)]
+
+use std::fs::File;
 use std::io::{self, BufRead, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use relay_core::checked::{self, CpuTally, Verifier};
+use relay_core::frames::Frame;
 use relay_core::merge::Event;
-use relay_core::{ChannelFlags, GeometryParams, Lost};
+use relay_core::{ChannelFlags, FormatError, GeometryParams, Lost, Mode, ReadError};
+use relay_user::frames::Until;
+use relay_user::kernel;
 use relay_user::sys::monotonic_ns;
-use relay_user::{ChannelFile, Error, RelayfsDir, Stream, StreamOptions};
+use relay_user::{ChannelFile, Error, FrameReader, RelayfsDir, Stream, StreamOptions};
 
 /// Exit codes (distinct per kind of failure).
 mod exit {
@@ -33,7 +42,17 @@ const EXAMPLES: &str = "Examples:
   relay cat /dev/shm/t.relay                  all CPUs, merged by timestamp
   relay cat /dev/shm/t.relay --json --cpu 0   one JSON object per line
   relay cat /dev/shm/t.relay --follow         keep reading new records
-  relay stat /dev/shm/t.relay                 per-CPU produced/consumed/lost/fill";
+  relay stat /dev/shm/t.relay                 per-CPU produced/consumed/lost/fill
+  relay verify /dev/shm/t.relay               check checked payloads and the loss accounting
+
+Kernel module (root):
+  relay kernel create t --subbuf-size 65536 --subbufs 8
+  relay kernel load /dev/relay/t --records 100000 --irq
+  relay verify /dev/relay/t                   the mapping; or: relay verify --read /dev/relay/t
+  cat /dev/relay/t | relay cat -              frames from read(), decoded
+  relay cat --read --follow /dev/relay/t.cpu1 one CPU, read() and poll()
+  relay kernel bench --records 1000000        relay-kmod vs relay_write()
+  relay kernel destroy t";
 
 #[derive(Subcommand)]
 enum Command {
@@ -55,7 +74,13 @@ enum Command {
     },
     /// Print the records of all CPUs, merged by timestamp.
     Cat {
+        /// Channel files, relayfs directories, or `-`: frames on standard
+        /// input (what a kernel channel file's read() returns).
         paths: Vec<PathBuf>,
+        /// read() each PATH and decode frames instead of mapping it (a
+        /// kernel channel file, its .cpuN files, or saved frames).
+        #[arg(long)]
+        read: bool,
         /// One JSON object per line.
         #[arg(long, conflicts_with = "raw")]
         json: bool,
@@ -76,6 +101,41 @@ enum Command {
         #[arg(long)]
         flush: bool,
     },
+    /// Check a stream of checked payloads (relay demo, relay kernel load)
+    /// against the loss accounting; exit 1 if anything is off.
+    Verify {
+        /// A channel file (mapped), or `-`: frames on standard input.
+        path: PathBuf,
+        /// read() PATH and decode frames instead of mapping it.
+        #[arg(long)]
+        read: bool,
+        /// Keep reading new records (until idle, see --until-idle).
+        #[arg(long, short)]
+        follow: bool,
+        /// Follow mode: end once nothing came for this long (ms).
+        #[arg(long, default_value_t = 2000)]
+        until_idle: u64,
+        /// Follow mode: how long an idle CPU may hold back the others (ms);
+        /// with --read, the poll timeout.
+        #[arg(long, default_value_t = 100)]
+        latency: u64,
+        /// The stream may begin after records an earlier reader consumed.
+        #[arg(long)]
+        resume: bool,
+        /// Fail unless the losses reported add up to N.
+        #[arg(long, value_name = "N")]
+        expect_lost: Option<u64>,
+        /// Fail unless N records were delivered.
+        #[arg(long, value_name = "N")]
+        expect_records: Option<u64>,
+        /// The channel's mode (default: the channel header's; for frames
+        /// without one, overwrite if a loss to overwriting is reported).
+        #[arg(long, value_enum)]
+        mode: Option<ModeArg>,
+        /// A line per CPU.
+        #[arg(long, short)]
+        verbose: bool,
+    },
     /// Per-CPU statistics.
     Stat {
         path: PathBuf,
@@ -94,6 +154,11 @@ enum Command {
     },
     /// Close every CPU's open sub-buffer so readers get it.
     Flush { path: PathBuf },
+    /// The kernel module: create and destroy channels, load, benchmark.
+    Kernel {
+        #[command(subcommand)]
+        command: KernelCommand,
+    },
     /// Writers on every CPU and one merged reader, then a verified summary.
     Demo {
         /// How long the writers run.
@@ -106,6 +171,79 @@ enum Command {
         #[arg(long)]
         cpus: Option<u32>,
     },
+}
+
+#[derive(Subcommand)]
+enum KernelCommand {
+    /// Create channel NAME: /dev/relay/NAME (and NAME.cpuN).
+    Create {
+        /// 1 ..= 31 of A-Z a-z 0-9 _ -.
+        name: String,
+        /// Bytes per sub-buffer (a power of two, 128 ..= 1 GiB).
+        #[arg(long, default_value_t = 65536)]
+        subbuf_size: u64,
+        /// Sub-buffers per CPU (0 means 8).
+        #[arg(long, default_value_t = 8)]
+        subbufs: u64,
+        /// Flight-recorder mode.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Destroy channel NAME (open files keep its memory until closed).
+    Destroy {
+        /// NAME or /dev/relay/NAME.
+        name: String,
+    },
+    /// Write checked payloads from a kthread on every CPU, in the kernel.
+    Load {
+        /// The channel file, /dev/relay/NAME.
+        path: PathBuf,
+        /// Records per CPU.
+        #[arg(long)]
+        records: u64,
+        /// Payload bytes (32 ..= 65536).
+        #[arg(long, default_value_t = 64)]
+        size: u32,
+        /// Records per second per CPU (0: as fast as possible).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// Also write from a hard-IRQ timer on every CPU.
+        #[arg(long)]
+        irq: bool,
+        /// Also write from NMI (sent by that timer to the next CPU).
+        #[arg(long)]
+        nmi: bool,
+    },
+    /// Time relay-kmod's writer against the kernel's relay_write().
+    Bench {
+        /// Records per CPU, each way.
+        #[arg(long)]
+        records: u64,
+        /// Payload bytes (8 ..= 4096, at most half a sub-buffer).
+        #[arg(long, default_value_t = 64)]
+        size: u32,
+        /// Sub-buffer size of both channels (overwrite mode, no reader).
+        #[arg(long, default_value_t = 65536)]
+        subbuf_size: u64,
+        /// Sub-buffers per CPU of both channels.
+        #[arg(long, default_value_t = 8)]
+        subbufs: u64,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    NoOverwrite,
+    Overwrite,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Mode {
+        match m {
+            ModeArg::NoOverwrite => Mode::NoOverwrite,
+            ModeArg::Overwrite => Mode::Overwrite,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -135,6 +273,7 @@ fn main() -> ExitCode {
         }),
         Command::Cat {
             paths,
+            read,
             json,
             raw,
             follow,
@@ -146,11 +285,50 @@ fn main() -> ExitCode {
                 cpus,
                 follow,
                 latency: Duration::from_millis(latency),
+                until_idle: None,
             };
-            paths
-                .iter()
-                .try_for_each(|p| cat(p, &options, json, raw, flush))
+            paths.iter().try_for_each(|p| {
+                if p.as_os_str() == "-" || read {
+                    cat_frames(p, &options, json, raw)
+                } else {
+                    cat(p, &options, json, raw, flush)
+                }
+            })
         }
+        Command::Verify {
+            path,
+            read,
+            follow,
+            until_idle,
+            latency,
+            resume,
+            expect_lost,
+            expect_records,
+            mode,
+            verbose,
+        } => {
+            let o = VerifyOptions {
+                follow,
+                until_idle: Duration::from_millis(until_idle),
+                latency: Duration::from_millis(latency),
+                resume,
+                expect_lost,
+                expect_records,
+                mode: mode.map(Mode::from),
+                verbose,
+            };
+            let r = if path.as_os_str() == "-" || read {
+                verify_frames(&path, &o)
+            } else {
+                verify_mapped(&path, &o)
+            };
+            match r {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::from(exit::VERIFY),
+                Err(e) => Err(e),
+            }
+        }
+        Command::Kernel { command } => kernel_command(command),
         Command::Stat { path, json } => stat(&path, json),
         Command::Write { path, cpu, rtype } => write(&path, cpu, rtype),
         Command::Flush { path } => flush(&path),
@@ -165,7 +343,7 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("relay: {e}");
             ExitCode::from(match e {
-                Error::Io { .. } => exit::IO,
+                Error::Io { .. } | Error::Kernel(_) => exit::IO,
                 _ => exit::FORMAT,
             })
         }
@@ -197,9 +375,13 @@ fn create(
     ChannelFile::create(path, params, flags)
 }
 
+/// Closes every CPU's open sub-buffer: through the module for a kernel
+/// channel file, as a producer otherwise.
 fn flush_all(file: &ChannelFile) {
     for cpu in 0..file.geometry().cpu_count() {
-        if let Some(w) = file.writer(cpu) {
+        if file.is_kernel() {
+            let _ = file.flush_cpu(cpu);
+        } else if let Some(w) = file.writer(cpu) {
             let _ = w.flush(&mut monotonic_ns);
         }
     }
@@ -252,6 +434,100 @@ fn cat(
     } else {
         Err(Error::Corrupt {
             path: path.to_path_buf(),
+            subbufs: p.corrupt,
+        })
+    }
+}
+
+/// Where frames come from: standard input (`-`) or a file read().
+enum FrameSource {
+    Stdin(FrameReader<io::StdinLock<'static>>),
+    File(FrameReader<File>),
+}
+
+impl FrameSource {
+    fn open(path: &Path) -> Result<Self, Error> {
+        if path.as_os_str() == "-" {
+            return Ok(FrameSource::Stdin(FrameReader::new(
+                io::stdin().lock(),
+                "<stdin>",
+            )));
+        }
+        let file = File::open(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            op: "open",
+            source,
+        })?;
+        Ok(FrameSource::File(FrameReader::new(file, path)))
+    }
+
+    /// Every frame to `f`. A pipe ends at its end, follow or not; a file
+    /// read() in follow mode is polled again (until idle that long, if
+    /// given).
+    fn run(
+        &mut self,
+        follow: bool,
+        latency: Duration,
+        until_idle: Option<Duration>,
+        f: impl FnMut(Frame<'_>) -> bool,
+    ) -> Result<(), Error> {
+        let until = match (follow, until_idle) {
+            (false, _) => Until::Eof,
+            (true, None) => Until::Follow(latency),
+            (true, Some(idle)) => Until::Idle { latency, idle },
+        };
+        match self {
+            FrameSource::Stdin(r) => r.for_each(Until::Eof, f),
+            FrameSource::File(r) => r.for_each(until, f),
+        }
+    }
+
+    fn file(&self) -> Option<&File> {
+        match self {
+            FrameSource::Stdin(_) => None,
+            FrameSource::File(r) => Some(r.get_ref()),
+        }
+    }
+}
+
+/// `relay cat -` and `relay cat --read PATH`: decoded frames, printed like
+/// merged events.
+fn cat_frames(path: &Path, options: &StreamOptions, json: bool, raw: bool) -> Result<(), Error> {
+    let name = if path.as_os_str() == "-" {
+        Path::new("<stdin>")
+    } else {
+        path
+    };
+    let stdout = io::stdout();
+    let mut p = Printer {
+        out: io::BufWriter::new(stdout.lock()),
+        path: name,
+        json,
+        raw,
+        corrupt: 0,
+        closed: false,
+    };
+    let follow = options.follow;
+    let mut source = FrameSource::open(path)?;
+    source.run(follow, options.latency, None, |frame| {
+        let cpu = match frame {
+            Frame::Record { cpu, .. } | Frame::Lost { cpu, .. } | Frame::Corrupt { cpu, .. } => cpu,
+            Frame::Start { .. } => return true,
+        };
+        if options.cpus.is_empty() || options.cpus.contains(&cpu) {
+            p.frame(frame);
+            if follow {
+                let _ = p.out.flush();
+            }
+        }
+        !p.closed
+    })?;
+    let _ = p.out.flush();
+    if p.corrupt == 0 {
+        Ok(())
+    } else {
+        Err(Error::Corrupt {
+            path: name.to_path_buf(),
             subbufs: p.corrupt,
         })
     }
@@ -318,6 +594,21 @@ struct Printer<'p, W: Write> {
 }
 
 impl<W: Write> Printer<'_, W> {
+    /// A decoded frame, printed as the merged event it carries.
+    fn frame(&mut self, frame: Frame<'_>) {
+        match frame {
+            Frame::Corrupt { cpu, message, .. } => {
+                eprintln!("relay: {}: cpu {cpu}: {message}", self.path.display());
+                self.corrupt += 1;
+            }
+            f => {
+                if let Some(e) = relay_user::frames::event(&f) {
+                    self.print(e);
+                }
+            }
+        }
+    }
+
     fn print(&mut self, event: Event<'_>) {
         if self.closed {
             return;
@@ -376,12 +667,23 @@ fn stat(path: &Path, json: bool) -> Result<(), Error> {
     let rows: Vec<_> = (0..g.cpu_count())
         .filter_map(|cpu| file.stats(cpu).map(|s| (cpu, s)))
         .collect();
+    // The module also says how much memory the channel holds.
+    let memory = if file.is_kernel() {
+        let (_, bytes) =
+            kernel::stats(file.as_fd()).map_err(|e| e.with_target(path.display().to_string()))?;
+        Some(bytes)
+    } else {
+        None
+    };
     if json {
         for (cpu, s) in rows {
             println!(
                 "{{\"cpu\":{cpu},\"produced\":{},\"consumed\":{},\"lost_full\":{},\"lost_too_big\":{},\"lost_overwrite\":{},\"ready_subbufs\":{},\"subbufs\":{}}}",
                 s.produced, s.consumed_records, s.lost.full, s.lost.too_big, s.lost.overwrite, s.ready_subbufs, g.subbuf_count()
             );
+        }
+        if let Some(bytes) = memory {
+            println!("{{\"memory_bytes\":{bytes}}}");
         }
         return Ok(());
     }
@@ -420,11 +722,17 @@ fn stat(path: &Path, json: bool) -> Result<(), Error> {
         " all {:>12} {:>12} {:>12} {:>13} {:>15}",
         total.0, total.1, total.2.full, total.2.too_big, total.2.overwrite
     );
+    if let Some(bytes) = memory {
+        println!("memory: {bytes} bytes");
+    }
     Ok(())
 }
 
 fn write(path: &Path, cpu: u32, rtype: u16) -> Result<(), Error> {
     let file = ChannelFile::open(path, true)?;
+    if file.is_kernel() {
+        return write_kernel(&file, cpu, rtype);
+    }
     let Some(w) = file.writer(cpu) else {
         return Err(Error::Io {
             path: path.to_path_buf(),
@@ -462,76 +770,382 @@ fn write(path: &Path, cpu: u32, rtype: u16) -> Result<(), Error> {
     Ok(())
 }
 
+/// `relay write` on a kernel channel file: each write() is one record (of
+/// type 1) on the CPU the thread runs on, so run on `cpu`.
+fn write_kernel(file: &ChannelFile, cpu: u32, rtype: u16) -> Result<(), Error> {
+    let path = file.path();
+    let problem = |op, source| Error::Io {
+        path: path.to_path_buf(),
+        op,
+        source,
+    };
+    if rtype != 1 {
+        return Err(problem(
+            "write",
+            io::Error::other(format!(
+                "type: a kernel channel file's write() records have type 1, not {rtype}"
+            )),
+        ));
+    }
+    relay_user::sys::pin_to_cpu(cpu).map_err(|e| problem("run on cpu", e))?;
+    let (mut written, mut refused) = (0u64, 0u64);
+    let mut out = file.file();
+    for line in io::stdin().lock().lines() {
+        let line = line.map_err(|source| Error::Io {
+            path: PathBuf::from("<stdin>"),
+            op: "read",
+            source,
+        })?;
+        match out.write(line.as_bytes()) {
+            Ok(n) if n == line.len() => written += 1,
+            r => {
+                refused += 1;
+                let why = r.map_or_else(|e| e.to_string(), |n| format!("{n} bytes taken"));
+                eprintln!(
+                    "relay: {}: record {}: {why}",
+                    path.display(),
+                    written + refused
+                );
+            }
+        }
+    }
+    let _ = file.flush_cpu(cpu);
+    eprintln!(
+        "relay: {}: cpu {cpu}: {written} records written, {refused} refused",
+        path.display()
+    );
+    Ok(())
+}
+
 fn flush(path: &Path) -> Result<(), Error> {
     let file = ChannelFile::open(path, true)?;
     flush_all(&file);
     Ok(())
 }
 
-/// What the demo's reader saw, per CPU.
-struct Tally {
-    overwrite: bool,
-    next_seq: Vec<u64>,
-    delivered: Vec<u64>,
-    lost: Vec<Lost>,
-    bad: u64,
-    bytes: u64,
+/// `relay verify`'s options.
+struct VerifyOptions {
+    follow: bool,
+    until_idle: Duration,
+    latency: Duration,
+    resume: bool,
+    expect_lost: Option<u64>,
+    expect_records: Option<u64>,
+    mode: Option<Mode>,
+    verbose: bool,
 }
 
-impl Tally {
-    fn new(cpus: usize, overwrite: bool) -> Self {
-        Tally {
+/// Per CPU, what the channel counts: every write attempted is produced or
+/// lost for lack of room (`produced + lost_full + lost_too_big`).
+type Attempts = Vec<Option<u64>>;
+
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::NoOverwrite => "no-overwrite",
+        Mode::Overwrite => "overwrite",
+    }
+}
+
+/// Prints the per-CPU lines (verbose) and the summary; whether all passed.
+/// `attempts`: the channel's statistics, if the source has them; `all_cpus`:
+/// the source covers every CPU, so one that wrote and delivered nothing
+/// also fails (unless resumed).
+fn verify_report(
+    v: &Verifier<'_>,
+    mode: Mode,
+    attempts: Option<&Attempts>,
+    all_cpus: bool,
+    o: &VerifyOptions,
+) -> bool {
+    let tallies = v.tallies();
+    let mut total = (0u64, Lost::default());
+    let mut cpus = 0u32;
+    let mut problem: Option<String> = v
+        .first_failure
+        .map(|m| format!("{m} ({} checks failed)", v.failures));
+    for (cpu, t) in tallies.iter().enumerate() {
+        let a = attempts.and_then(|a| a.get(cpu).copied().flatten());
+        let active = t.delivered > 0 || !t.lost.is_zero();
+        let checked = active || (all_cpus && !o.resume && a.is_some_and(|a| a > 0));
+        if !checked {
+            continue;
+        }
+        cpus += u32::from(active);
+        total.0 += t.delivered;
+        total.1.full += t.lost.full;
+        total.1.too_big += t.lost.too_big;
+        total.1.overwrite += t.lost.overwrite;
+        let balanced = a.map(|a| t.balanced(a));
+        if o.verbose {
+            let acct = match (a, balanced) {
+                (Some(a), Some(true)) => format!(" attempts={a} balanced"),
+                (Some(a), _) => format!(" attempts={a} UNBALANCED"),
+                _ => String::new(),
+            };
+            println!(
+                " cpu {cpu}: delivered={} lost={} (full {}, too big {}, overwritten {}) earlier={} bad={} sources={:#06b}{acct}",
+                t.delivered,
+                t.lost.total(),
+                t.lost.full,
+                t.lost.too_big,
+                t.lost.overwrite,
+                t.base,
+                t.bad,
+                t.sources
+            );
+        }
+        if let (Some(a), Some(false), None) = (a, balanced, &problem) {
+            problem = Some(format!(
+                "cpu {cpu}: accounting: delivered {} + lost {} + consumed earlier {} != {a} writes the channel counts (produced + lost full + lost too big)",
+                t.delivered,
+                t.lost.total(),
+                t.base
+            ));
+        }
+    }
+    if problem.is_none() {
+        if let Some(n) = o.expect_records.filter(|&n| n != total.0) {
+            problem = Some(format!("records: expected {n}, delivered {}", total.0));
+        }
+    }
+    if problem.is_none() {
+        if let Some(n) = o.expect_lost.filter(|&n| n != total.1.total()) {
+            problem = Some(format!("lost: expected {n}, reported {}", total.1.total()));
+        }
+    }
+    let stats = if attempts.is_some() {
+        ""
+    } else {
+        " stats=none"
+    };
+    let summary = format!(
+        "records={} lost={} (full {}, too big {}, overwritten {}) cpus={cpus} late={} mode={}{stats}",
+        total.0,
+        total.1.total(),
+        total.1.full,
+        total.1.too_big,
+        total.1.overwrite,
+        v.late,
+        mode_name(mode)
+    );
+    match problem {
+        None => {
+            println!("verify ok: {summary}");
+            true
+        }
+        Some(p) => {
+            println!("verify FAILED: {p}; {summary}");
+            false
+        }
+    }
+}
+
+/// `relay verify PATH`: the mapped channel, merged; then its statistics.
+fn verify_mapped(path: &Path, o: &VerifyOptions) -> Result<bool, Error> {
+    let file = ChannelFile::open(path, false)?;
+    let mode = o.mode.unwrap_or_else(|| file.flags().into());
+    let n = file.geometry().cpu_count();
+    let mut tallies = vec![CpuTally::default(); n as usize];
+    let mut v = Verifier::new(&mut tallies, mode, o.resume);
+    let options = StreamOptions {
+        cpus: Vec::new(),
+        follow: o.follow,
+        latency: o.latency,
+        until_idle: Some(o.until_idle),
+    };
+    let mut stream = Stream::new(&file, options);
+    while stream
+        .next_batch(4096, &mut |e| {
+            if let Event::Corrupt { cpu, error } = e {
+                eprintln!("relay: {}: cpu {cpu}: {error}", path.display());
+            }
+            v.see(&e)
+        })
+        .is_some()
+    {}
+    drop(stream);
+    let attempts: Attempts = (0..n)
+        .map(|cpu| {
+            file.stats(cpu)
+                .map(|s| s.produced + s.lost.full + s.lost.too_big)
+        })
+        .collect();
+    Ok(verify_report(&v, mode, Some(&attempts), true, o))
+}
+
+/// `relay verify -` and `relay verify --read PATH`: decoded frames. Only a
+/// kernel channel file read() whole can also give statistics (the ioctl).
+fn verify_frames(path: &Path, o: &VerifyOptions) -> Result<bool, Error> {
+    let name = if path.as_os_str() == "-" {
+        Path::new("<stdin>")
+    } else {
+        path
+    };
+    let header = (path.as_os_str() != "-")
+        .then(|| ChannelFile::probe(path).ok())
+        .flatten();
+    let cpus = header.map_or(8192, |(g, _)| g.cpu_count() as usize);
+    // Without a mode, check both ways and pick once the stream has shown
+    // whether anything was overwritten.
+    let modes: Vec<Mode> = match o.mode.or(header.map(|(_, f)| f.into())) {
+        Some(m) => vec![m],
+        None => vec![Mode::NoOverwrite, Mode::Overwrite],
+    };
+    let mut tallies: Vec<Vec<CpuTally>> = modes
+        .iter()
+        .map(|_| vec![CpuTally::default(); cpus])
+        .collect();
+    let mut verifiers: Vec<Verifier<'_>> = tallies
+        .iter_mut()
+        .zip(&modes)
+        .map(|(t, &m)| Verifier::new(t, m, o.resume))
+        .collect();
+    let mut overwritten = false;
+    let mut source = FrameSource::open(path)?;
+    source.run(o.follow, o.latency, Some(o.until_idle), |frame| {
+        let event = match frame {
+            Frame::Start { .. } => return true,
+            Frame::Corrupt { cpu, seq, message } => {
+                eprintln!("relay: {}: cpu {cpu}: {message}", name.display());
+                // The verifier counts it; the message was printed.
+                Event::Corrupt {
+                    cpu,
+                    error: ReadError::Corrupt {
+                        seq,
+                        error: FormatError {
+                            field: "subbuf",
+                            offset: 0,
+                            value: seq,
+                            rule: relay_core::format::Rule::Equals(seq),
+                        },
+                    },
+                }
+            }
+            Frame::Record { cpu, record } => Event::Record { cpu, record },
+            Frame::Lost { cpu, lost, ts } => {
+                overwritten |= lost.overwrite > 0;
+                Event::Lost { cpu, lost, ts }
+            }
+        };
+        for v in &mut verifiers {
+            v.see(&event);
+        }
+        true
+    })?;
+    let stats = source
+        .file()
+        .and_then(|f| kernel::stats(f.as_fd()).ok())
+        .map(|(cpus, _)| {
+            cpus.iter()
+                .map(|s| Some(s.produced + s.lost_full + s.lost_too_big))
+                .collect::<Attempts>()
+        });
+    let pick = if modes.len() == 2 && overwritten {
+        1
+    } else {
+        0
+    };
+    Ok(verify_report(
+        &verifiers[pick],
+        modes[pick],
+        stats.as_ref(),
+        false,
+        o,
+    ))
+}
+
+fn kernel_command(command: KernelCommand) -> Result<(), Error> {
+    match command {
+        KernelCommand::Create {
+            name,
+            subbuf_size,
+            subbufs,
             overwrite,
-            next_seq: vec![0; cpus],
-            delivered: vec![0; cpus],
-            lost: vec![Lost::default(); cpus],
-            bad: 0,
-            bytes: 0,
+        } => {
+            let info = kernel::create(&name, subbuf_size, subbufs, overwrite)?;
+            println!(
+                "{}: {} CPUs x {} x {} bytes, {} mode, {} bytes",
+                info.path.display(),
+                info.cpu_count,
+                if subbufs == 0 { 8 } else { subbufs },
+                subbuf_size,
+                if overwrite {
+                    "overwrite"
+                } else {
+                    "no-overwrite"
+                },
+                info.total_size
+            );
+        }
+        KernelCommand::Destroy { name } => kernel::destroy(&name)?,
+        KernelCommand::Load {
+            path,
+            records,
+            size,
+            rate,
+            irq,
+            nmi,
+        } => {
+            let file = File::open(&path).map_err(|source| Error::Io {
+                path: path.clone(),
+                op: "open",
+                source,
+            })?;
+            let args = kernel::LoadArgs {
+                records,
+                rate,
+                size,
+                irq,
+                nmi,
+            };
+            let r = kernel::load(file.as_fd(), args)
+                .map_err(|e| e.with_target(path.display().to_string()))?;
+            let line = format!(
+                "cpus={} attempted={} written={} irq={} nmi={} elapsed_ms={:.1}",
+                r.cpus,
+                r.attempted,
+                r.written,
+                r.irq_writes,
+                r.nmi_writes,
+                r.elapsed_ns as f64 / 1e6
+            );
+            if r.interrupted {
+                println!("load interrupted: {line}");
+                return Err(Error::Io {
+                    path,
+                    op: "load",
+                    source: io::Error::from_raw_os_error(libc::EINTR),
+                });
+            }
+            println!("load ok: {line}");
+        }
+        KernelCommand::Bench {
+            records,
+            size,
+            subbuf_size,
+            subbufs,
+        } => {
+            let r = kernel::bench(kernel::BenchArgs {
+                records,
+                size,
+                subbuf_size,
+                subbuf_count: subbufs,
+            })?;
+            let (k, w, t) = (
+                r.relay_kmod_rate(),
+                r.relay_write_rate(),
+                r.relay_reserve_rate(),
+            );
+            let ratio = |other: f64| if other > 0.0 { k / other } else { 0.0 };
+            println!(
+                "bench: size={size} relay-kmod={k:.2} M/s/cpu relay_write={w:.2} M/s/cpu \
+                 relay_reserve+timestamp={t:.2} M/s/cpu ratio={:.2} ratio_timestamped={:.2}",
+                ratio(w),
+                ratio(t)
+            );
         }
     }
-
-    /// Checks one event: checksum, per-CPU sequence, losses.
-    fn see(&mut self, e: Event<'_>) {
-        match e {
-            Event::Record { cpu, record } => {
-                let (p, c) = (record.payload, cpu as usize);
-                let word = |i: usize| {
-                    p.get(i..i + 8).map_or(u64::MAX, |b| {
-                        u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))
-                    })
-                };
-                let (seq, sum) = (word(0), word(8));
-                let expected = self.next_seq.get(c).copied().unwrap_or(0);
-                if p.len() < 16
-                    || sum != fnv(&p[16..])
-                    || seq < expected
-                    || (!self.overwrite && seq != expected)
-                {
-                    self.bad += 1;
-                }
-                if let (Some(n), Some(d)) = (self.next_seq.get_mut(c), self.delivered.get_mut(c)) {
-                    *n = seq.wrapping_add(1);
-                    *d += 1;
-                }
-                self.bytes += p.len() as u64;
-            }
-            Event::Lost { cpu, lost: l, .. } => {
-                if let Some(lost) = self.lost.get_mut(cpu as usize) {
-                    lost.full += l.full;
-                    lost.too_big += l.too_big;
-                    lost.overwrite += l.overwrite;
-                }
-            }
-            Event::Corrupt { .. } => self.bad += 1,
-        }
-    }
-}
-
-/// FNV-1a: the demo's payload checksum.
-fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    })
+    Ok(())
 }
 
 fn demo(seconds: f64, overwrite: bool, cpus: Option<u32>) -> ExitCode {
@@ -551,11 +1165,16 @@ fn demo(seconds: f64, overwrite: bool, cpus: Option<u32>) -> ExitCode {
     let _ = std::fs::remove_file(&path); // the mapping keeps it alive
     let g = *file.geometry();
     let n = g.cpu_count();
+    let mode = if overwrite {
+        Mode::Overwrite
+    } else {
+        Mode::NoOverwrite
+    };
     println!(
         "relay demo: {n} writer threads, one per CPU buffer ({} x {} KiB, {}), one merged reader, {seconds}s",
         g.subbuf_count(),
         g.subbuf_size() / 1024,
-        if overwrite { "overwrite" } else { "no-overwrite" }
+        mode_name(mode)
     );
     let stop = AtomicBool::new(false);
     let done = AtomicBool::new(false);
@@ -567,19 +1186,16 @@ fn demo(seconds: f64, overwrite: bool, cpus: Option<u32>) -> ExitCode {
                 s.spawn(move || {
                     // This thread is the buffer's only writer: per-CPU atomics.
                     let w = file.local_writer(cpu).expect("cpu exists");
-                    let (mut attempts, mut seq) = (0u64, 0u64);
+                    let (mut attempts, mut accepted) = (0u64, 0u64);
                     let mut buf = [0u8; 64];
                     let mut last_flush = monotonic_ns();
                     while !stop.load(Ordering::Relaxed) {
-                        buf[..8].copy_from_slice(&seq.to_le_bytes());
-                        for (i, b) in buf[16..].iter_mut().enumerate() {
-                            *b = (seq as u8) ^ (i as u8);
-                        }
-                        let sum = fnv(&buf[16..]);
-                        buf[8..16].copy_from_slice(&sum.to_le_bytes());
+                        // Every attempt takes a number, refused ones too: a
+                        // gap is exactly the records lost there.
+                        checked::fill(&mut buf, cpu, 0, attempts);
                         attempts += 1;
                         if w.write(cpu as u16, &buf, &mut monotonic_ns).is_ok() {
-                            seq += 1;
+                            accepted += 1;
                         } else {
                             // Full (counted): give the reader the core.
                             std::thread::yield_now();
@@ -593,7 +1209,7 @@ fn demo(seconds: f64, overwrite: bool, cpus: Option<u32>) -> ExitCode {
                         }
                     }
                     let _ = w.flush(&mut monotonic_ns);
-                    (attempts, seq)
+                    (attempts, accepted)
                 })
             })
             .collect();
@@ -606,12 +1222,22 @@ fn demo(seconds: f64, overwrite: bool, cpus: Option<u32>) -> ExitCode {
                 },
             )
             .stop_when(&done);
-            let mut tally = Tally::new(n as usize, overwrite);
+            let mut tallies = vec![CpuTally::default(); n as usize];
+            let mut v = Verifier::new(&mut tallies, mode, false);
+            let mut bytes = 0u64;
             let mut tick = Instant::now();
             let mut last_total = 0u64;
-            while stream.next_batch(4096, &mut |e| tally.see(e)).is_some() {
+            while stream
+                .next_batch(4096, &mut |e| {
+                    if let Event::Record { record, .. } = e {
+                        bytes += record.payload.len() as u64;
+                    }
+                    v.see(&e)
+                })
+                .is_some()
+            {
                 if tick.elapsed() >= Duration::from_secs(1) {
-                    let total: u64 = tally.delivered.iter().sum();
+                    let total: u64 = v.tallies().iter().map(|t| t.delivered).sum();
                     println!(
                         "  {:>4.1}s  {:>11} records read  {:>7.2} M/s",
                         start.elapsed().as_secs_f64(),
@@ -622,14 +1248,8 @@ fn demo(seconds: f64, overwrite: bool, cpus: Option<u32>) -> ExitCode {
                     tick = Instant::now();
                 }
             }
-            let Tally {
-                delivered,
-                lost,
-                bad,
-                bytes,
-                ..
-            } = tally;
-            (delivered, lost, bad, bytes, stream.late())
+            let (failures, first) = (v.failures, v.first_failure);
+            (tallies, failures, first, bytes, stream.late())
         });
         std::thread::sleep(Duration::from_secs_f64(seconds));
         stop.store(true, Ordering::Release);
@@ -641,42 +1261,43 @@ fn demo(seconds: f64, overwrite: bool, cpus: Option<u32>) -> ExitCode {
         (written, reader.join().expect("reader"))
     });
     let elapsed = start.elapsed().as_secs_f64();
-    let (delivered, reported, bad, bytes, late) = report;
+    let (tallies, failures, first_failure, bytes, late) = report;
     println!("\n cpu      written    delivered    lost:full  lost:overwrite  reported  accounting");
     let mut balanced = true;
     for cpu in 0..n as usize {
         let s = file.stats(cpu as u32).expect("cpu exists");
+        let t = &tallies[cpu];
         let (attempts, accepted) = written[cpu];
-        let ok = accepted == delivered[cpu] + s.lost.overwrite
+        let ok = accepted == t.delivered + s.lost.overwrite
             && attempts - accepted == s.lost.full + s.lost.too_big
-            && reported[cpu] == s.lost;
+            && t.lost == s.lost
+            && t.balanced(attempts);
         balanced &= ok;
         println!(
             " {cpu:>3} {attempts:>12} {:>12} {:>12} {:>15}  {:>8}  {}",
-            delivered[cpu],
+            t.delivered,
             s.lost.full,
             s.lost.overwrite,
-            if reported[cpu] == s.lost {
-                "all"
-            } else {
-                "MISSING"
-            },
+            if t.lost == s.lost { "all" } else { "MISSING" },
             if ok { "exact" } else { "MISMATCH" }
         );
     }
-    let total: u64 = delivered.iter().sum();
+    let total: u64 = tallies.iter().map(|t| t.delivered).sum();
     println!(
         "\n{total} records, {:.1} MB in {elapsed:.1}s: {:.2} M records/s, {:.0} MB/s through one merged stream",
         bytes as f64 / 1e6,
         total as f64 / elapsed / 1e6,
         bytes as f64 / elapsed / 1e6
     );
+    let verified = match first_failure {
+        None => "verified".to_string(),
+        Some(m) => format!("FAILED ({failures}; first: {m})"),
+    };
     println!(
-        "checksums and per-CPU order: {}; timestamp order: {late} late records; every record delivered or counted: {}",
-        if bad == 0 { "verified" } else { "FAILED" },
+        "checksums and per-CPU order: {verified}; timestamp order: {late} late records; every record delivered or counted: {}",
         if balanced { "yes" } else { "NO" }
     );
-    if bad == 0 && balanced {
+    if failures == 0 && balanced {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(exit::VERIFY)

@@ -1,4 +1,9 @@
 //! All CPUs of a channel file as one stream, in timestamp order.
+//!
+//! A CPU with nothing readable holds back newer records of the others until
+//! it is known empty. Plain files wait for their producers' flushes (up to
+//! `latency`); kernel channel files ask the module to flush that CPU
+//! (RELAY_IOC_FLUSH), which answers at once, so nothing waits.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -19,6 +24,9 @@ pub struct StreamOptions {
     /// that the stream moves on; records that arrive later than that are
     /// delivered late and counted in [`Stream::late`].
     pub latency: Duration,
+    /// In follow mode, end the stream (after draining) once nothing was
+    /// delivered for this long.
+    pub until_idle: Option<Duration>,
 }
 
 impl Default for StreamOptions {
@@ -27,6 +35,7 @@ impl Default for StreamOptions {
             cpus: Vec::new(),
             follow: false,
             latency: Duration::from_millis(100),
+            until_idle: None,
         }
     }
 }
@@ -36,8 +45,15 @@ type Cursors<'f> = Vec<Cursor<'f, Vec<u8>>>;
 /// The merged stream. Records borrow the mapping until the next call.
 pub struct Stream<'f> {
     merger: Merger<'f, Vec<u8>, Cursors<'f>>,
+    file: &'f ChannelFile,
+    /// The CPUs read.
+    cpus: Vec<u32>,
     options: StreamOptions,
     blocked_since: Option<Instant>,
+    /// Follow mode: since when nothing has been readable.
+    idle_since: Option<Instant>,
+    /// When an event was last delivered.
+    last_progress: Instant,
     stop: Option<&'f AtomicBool>,
     last_ts: u64,
     late: u64,
@@ -62,10 +78,24 @@ impl<'f> Stream<'f> {
                 Cursor::new(reader, buf)
             })
             .collect();
+        let cpus: Vec<u32> = cursors.iter().map(Cursor::cpu).collect();
+        let mut merger = Merger::new(cursors);
+        if file.is_kernel() && !options.follow {
+            // Everything written so far: close every open sub-buffer.
+            for &cpu in &cpus {
+                if let Some((barrier, next)) = file.flush_cpu(cpu) {
+                    merger.flushed(cpu, barrier, next);
+                }
+            }
+        }
         Stream {
-            merger: Merger::new(cursors),
+            merger,
+            file,
+            cpus,
             options,
             blocked_since: None,
+            idle_since: None,
+            last_progress: Instant::now(),
             stop: None,
             last_ts: 0,
             late: 0,
@@ -86,26 +116,70 @@ impl<'f> Stream<'f> {
         self.late
     }
 
+    /// Flushes `cpu` through the kernel module and tells the merger.
+    fn kernel_flush(&mut self, cpu: u32) -> bool {
+        match self.file.flush_cpu(cpu) {
+            Some((barrier, next)) => {
+                self.merger.flushed(cpu, barrier, next);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// What the stream can do now: deliver (with or without draining), or
     /// wait (how long), or it has ended.
     fn poll_ready(&mut self) -> Ready {
-        let stopping = self.stop.is_some_and(|f| f.load(Ordering::Acquire));
-        let drain = !self.options.follow || stopping;
-        match self.merger.poll(drain) {
-            None => {
-                self.blocked_since = None;
-                self.backoff = MIN_BACKOFF;
-                return Ready::Deliver { drain };
-            }
-            Some(Step::Blocked { .. }) => {
-                let since = *self.blocked_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= self.options.latency && self.merger.poll(true).is_none() {
+        let follow = self.options.follow;
+        let idle_over = follow
+            && self
+                .options
+                .until_idle
+                .is_some_and(|d| self.last_progress.elapsed() >= d);
+        let stopping = idle_over || self.stop.is_some_and(|f| f.load(Ordering::Acquire));
+        let drain = !follow || stopping;
+        let kernel = self.file.is_kernel();
+        // Kernel files: flush a blocking CPU (each at most about once) or,
+        // idle for `latency`, every CPU, and look again.
+        let mut flushes = 0;
+        let mut flushed_all = false;
+        loop {
+            match self.merger.poll(drain) {
+                None => {
+                    self.blocked_since = None;
+                    self.idle_since = None;
                     self.backoff = MIN_BACKOFF;
-                    return Ready::Deliver { drain: true };
+                    self.last_progress = Instant::now();
+                    return Ready::Deliver { drain };
+                }
+                Some(Step::Blocked { cpu }) => {
+                    if kernel && flushes <= self.cpus.len() && self.kernel_flush(cpu) {
+                        flushes += 1;
+                        continue;
+                    }
+                    let since = *self.blocked_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= self.options.latency && self.merger.poll(true).is_none() {
+                        self.backoff = MIN_BACKOFF;
+                        self.last_progress = Instant::now();
+                        return Ready::Deliver { drain: true };
+                    }
+                }
+                Some(_) if drain => return Ready::End,
+                Some(_) => {
+                    self.blocked_since = None;
+                    let since = *self.idle_since.get_or_insert_with(Instant::now);
+                    if kernel && !flushed_all && since.elapsed() >= self.options.latency {
+                        // Records may sit in open sub-buffers of every CPU.
+                        flushed_all = true;
+                        self.idle_since = Some(Instant::now());
+                        for cpu in self.cpus.clone() {
+                            self.kernel_flush(cpu);
+                        }
+                        continue;
+                    }
                 }
             }
-            Some(_) if drain => return Ready::End,
-            Some(_) => self.blocked_since = None,
+            break;
         }
         let wait = self.backoff;
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);

@@ -1,15 +1,19 @@
-//! The only `unsafe` code of relay-user: mapping a channel file, the page
-//! size and the clock.
+//! The only `unsafe` code of relay-user: mapping a channel file, ioctls,
+//! poll, CPU affinity, the page size and the clock.
 //!
 //! A channel file is mapped shared, once, as one contiguous range. When the
 //! file may only be read (a kernel channel, or `--read-only`), the whole
 //! range is mapped read-only and then the consumer region is mapped again,
 //! writable, at the same address (`MAP_FIXED`): readers store only there.
 
+#![allow(unsafe_code)]
+
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::marker::PhantomData;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
+use std::time::Duration;
 
 use relay_core::AtomicU64;
 
@@ -158,4 +162,210 @@ pub fn monotonic_ns() -> u64 {
     (ts.tv_sec as u64)
         .wrapping_mul(1_000_000_000)
         .wrapping_add(ts.tv_nsec as u64)
+}
+
+/// An ioctl argument the kernel may read and overwrite as plain bytes.
+///
+/// # Safety
+///
+/// Implementors are `#[repr(C)]` structs of integers and byte arrays
+/// without padding, so every byte pattern is a valid value, and with no
+/// field that a driver treats as a pointer (so the ioctl touches nothing
+/// but the struct itself).
+pub unsafe trait Plain: Copy {}
+
+// SAFETY: each is `#[repr(C)]`, made only of `u64`, `u32` and `[u8; N]`
+// fields, with its size asserted equal to the sum of its fields in
+// kernel.rs (no padding), and none of them carries a pointer
+// (`RelayStats`, which does, is deliberately not `Plain`: see
+// `ioctl_stats`).
+unsafe impl Plain for crate::kernel::RelayCreate {}
+// SAFETY: as above.
+unsafe impl Plain for crate::kernel::RelayDestroy {}
+// SAFETY: as above.
+unsafe impl Plain for crate::kernel::RelayFlush {}
+// SAFETY: as above.
+unsafe impl Plain for crate::kernel::RelayCpuStats {}
+// SAFETY: as above.
+unsafe impl Plain for crate::kernel::RelayLoad {}
+// SAFETY: as above.
+unsafe impl Plain for crate::kernel::RelayBench {}
+
+/// An ioctl request whose argument is a `T`: the number encodes
+/// `size_of::<T>()`, so a request cannot be sent with the wrong struct.
+pub struct Ioctl<T> {
+    number: u32,
+    _arg: PhantomData<fn(&mut T)>,
+}
+
+impl<T> Clone for Ioctl<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Ioctl<T> {}
+
+impl<T> std::fmt::Debug for Ioctl<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Ioctl({:#010x})", self.number)
+    }
+}
+
+/// The `_IOC` encoding of `asm-generic/ioctl.h` (x86, arm, arm64, riscv,
+/// ...): direction, size, type, number. powerpc, mips and sparc use 3
+/// direction bits and 13 size bits.
+#[cfg(any(
+    target_arch = "powerpc",
+    target_arch = "powerpc64",
+    target_arch = "mips",
+    target_arch = "mips64",
+    target_arch = "sparc",
+    target_arch = "sparc64"
+))]
+mod ioc {
+    pub const WRITE: u32 = 4;
+    pub const READ: u32 = 2;
+    pub const SIZE_BITS: u32 = 13;
+}
+#[cfg(not(any(
+    target_arch = "powerpc",
+    target_arch = "powerpc64",
+    target_arch = "mips",
+    target_arch = "mips64",
+    target_arch = "sparc",
+    target_arch = "sparc64"
+)))]
+mod ioc {
+    pub const WRITE: u32 = 1;
+    pub const READ: u32 = 2;
+    pub const SIZE_BITS: u32 = 14;
+}
+
+impl<T> Ioctl<T> {
+    const fn new(dir: u32, ty: u8, nr: u8) -> Self {
+        let size = std::mem::size_of::<T>();
+        assert!(size < 1 << ioc::SIZE_BITS, "ioctl argument too large");
+        Ioctl {
+            number: dir << (16 + ioc::SIZE_BITS)
+                | (size as u32) << 16
+                | (ty as u32) << 8
+                | nr as u32,
+            _arg: PhantomData,
+        }
+    }
+
+    /// `_IOW(ty, nr, T)`: userspace writes a `T`.
+    pub const fn write(ty: u8, nr: u8) -> Self {
+        Self::new(ioc::WRITE, ty, nr)
+    }
+
+    /// `_IOWR(ty, nr, T)`: userspace writes a `T`, the kernel writes it back.
+    pub const fn read_write(ty: u8, nr: u8) -> Self {
+        Self::new(ioc::READ | ioc::WRITE, ty, nr)
+    }
+
+    /// The request number.
+    pub const fn number(self) -> u32 {
+        self.number
+    }
+}
+
+/// # Safety
+///
+/// `arg` must be valid for reads and writes of the size `number` encodes,
+/// and every pointer inside it valid for what the driver does with it;
+/// no one else may access those bytes during the call.
+unsafe fn ioctl_raw(fd: BorrowedFd<'_>, number: u32, arg: *mut u8) -> io::Result<()> {
+    // SAFETY: `fd` is a live descriptor (borrowed); `arg` is valid as the
+    // caller promised; the driver behind `fd` accesses nothing else.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), number as libc::Ioctl, arg) };
+    if r >= 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `ioctl(fd, request, arg)`. The driver reads and writes `arg` in place,
+/// at most `size_of::<T>()` bytes (the size the request encodes).
+pub fn ioctl<T: Plain>(fd: BorrowedFd<'_>, request: Ioctl<T>, arg: &mut T) -> io::Result<()> {
+    // SAFETY: `arg` is an exclusive borrow of exactly the bytes the request
+    // encodes (`Ioctl<T>` is built from `size_of::<T>()`); a `Plain` value
+    // holds no pointers, and any bytes the driver leaves there are a valid
+    // `T`.
+    unsafe { ioctl_raw(fd, request.number, (arg as *mut T).cast()) }
+}
+
+/// RELAY_IOC_STATS: fills `out` (at most `out.len()` entries; the kernel
+/// writes at most one per CPU) and returns the header the kernel wrote back
+/// (`cpus`: entries written, `memory_bytes`).
+pub fn ioctl_stats(
+    fd: BorrowedFd<'_>,
+    request: Ioctl<crate::kernel::RelayStats>,
+    out: &mut [crate::kernel::RelayCpuStats],
+) -> io::Result<crate::kernel::RelayStats> {
+    let mut arg = crate::kernel::RelayStats {
+        cpus_ptr: out.as_mut_ptr() as u64,
+        cpus: u32::try_from(out.len()).unwrap_or(u32::MAX),
+        reserved: 0,
+        memory_bytes: 0,
+    };
+    // SAFETY: `arg` is an exclusive local of the size the request encodes;
+    // its pointer and count come from `out`, an exclusive borrow of at
+    // least `cpus` entries of a `Plain` type, and the driver writes at most
+    // `cpus` of them there (relay_uapi.h), nothing else.
+    unsafe {
+        ioctl_raw(
+            fd,
+            request.number,
+            (&mut arg as *mut crate::kernel::RelayStats).cast(),
+        )?;
+    }
+    Ok(arg)
+}
+
+/// Waits up to `timeout` for `fd` to be readable (`POLLIN`). Returns
+/// whether it is (`false`: timed out). A signal ends the wait early.
+pub fn poll_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `pfd` is one valid, writable pollfd for the call's duration.
+    let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+    match r {
+        0 => Ok(false),
+        r if r > 0 => Ok(true),
+        _ => {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Runs the calling thread on `cpu` only (a kernel channel file's write()
+/// goes to the CPU it runs on).
+pub fn pin_to_cpu(cpu: u32) -> io::Result<()> {
+    let cpu = cpu as usize;
+    // SAFETY: `cpu_set_t` is a plain bit array: all zeroes is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    if cpu >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: `cpu` is below the set's capacity in bits (checked above).
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the
+    // calling thread.
+    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }

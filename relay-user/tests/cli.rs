@@ -409,3 +409,35 @@ fn relayfs_directories_read_as_one_source() {
     let out = run(&["cat", empty.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no files named <base><cpu>"));
 }
+
+#[test]
+fn kernel_commands_name_the_operation_and_the_errno() {
+    if Path::new("/dev/relay/control").exists() {
+        return; // the module is loaded here: the VM tests cover it
+    }
+    for args in [
+        &["kernel", "create", "t"][..],
+        &["kernel", "destroy", "t"][..],
+        &["kernel", "bench", "--records", "10"][..],
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(3), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(
+                "open \"/dev/relay/control\": no such device (is relay-kmod loaded?) (ENOENT)"
+            ),
+            "{args:?}: {stderr}"
+        );
+    }
+    let out = run(&["kernel", "create", "no spaces"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("create \"no spaces\": invalid name"));
+    let out = run(&["kernel", "destroy", &"x".repeat(40)]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("name longer than 31 bytes (ENAMETOOLONG)")
+    );
+    let out = run(&["kernel", "load", "/nonexistent/relay", "--records", "1"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/relay: open"));
+}

@@ -38,7 +38,7 @@ const BUSYBOX: &str = "/bin/busybox";
 /// Parallel jobs for the kernel build.
 const JOBS: &str = "-j2";
 /// How long the guest may run.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
 
 const PACKAGES: &[&str] = &[
     "linux-source-6.12",
@@ -58,6 +58,7 @@ const PACKAGES: &[&str] = &[
     "clang",
     "qemu-system-x86",
     "busybox-static",
+    "blktrace",
 ];
 
 /// Lines the console log must contain (substring match), with what each means.
@@ -65,11 +66,11 @@ const REQUIRED: &[(&str, &str)] = &[
     ("relay-guest: booted", "the guest's /init ran"),
     (
         "relay_kmod: selftest ok",
-        "the self-test passed (nothing lost)",
+        "the load-time self-test passed (nothing lost)",
     ),
     (
         "relay_kmod: overflow test ok",
-        "the overflow test passed (exact loss accounting)",
+        "exact loss accounting when full",
     ),
     (
         "relay_kmod: overwrite test ok",
@@ -77,31 +78,106 @@ const REQUIRED: &[(&str, &str)] = &[
     ),
     (
         "relay_kmod: nested test ok",
-        "task-context writers interrupted by IPI writers on the same CPU lost or broke nothing",
+        "hard-IRQ writers nested in task writers lost or broke nothing",
     ),
     ("relay-guest: insmod ok", "insmod succeeded"),
-    ("relay_kmod: /dev/relay registered", "the misc device is up"),
     (
-        "relay-guest-test: mmap read ok",
-        "userspace read the kernel's records through the mapping (nothing lost)",
+        "relay_kmod: /dev/relay/control registered",
+        "the control device is up",
     ),
     (
-        "relay-guest-test: mmap overflow ok",
-        "userspace saw exact loss accounting through the mapping",
+        "relay-guest: mmap-live ok mode=no-overwrite",
+        "kthreads on every CPU, relay verify through the one mmap file",
     ),
     (
-        "relay-guest-test: mmap overwrite ok",
-        "userspace read an overwrite-mode channel through the mapping",
+        "relay-guest: mmap-live ok mode=overwrite",
+        "the same in overwrite mode",
+    ),
+    (
+        "relay-guest: read ok mode=no-overwrite",
+        "cat /dev/relay/NAME | relay verify -: every record, merged",
+    ),
+    (
+        "relay-guest: read ok mode=overwrite",
+        "the same in overwrite mode",
+    ),
+    (
+        "relay-guest: percpu ok mode=no-overwrite",
+        "each per-CPU file delivers its CPU's records",
+    ),
+    (
+        "relay-guest: percpu ok mode=overwrite",
+        "the same in overwrite mode",
+    ),
+    (
+        "relay-guest: nested ok mode=no-overwrite",
+        "hard-IRQ and NMI writers nested in kthread writes, verified",
+    ),
+    (
+        "relay-guest: nested ok mode=overwrite",
+        "the same in overwrite mode",
+    ),
+    (
+        "relay-guest: restart ok mode=no-overwrite",
+        "a reader killed and restarted lost nothing",
+    ),
+    (
+        "relay-guest: restart ok mode=overwrite",
+        "the same in overwrite mode (losses exact)",
+    ),
+    (
+        "relay-guest: late-reader ok mode=no-overwrite",
+        "no reader, then a late one: oldest kept, rest counted",
+    ),
+    (
+        "relay-guest: late-reader ok mode=overwrite",
+        "no reader, then a late one: newest kept, rest counted",
+    ),
+    (
+        "relay-guest-test: bad creates ok",
+        "every bad create field got its errno",
+    ),
+    (
+        "relay-guest-test: bad mappings and ioctls ok mode=no-overwrite",
+        "bad mappings and ioctl fields refused",
+    ),
+    (
+        "relay-guest-test: bad mappings and ioctls ok mode=overwrite",
+        "the same in overwrite mode",
     ),
     (
         "relay-guest-test: hostile consumer ok mode=no-overwrite",
-        "garbage in the user-writable consumer pages did not hurt the kernel",
+        "garbage consumer pages did not hurt the kernel",
     ),
     (
         "relay-guest-test: hostile consumer ok mode=overwrite",
-        "garbage in the consumer pages did not hurt the kernel's overwriting writers",
+        "the same with overwriting writers",
     ),
-    ("relay-guest: relay-test ok", "the guest test exited 0"),
+    (
+        "relay-guest-test: destroy while mapped ok mode=no-overwrite",
+        "destroy while open and mapped is safe",
+    ),
+    (
+        "relay-guest-test: destroy while mapped ok mode=overwrite",
+        "the same in overwrite mode",
+    ),
+    ("relay-guest: relay-test ok", "the bad-input test exited 0"),
+    (
+        "relay-guest: bench: size=64",
+        "the benchmark against relay_write() ran (64 B)",
+    ),
+    (
+        "relay-guest: bench: size=1024",
+        "the benchmark against relay_write() ran (1 KiB)",
+    ),
+    (
+        "relay-guest: rmmod while open refused ok",
+        "unloading with an open channel file is refused",
+    ),
+    (
+        "relay-guest: blktrace ok",
+        "relay's blktrace decoder matches blkparse on a real trace",
+    ),
     ("relay-guest: rmmod ok", "rmmod succeeded"),
     ("relay_kmod: unloaded", "the module's exit ran"),
     ("relay-guest: module not loaded", "the module is gone"),
@@ -197,8 +273,9 @@ pub fn run(args: &[String]) {
     let kdir = t.time("kernel", || build_kernel(&root, &vm, &bindgen));
     let ko = t.time("module", || build_module(&root, &vm, &kdir));
     let test = t.time("guest test", || build_guest_test(&root, &vm));
+    let relay = t.time("relay CLI", || build_relay_cli(&root, &vm));
     let initramfs = t.time("initramfs", || {
-        pack_initramfs(&root, &vm, &kdir, &ko, &test)
+        pack_initramfs(&vm, &kdir, &[&ko, &test, &relay], &root)
     });
     let log = t.time("boot", || boot(&vm, &kdir, &initramfs));
     check_log(&log, &vm.join("console.log"));
@@ -517,41 +594,130 @@ fn build_module(root: &Path, vm: &Path, kdir: &Path) -> PathBuf {
 }
 
 /// The static userspace test run in the guest (`relay-kmod/guest/test`).
-fn build_guest_test(root: &Path, vm: &Path) -> PathBuf {
-    header("guest test binary (static)");
-    let target_dir = vm.join("guest-test-target");
+/// A static x86-64 binary built by cargo with `+crt-static`, in its own
+/// target directory (the flags differ from the host build's).
+fn static_build(step: &str, vm: &Path, target: &str, args: &[&str], bin: &str) -> PathBuf {
+    let target_dir = vm.join(target);
     sh(
-        "cargo build relay-guest-test",
+        step,
         Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args(["build", "--release", "--target", "x86_64-unknown-linux-gnu"])
-            .arg("--manifest-path")
-            .arg(root.join("relay-kmod/guest/test/Cargo.toml"))
+            .args(args)
             .arg("--target-dir")
             .arg(&target_dir)
             .env("RUSTFLAGS", "-C target-feature=+crt-static")
             .env_remove("CARGO_ENCODED_RUSTFLAGS"),
     );
-    let bin = target_dir.join("x86_64-unknown-linux-gnu/release/relay-guest-test");
-    if !bin.is_file() {
-        die(&format!(
-            "the guest test build did not produce {}",
-            bin.display()
-        ));
+    let path = target_dir
+        .join("x86_64-unknown-linux-gnu/release")
+        .join(bin);
+    if !path.is_file() {
+        die(&format!("{step} did not produce {}", path.display()));
     }
-    bin
+    path
+}
+
+fn build_guest_test(root: &Path, vm: &Path) -> PathBuf {
+    header("guest bad-input test (static)");
+    let manifest = root.join("relay-kmod/guest/test/Cargo.toml");
+    static_build(
+        "cargo build relay-guest-test",
+        vm,
+        "guest-test-target",
+        &["--manifest-path", &manifest.to_string_lossy()],
+        "relay-guest-test",
+    )
+}
+
+fn build_relay_cli(root: &Path, vm: &Path) -> PathBuf {
+    header("relay CLI for the guest (static)");
+    let manifest = root.join("Cargo.toml");
+    static_build(
+        "cargo build -p relay-user --bin relay",
+        vm,
+        "relay-user-target",
+        &[
+            "--manifest-path",
+            &manifest.to_string_lossy(),
+            "-p",
+            "relay-user",
+            "--bin",
+            "relay",
+        ],
+        "relay",
+    )
+}
+
+/// `path` and the shared libraries it loads (from `ldd`), for the
+/// initramfs: (path in the guest, path on the host).
+fn with_libraries(path: &str) -> Vec<(String, String)> {
+    let mut files = vec![(path.to_string(), path.to_string())];
+    let ldd =
+        output(Command::new("ldd").arg(path)).unwrap_or_else(|| die(&format!("ldd {path} failed")));
+    for line in ldd.lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or
+        // "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        let lib = line
+            .split("=>")
+            .nth(1)
+            .unwrap_or(line)
+            .split_whitespace()
+            .next()
+            .unwrap_or("");
+        if lib.starts_with('/') {
+            let real = fs::canonicalize(lib)
+                .unwrap_or_else(|e| die(&format!("{lib}: {e}")))
+                .to_string_lossy()
+                .into_owned();
+            files.push((lib.to_string(), real));
+        }
+    }
+    files
 }
 
 // ---------------------------------------------------------------------------
 // 5. initramfs and boot
 
-fn pack_initramfs(root: &Path, vm: &Path, kdir: &Path, ko: &Path, test: &Path) -> PathBuf {
+fn pack_initramfs(vm: &Path, kdir: &Path, bins: &[&Path; 3], root: &Path) -> PathBuf {
     header("initramfs");
+    let [ko, test, relay] = *bins;
     let init = root.join("relay-kmod/guest/init");
-    for f in [Path::new(BUSYBOX), init.as_path(), ko, test] {
+    for f in [Path::new(BUSYBOX), init.as_path(), ko, test, relay] {
         if !f.is_file() {
             die(&format!("{} is missing", f.display()));
         }
     }
+    // Debian's blktrace and blkparse, with their libraries.
+    let mut extra = String::new();
+    let mut dirs = std::collections::BTreeSet::new();
+    for (tool, dest) in [
+        ("/usr/sbin/blktrace", "/bin/blktrace"),
+        ("/usr/bin/blkparse", "/bin/blkparse"),
+    ] {
+        for (guest, host) in with_libraries(tool) {
+            let guest = if guest == tool {
+                dest.to_string()
+            } else {
+                guest
+            };
+            let mut d = Path::new(&guest).parent();
+            while let Some(p) = d.filter(|p| *p != Path::new("/")) {
+                dirs.insert(p.to_path_buf());
+                d = p.parent();
+            }
+            extra.push_str(&format!("file {guest} {host} 0755 0 0\n"));
+        }
+    }
+    let dirs: String = dirs
+        .iter()
+        .filter(|d| {
+            !matches!(
+                d.to_str(),
+                Some("/bin" | "/dev" | "/proc" | "/sys" | "/tmp")
+            )
+        })
+        .map(|d| format!("dir {} 0755 0 0\n", d.display()))
+        .collect();
     // The kernel's own cpio generator: it can make /dev/console without root.
     let gen = vm.join("gen_init_cpio");
     sh(
@@ -572,10 +738,13 @@ fn pack_initramfs(root: &Path, vm: &Path, kdir: &Path, ko: &Path, test: &Path) -
          file /bin/busybox {BUSYBOX} 0755 0 0\n\
          file /init {} 0755 0 0\n\
          file /relay_kmod.ko {} 0644 0 0\n\
-         file /bin/relay-test {} 0755 0 0\n",
+         file /bin/relay-test {} 0755 0 0\n\
+         file /bin/relay {} 0755 0 0\n\
+         {dirs}{extra}",
         init.display(),
         ko.display(),
-        test.display()
+        test.display(),
+        relay.display()
     );
     let spec_path = vm.join("initramfs.list");
     fs::write(&spec_path, spec).unwrap_or_else(|e| die(&format!("write spec: {e}")));

@@ -1,54 +1,114 @@
-//! The guest side of `cargo xtask vm-test`'s device test: opens
-//! `/dev/relay`, creates a channel, maps it the way a reader does (everything
-//! read-only, the consumer pages writable), checks that the kernel refuses
-//! writable mappings of the rest, has every CPU write records
-//! (`RELAY_IOC_WRITE_TEST`) and reads them back through the mapping with
-//! relay-core's reader, checking every record and the loss accounting.
+//! The guest's bad-input test (`cargo xtask vm-test`): hostile userspace
+//! against relay-kmod. It speaks the raw ABI of `relay_uapi.h` on purpose
+//! (relay-user's typed wrappers cannot send most of these):
 //!
-//! Prints `relay-guest-test: ... ok ...` lines, or `relay-guest-test: FAILED:
-//! ...` and exits 1.
+//! - every field of every ioctl out of range, each with its errno;
+//! - name collisions, unknown names, unknown ioctls, bad pointers;
+//! - writable or private mappings of anything but the consumer pages,
+//!   `mprotect` upgrades, out-of-range offsets, mappings of per-CPU files;
+//! - garbage in the consumer pages while the kernel writes, then reads
+//!   through the mapping and through `read()`;
+//! - destroying a channel while it is open and mapped: the mapping stays
+//!   valid, the name is gone at once.
+//!
+//! Prints `relay-guest-test: <check> ok` lines, or `relay-guest-test:
+//! FAILED: ...` and exits 1. The kernel log is checked by the harness.
 
 use std::ffi::{c_int, c_ulong, c_void};
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
+use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::process::exit;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use relay_core::{Channel, CpuStats, Mode};
+use relay_core::Channel;
 
-/// `struct relay_create` of `relay-kmod/src/relay_uapi.h`.
+const NAME_MAX: usize = 32;
+
+/// `struct relay_create`.
 #[repr(C)]
-#[derive(Default, Debug)]
-struct RelayCreate {
+#[derive(Clone, Copy, Debug)]
+struct Create {
+    name: [u8; NAME_MAX],
     subbuf_size: u64,
     subbuf_count: u64,
     flags: u64,
     total_size: u64,
-    consumer_offset: u64,
-    consumer_size: u64,
     cpu_count: u32,
     reserved: u32,
 }
 
-/// `struct relay_write_test`.
+/// `struct relay_destroy`.
 #[repr(C)]
-struct RelayWriteTest {
+struct Destroy {
+    name: [u8; NAME_MAX],
+}
+
+/// `struct relay_flush`.
+#[repr(C)]
+#[derive(Default)]
+struct Flush {
+    cpu: u32,
+    reserved: u32,
+    barrier: u64,
+    next: u64,
+}
+
+/// `struct relay_stats`.
+#[repr(C)]
+#[derive(Default)]
+struct Stats {
+    cpus_ptr: u64,
+    cpus: u32,
+    reserved: u32,
+    memory_bytes: u64,
+}
+
+/// `struct relay_load`.
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+struct Load {
     records: u64,
+    rate: u64,
+    size: u32,
+    flags: u32,
+    attempted: u64,
+    written: u64,
+    irq_writes: u64,
+    nmi_writes: u64,
+    elapsed_ns: u64,
+    cpus: u32,
+    reserved: u32,
 }
 
 const fn ioc(dir: u64, nr: u64, size: usize) -> c_ulong {
     (dir << 30 | (size as u64) << 16 | (b'r' as u64) << 8 | nr) as c_ulong
 }
-const RELAY_IOC_CREATE: c_ulong = ioc(3, 1, std::mem::size_of::<RelayCreate>());
-const RELAY_IOC_WRITE_TEST: c_ulong = ioc(1, 2, std::mem::size_of::<RelayWriteTest>());
+const IOC_CREATE: c_ulong = ioc(3, 1, std::mem::size_of::<Create>());
+const IOC_DESTROY: c_ulong = ioc(1, 2, std::mem::size_of::<Destroy>());
+const IOC_FLUSH: c_ulong = ioc(3, 3, std::mem::size_of::<Flush>());
+const IOC_STATS: c_ulong = ioc(3, 4, std::mem::size_of::<Stats>());
+const IOC_LOAD: c_ulong = ioc(3, 5, std::mem::size_of::<Load>());
 
 const PROT_READ: c_int = 1;
 const PROT_WRITE: c_int = 2;
 const MAP_SHARED: c_int = 1;
+const MAP_PRIVATE: c_int = 2;
 const MAP_FIXED: c_int = 0x10;
+const MAP_FAILED: *mut c_void = !0usize as *mut c_void;
+
 const EPERM: i32 = 1;
+const ENOENT: i32 = 2;
+const EFAULT: i32 = 14;
+const EEXIST: i32 = 17;
+const ENODEV: i32 = 19;
+const EINVAL: i32 = 22;
+const ENOTTY: i32 = 25;
+const E2BIG: i32 = 7;
 const EACCES: i32 = 13;
+const ENAMETOOLONG: i32 = 36;
+const EMSGSIZE: i32 = 90;
+const EOPNOTSUPP: i32 = 95;
 
 extern "C" {
     fn ioctl(fd: c_int, request: c_ulong, ...) -> c_int;
@@ -64,102 +124,99 @@ extern "C" {
     fn munmap(addr: *mut c_void, len: usize) -> c_int;
 }
 
-const MAP_FAILED: *mut c_void = !0usize as *mut c_void;
-/// The kernel's self-test record type and payload layout (relay_main.rs).
-const RTYPE: u16 = 0x5e1f;
-
 fn fail(msg: String) -> ! {
     println!("relay-guest-test: FAILED: {msg}");
     exit(1)
 }
 
-fn os_err() -> std::io::Error {
-    std::io::Error::last_os_error()
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-fn checksum(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+fn name(s: &str) -> [u8; NAME_MAX] {
+    let mut n = [0u8; NAME_MAX];
+    let len = s.len().min(NAME_MAX);
+    n[..len].copy_from_slice(&s.as_bytes()[..len]);
+    n
 }
 
-/// Checks a payload written by the kernel for `cpu`; returns its sequence.
-fn check_payload(cpu: u32, p: &[u8]) -> Option<u64> {
-    if !(24..=80).contains(&p.len()) {
-        return None;
+fn create_args(n: &str, subbuf_size: u64, subbuf_count: u64, flags: u64) -> Create {
+    Create {
+        name: name(n),
+        subbuf_size,
+        subbuf_count,
+        flags,
+        total_size: 0,
+        cpu_count: 0,
+        reserved: 0,
     }
-    let word = |at: usize| u64::from_le_bytes(p[at..at + 8].try_into().unwrap());
-    let (head, seq, end) = (word(0), word(8), p.len() - 8);
-    let len_ok = 24 + (seq.wrapping_add(u64::from(cpu)) % 8) as usize * 8 == p.len();
-    (head as u32 == cpu
-        && (head >> 32) as usize == p.len()
-        && len_ok
-        && word(end) == checksum(&p[..end]))
-    .then_some(seq)
 }
 
-/// Reads everything `cpu` has (in place, or copied out in overwrite mode);
-/// returns (records delivered, CPU stats).
-fn drain(
-    channel: &Channel<'_>,
-    cpu: u32,
-    expect_contiguous: bool,
-    max_seq: u64,
-) -> (u64, CpuStats) {
-    let mut reader = channel
-        .reader(cpu)
-        .unwrap_or_else(|| fail(format!("cpu {cpu}: no reader")));
-    let copy = channel.mode() == Mode::Overwrite;
-    let mut buf = vec![0u8; channel.geometry().subbuf_size() as usize];
-    let mut delivered = 0u64;
-    let mut next = 0u64;
-    let mut last_ts = 0u64;
-    loop {
-        let d = if copy {
-            reader.next(&mut buf)
-        } else {
-            reader.peek()
-        };
-        let d = match d {
-            Ok(Some(d)) => d,
-            Ok(None) => break,
-            Err(e) => fail(format!("cpu {cpu}: reader: {e}")),
-        };
-        let (seq, lost) = (d.seq, d.lost_before);
-        let mut n = 0;
-        for r in d.records() {
-            let s = check_payload(cpu, r.payload)
-                .unwrap_or_else(|| fail(format!("cpu {cpu}: bad payload in sub-buffer {seq}")));
-            if r.rtype != RTYPE
-                || s < next
-                || s >= max_seq
-                || (expect_contiguous && s != next)
-                || r.ts < last_ts
-            {
-                fail(format!(
-                    "cpu {cpu}: record {s} out of order or mistyped (expected {next})"
-                ));
-            }
-            next = s + 1;
-            last_ts = r.ts;
-            n += 1;
-        }
-        reader.finish(seq, &lost, n);
-        delivered += n;
+/// `ioctl(fd, req, arg)`: 0 or the errno.
+fn call<T>(fd: c_int, req: c_ulong, arg: &mut T) -> i32 {
+    // SAFETY: `req` encodes the size of `T`, and `arg` is a live `T` the
+    // kernel may read and write for the duration of the call.
+    if unsafe { ioctl(fd, req, arg as *mut T) } == 0 {
+        0
+    } else {
+        errno()
     }
-    if copy && delivered != 0 && next != max_seq {
-        fail(format!(
-            "cpu {cpu}: overwrite mode lost the newest record ({next} of {max_seq})"
-        ));
-    }
-    (delivered, reader.stats())
 }
 
-/// One open `/dev/relay` file with its channel mapped the way a reader maps it.
+fn expect(what: &str, got: i32, want: i32) {
+    if got != want {
+        fail(format!("{what}: expected errno {want}, got {got}"));
+    }
+}
+
+fn control() -> File {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/relay/control")
+        .unwrap_or_else(|e| fail(format!("open /dev/relay/control: {e}")))
+}
+
+/// Every create field out of range, each with its own errno.
+fn bad_creates(ctl: c_int) -> usize {
+    let cases: &[(&str, Create, i32)] = &[
+        ("subbuf_size not a power of two", create_args("b", 100, 8, 0), EINVAL),
+        ("subbuf_size below 128", create_args("b", 64, 8, 0), EINVAL),
+        ("subbuf_size above 2^30", create_args("b", 1 << 31, 8, 0), EINVAL),
+        ("subbuf_count 1", create_args("b", 4096, 1, 0), EINVAL),
+        ("subbuf_count above 2^20", create_args("b", 4096, (1 << 20) + 1, 0), EINVAL),
+        ("subbuf_count upper half", create_args("b", 4096, (1 << 32) | 8, 0), EINVAL),
+        ("unknown flags", create_args("b", 4096, 8, 2), EOPNOTSUPP),
+        ("total above 1 GiB", create_args("b", 1 << 30, 8, 0), E2BIG),
+        ("empty name", create_args("", 4096, 8, 0), EINVAL),
+        ("name with '/'", create_args("a/b", 4096, 8, 0), EINVAL),
+        ("name with '.'", create_args("a.cpu0", 4096, 8, 0), EINVAL),
+        ("name \"control\"", create_args("control", 4096, 8, 0), EINVAL),
+        ("name without NUL", create_args(&"x".repeat(32), 4096, 8, 0), ENAMETOOLONG),
+    ];
+    for (what, args, want) in cases {
+        let mut c = *args;
+        expect(what, call(ctl, IOC_CREATE, &mut c), *want);
+    }
+    let mut c = create_args("b", 4096, 8, 0);
+    c.reserved = 1;
+    expect("reserved != 0", call(ctl, IOC_CREATE, &mut c), EINVAL);
+    let mut c = create_args("b", 4096, 8, 0);
+    c.name[5] = b'z'; // garbage after the NUL
+    expect("bytes after the name's NUL", call(ctl, IOC_CREATE, &mut c), EINVAL);
+    // SAFETY: a null pointer: the kernel must fault cleanly.
+    let r = unsafe { ioctl(ctl, IOC_CREATE, std::ptr::null_mut::<Create>()) };
+    expect("null argument", if r == 0 { 0 } else { errno() }, EFAULT);
+    let mut junk = 0u64;
+    expect("unknown ioctl", call(ctl, ioc(3, 77, 8), &mut junk), ENOTTY);
+    let mut d = Destroy { name: name("nope") };
+    expect("destroy of an unknown name", call(ctl, IOC_DESTROY, &mut d), ENOENT);
+    cases.len() + 5
+}
+
+/// A channel mapped the way a reader maps it.
 struct Mapped {
-    _file: std::fs::File,
-    fd: c_int,
-    c: RelayCreate,
+    file: File,
     base: *mut c_void,
     total: usize,
     coff: usize,
@@ -167,71 +224,48 @@ struct Mapped {
 }
 
 impl Mapped {
-    /// Opens `/dev/relay`, creates a channel with `flags` and maps it,
-    /// checking that only the consumer pages can be mapped writable.
-    fn open(flags: u64) -> Mapped {
+    fn open(n: &str, c: &Create) -> Mapped {
+        let path = format!("/dev/relay/{n}");
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .open("/dev/relay")
-            .unwrap_or_else(|e| fail(format!("open /dev/relay: {e}")));
+            .open(&path)
+            .unwrap_or_else(|e| fail(format!("open {path}: {e}")));
         let fd = file.as_raw_fd();
-        let mut c = RelayCreate {
-            subbuf_size: 4096,
-            subbuf_count: 8,
-            flags,
-            ..Default::default()
+        let total = c.total_size as usize;
+        let map = |len: usize, prot: c_int, flags: c_int, off: usize| {
+            // SAFETY: a new mapping at an address of the kernel's choosing.
+            unsafe { mmap(std::ptr::null_mut(), len, prot, flags, fd, off as i64) }
         };
-        // SAFETY: RELAY_IOC_CREATE reads and writes one `struct relay_create`.
-        if unsafe { ioctl(fd, RELAY_IOC_CREATE, &mut c as *mut RelayCreate) } != 0 {
-            fail(format!("RELAY_IOC_CREATE: {}", os_err()));
-        }
-        let mut again = RelayCreate {
-            subbuf_size: 4096,
-            ..Default::default()
+        let refused = |what: &str, p: *mut c_void, want: i32| {
+            if p != MAP_FAILED {
+                fail(format!("{what}: mapped"));
+            }
+            expect(what, errno(), want);
         };
-        // SAFETY: as above; a second create on the same file must be refused.
-        if unsafe { ioctl(fd, RELAY_IOC_CREATE, &mut again as *mut RelayCreate) } == 0 {
-            fail("a second RELAY_IOC_CREATE succeeded".into());
-        }
-        let total = usize::try_from(c.total_size).unwrap();
-        let (coff, csize) = (c.consumer_offset as usize, c.consumer_size as usize);
-        println!("relay-guest-test: channel {c:?}");
-
-        // A writable mapping of the whole channel must be refused.
-        // SAFETY: mmap with a null hint creates a new mapping or fails.
-        let rw = unsafe {
-            mmap(
-                std::ptr::null_mut(),
-                total,
-                PROT_READ | PROT_WRITE,
-                MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        if rw != MAP_FAILED || os_err().raw_os_error() != Some(EPERM) {
-            fail(format!(
-                "writable mapping of the whole channel: expected EPERM, got {rw:?} {}",
-                os_err()
-            ));
-        }
-        // SAFETY: as above.
-        let base = unsafe { mmap(std::ptr::null_mut(), total, PROT_READ, MAP_SHARED, fd, 0) };
+        refused(
+            "writable mapping of the whole channel",
+            map(total, PROT_READ | PROT_WRITE, MAP_SHARED, 0),
+            EPERM,
+        );
+        refused("private mapping", map(total, PROT_READ, MAP_PRIVATE, 0), EINVAL);
+        refused("mapping past the end", map(8192, PROT_READ, MAP_SHARED, total), EINVAL);
+        let base = map(total, PROT_READ, MAP_SHARED, 0);
         if base == MAP_FAILED {
-            fail(format!("read-only mapping: {}", os_err()));
+            fail(format!("read-only mapping: errno {}", errno()));
         }
-        // The header page must not become writable.
-        // SAFETY: `base` is our mapping of at least one page.
-        if unsafe { mprotect(base, 4096, PROT_READ | PROT_WRITE) } == 0
-            || os_err().raw_os_error() != Some(EACCES)
-        {
-            fail(format!(
-                "mprotect(header, RW): expected EACCES, got {}",
-                os_err()
-            ));
+        // SAFETY: `base` is our mapping, at least one page long.
+        if unsafe { mprotect(base, 4096, PROT_READ | PROT_WRITE) } == 0 {
+            fail("mprotect(header, RW) succeeded".into());
         }
-        // The consumer pages, writable, over the same addresses.
+        expect("mprotect(header, RW)", errno(), EACCES);
+        let words = Self::words_at(base, total);
+        let channel = Channel::open(words).unwrap_or_else(|e| fail(format!("header: {e}")));
+        let g = *channel.geometry();
+        let (coff, csize) = (
+            g.consumer_offset() as usize,
+            (g.data_offset() - g.consumer_offset()) as usize,
+        );
         // SAFETY: replaces pages inside our own mapping `base..base + total`.
         let cons = unsafe {
             mmap(
@@ -244,12 +278,10 @@ impl Mapped {
             )
         };
         if cons == MAP_FAILED {
-            fail(format!("writable consumer mapping: {}", os_err()));
+            fail(format!("writable consumer mapping: errno {}", errno()));
         }
         Mapped {
-            _file: file,
-            fd,
-            c,
+            file,
             base,
             total,
             coff,
@@ -257,157 +289,202 @@ impl Mapped {
         }
     }
 
-    /// The mapping as channel words.
-    fn words(&self) -> &[AtomicU64] {
-        // SAFETY: `base..base + total` stays mapped while `self` lives; the
-        // kernel writes it only atomically, and we store only through the
-        // words, only to the consumer pages (mapped writable).
-        unsafe { relay_core::mem::words_from_raw(self.base.cast(), self.total) }
+    fn words_at<'m>(base: *mut c_void, total: usize) -> &'m [AtomicU64] {
+        // SAFETY: `base..base + total` stays mapped while the `Mapped` that
+        // owns it lives (callers borrow it); the kernel writes it only
+        // atomically, and we store only to the consumer pages.
+        unsafe { relay_core::mem::words_from_raw(base.cast(), total) }
             .unwrap_or_else(|e| fail(format!("words: {e}")))
     }
 
-    /// Has every CPU write `records` records (`RELAY_IOC_WRITE_TEST`).
-    fn write_test(&self, records: u64) {
-        let w = RelayWriteTest { records };
-        // SAFETY: RELAY_IOC_WRITE_TEST reads one `struct relay_write_test`.
-        if unsafe { ioctl(self.fd, RELAY_IOC_WRITE_TEST, &w as *const RelayWriteTest) } != 0 {
-            fail(format!("RELAY_IOC_WRITE_TEST({records}): {}", os_err()));
-        }
+    fn words(&self) -> &[AtomicU64] {
+        Self::words_at(self.base, self.total)
     }
 
-    /// Fills the user-writable consumer pages with garbage, has the kernel
-    /// write on top of it, and reads what there is: the kernel must treat
-    /// the garbage as untrusted (no overflow panic, no out-of-bounds access)
-    /// and the reader must fail cleanly, not crash.
-    fn hostile(&self, channel: &Channel<'_>) -> usize {
-        let words = self.words();
-        let consumer = &words[self.coff / 8..(self.coff + self.csize) / 8];
-        let patterns: [fn(usize) -> u64; 6] = [
-            |_| u64::MAX,
-            |_| u64::MAX - 1,
-            |_| 1 << 63,
-            |_| i64::MAX as u64,
-            |i| (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-            |i| if i % 2 == 0 { u64::MAX } else { 0 },
-        ];
-        let mut buf = vec![0u8; channel.geometry().subbuf_size() as usize];
-        for pattern in &patterns {
-            for (i, w) in consumer.iter().enumerate() {
-                w.store(pattern(i), Ordering::Relaxed);
-            }
-            self.write_test(3000);
-            for cpu in 0..self.c.cpu_count {
-                let mut reader = channel.reader(cpu).unwrap();
-                for _ in 0..64 {
-                    match reader.next(&mut buf) {
-                        Ok(Some(d)) => {
-                            let (seq, lost) = (d.seq, d.lost_before);
-                            let n = d.records().count() as u64;
-                            reader.finish(seq, &lost, n);
-                        }
-                        Ok(None) | Err(_) => break,
-                    }
-                }
-            }
-        }
-        patterns.len()
+    fn fd(&self) -> c_int {
+        self.file.as_raw_fd()
     }
 }
 
 impl Drop for Mapped {
     fn drop(&mut self) {
-        // SAFETY: unmaps our own mapping; nothing borrowed from it outlives
-        // `self` (`words` borrows `self`).
+        // SAFETY: our own mapping; nothing borrowed from it outlives `self`.
         unsafe { munmap(self.base, self.total) };
     }
 }
 
-fn main() {
-    let online = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+/// Every channel-file ioctl field out of range.
+fn bad_channel_ioctls(m: &Mapped) -> usize {
+    let fd = m.fd();
+    let mut f = Flush {
+        cpu: 9999,
+        ..Flush::default()
+    };
+    expect("flush of CPU 9999", call(fd, IOC_FLUSH, &mut f), EINVAL);
+    let mut f = Flush {
+        reserved: 1,
+        ..Flush::default()
+    };
+    expect("flush reserved != 0", call(fd, IOC_FLUSH, &mut f), EINVAL);
+    let mut s = Stats {
+        reserved: 1,
+        ..Stats::default()
+    };
+    expect("stats reserved != 0", call(fd, IOC_STATS, &mut s), EINVAL);
+    let mut s = Stats {
+        cpus_ptr: 8,
+        cpus: 4,
+        ..Stats::default()
+    };
+    expect("stats into a bad pointer", call(fd, IOC_STATS, &mut s), EFAULT);
+    let good = Load {
+        records: 10,
+        size: 64,
+        ..Load::default()
+    };
+    let cases: [(&str, Load); 5] = [
+        ("load size 31", Load { size: 31, ..good }),
+        ("load size 65537", Load { size: 65537, ..good }),
+        ("load records 2^32 + 1", Load { records: (1 << 32) + 1, ..good }),
+        ("load unknown flags", Load { flags: 4, ..good }),
+        ("load reserved != 0", Load { reserved: 1, ..good }),
+    ];
+    for (what, l) in cases {
+        let mut l = l;
+        expect(what, call(fd, IOC_LOAD, &mut l), EINVAL);
+    }
+    // One record larger than a sub-buffer: refused and counted.
+    let big = vec![0u8; 8192];
+    // SAFETY: writes `big` (8192 readable bytes) to our file.
+    let r = unsafe { libc_write(fd, big.as_ptr().cast(), big.len()) };
+    expect("write() of a record larger than a sub-buffer", if r < 0 { errno() } else { 0 }, EMSGSIZE);
+    let mut per_cpu = OpenOptions::new()
+        .read(true)
+        .open("/dev/relay/bad.cpu0")
+        .unwrap_or_else(|e| fail(format!("open /dev/relay/bad.cpu0: {e}")));
+    // SAFETY: a new mapping at an address of the kernel's choosing.
+    let p = unsafe {
+        mmap(
+            std::ptr::null_mut(),
+            4096,
+            PROT_READ,
+            MAP_SHARED,
+            per_cpu.as_raw_fd(),
+            0,
+        )
+    };
+    if p != MAP_FAILED {
+        fail("a per-CPU file was mapped".into());
+    }
+    expect("mmap of a per-CPU file", errno(), ENODEV);
+    let mut buf = vec![0u8; 4096];
+    if let Err(e) = per_cpu.read(&mut buf) {
+        fail(format!("read of an empty per-CPU file: {e}"));
+    }
+    13
+}
 
-    // No-overwrite channel.
-    let m = Mapped::open(0);
-    let channel = Channel::open(m.words()).unwrap_or_else(|e| fail(format!("Channel::open: {e}")));
+extern "C" {
+    #[link_name = "write"]
+    fn libc_write(fd: c_int, buf: *const c_void, len: usize) -> isize;
+}
 
-    // Round 1: fits, nothing lost.
-    let records = 300;
-    m.write_test(records);
-    let (mut cpus, mut total_delivered, mut total_lost) = (0u64, 0u64, 0u64);
-    let mut before = Vec::new();
-    for cpu in 0..m.c.cpu_count {
-        let (n, st) = drain(&channel, cpu, true, records);
-        if n != 0 {
-            cpus += 1;
-            if n != records || st.produced != n || st.lost.total() != 0 {
-                fail(format!(
-                    "cpu {cpu}: delivered {n} of {records}, stats {st:?}"
-                ));
+/// Garbage in the user-writable consumer pages while the kernel writes;
+/// then reads through the mapping and through read(). Nothing may crash.
+fn hostile(m: &Mapped) -> usize {
+    let words = m.words();
+    let consumer = &words[m.coff / 8..(m.coff + m.csize) / 8];
+    let channel = Channel::open(words).unwrap_or_else(|e| fail(format!("header: {e}")));
+    let patterns: [fn(usize) -> u64; 6] = [
+        |_| u64::MAX,
+        |_| u64::MAX - 1,
+        |_| 1 << 63,
+        |_| i64::MAX as u64,
+        |i| (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        |i| if i % 2 == 0 { u64::MAX } else { 0 },
+    ];
+    let mut buf = vec![0u8; channel.geometry().subbuf_size() as usize];
+    let mut file = &m.file;
+    let mut sink = vec![0u8; 1 << 16];
+    for pattern in &patterns {
+        for (i, w) in consumer.iter().enumerate() {
+            w.store(pattern(i), Ordering::Relaxed);
+        }
+        let mut l = Load {
+            records: 3000,
+            size: 64,
+            ..Load::default()
+        };
+        expect("load over hostile consumer pages", call(m.fd(), IOC_LOAD, &mut l), 0);
+        for cpu in 0..channel.geometry().cpu_count() {
+            let mut reader = channel.reader(cpu).unwrap();
+            for _ in 0..64 {
+                match reader.next(&mut buf) {
+                    Ok(Some(d)) => {
+                        let (seq, lost) = (d.seq, d.lost_before);
+                        let n = d.records().count() as u64;
+                        reader.finish(seq, &lost, n);
+                    }
+                    Ok(None) | Err(_) => break,
+                }
             }
         }
-        total_delivered += n;
-        total_lost += st.lost.total();
-        before.push(st);
-    }
-    if cpus != online {
-        fail(format!("{cpus} CPUs wrote, {online} online"));
-    }
-    println!(
-        "relay-guest-test: mmap read ok cpus={cpus} records={total_delivered} lost={total_lost}"
-    );
-
-    // Round 2: more than fits; delivered + lost = attempted on every CPU.
-    let records = 2000;
-    m.write_test(records);
-    let (mut delivered, mut lost) = (0u64, 0u64);
-    for cpu in 0..m.c.cpu_count {
-        let (n, st) = drain(&channel, cpu, false, records);
-        let l = st.lost.total() - before[cpu as usize].lost.total();
-        if (n != 0 || l != 0) && n + l != records {
-            fail(format!("cpu {cpu}: delivered {n} + lost {l} != {records}"));
+        for (i, w) in consumer.iter().enumerate() {
+            w.store(pattern(i).rotate_left(7), Ordering::Relaxed);
         }
-        delivered += n;
-        lost += l;
-    }
-    if lost == 0 || delivered + lost != records * online {
-        fail(format!(
-            "overflow: delivered {delivered} lost {lost}, attempted {}",
-            records * online
-        ));
-    }
-    println!(
-        "relay-guest-test: mmap overflow ok cpus={online} attempted={} delivered={delivered} lost={lost}",
-        records * online
-    );
-    let n = m.hostile(&channel);
-    println!("relay-guest-test: hostile consumer ok mode=no-overwrite patterns={n}");
-    drop(m);
-
-    // Overwrite channel: the newest records survive, read by copying out.
-    let m = Mapped::open(1);
-    let channel = Channel::open(m.words()).unwrap_or_else(|e| fail(format!("Channel::open: {e}")));
-    let records = 2000;
-    m.write_test(records);
-    let (mut delivered, mut lost) = (0u64, 0u64);
-    for cpu in 0..m.c.cpu_count {
-        let (n, st) = drain(&channel, cpu, false, records);
-        if (n != 0 || st.lost.total() != 0)
-            && (n + st.lost.overwrite != records || st.lost.full != 0 || st.lost.too_big != 0)
-        {
-            fail(format!("overwrite: cpu {cpu}: delivered {n}, stats {st:?}"));
+        // read() over the same garbage: the kernel's own reader.
+        for _ in 0..64 {
+            match file.read(&mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
         }
-        delivered += n;
-        lost += st.lost.total();
     }
-    if lost == 0 || delivered + lost != records * online {
-        fail(format!(
-            "overwrite: delivered {delivered} lost {lost}, attempted {}",
-            records * online
-        ));
+    patterns.len()
+}
+
+fn main() {
+    let ctl = control();
+    let n = bad_creates(ctl.as_raw_fd());
+    println!("relay-guest-test: bad creates ok cases={n}");
+
+    for (flags, mode) in [(0u64, "no-overwrite"), (1, "overwrite")] {
+        let mut c = create_args("bad", 4096, 8, flags);
+        expect("create", call(ctl.as_raw_fd(), IOC_CREATE, &mut c), 0);
+        let mut again = create_args("bad", 4096, 8, flags);
+        expect("create of a taken name", call(ctl.as_raw_fd(), IOC_CREATE, &mut again), EEXIST);
+        let m = Mapped::open("bad", &c);
+        let n = bad_channel_ioctls(&m);
+        println!("relay-guest-test: bad mappings and ioctls ok mode={mode} cases={n}");
+        let n = hostile(&m);
+        println!("relay-guest-test: hostile consumer ok mode={mode} patterns={n}");
+
+        // Destroy while open and mapped: the name goes, the memory stays.
+        let mut d = Destroy { name: name("bad") };
+        expect("destroy while mapped", call(ctl.as_raw_fd(), IOC_DESTROY, &mut d), 0);
+        if std::path::Path::new("/dev/relay/bad").exists() {
+            fail("/dev/relay/bad still exists after destroy".into());
+        }
+        let channel = Channel::open(m.words())
+            .unwrap_or_else(|e| fail(format!("mapping after destroy: {e}")));
+        let mut l = Load {
+            records: 100,
+            size: 64,
+            ..Load::default()
+        };
+        expect("load after destroy", call(m.fd(), IOC_LOAD, &mut l), 0);
+        let produced: u64 = (0..channel.geometry().cpu_count())
+            .filter_map(|cpu| channel.stats(cpu))
+            .map(|s| s.produced)
+            .sum();
+        if produced == 0 {
+            fail("nothing produced after destroy".into());
+        }
+        drop(m);
+        println!("relay-guest-test: destroy while mapped ok mode={mode}");
+        let mut c = create_args("bad", 4096, 8, flags);
+        expect("create after destroy", call(ctl.as_raw_fd(), IOC_CREATE, &mut c), 0);
+        let mut d = Destroy { name: name("bad") };
+        expect("destroy", call(ctl.as_raw_fd(), IOC_DESTROY, &mut d), 0);
     }
-    println!(
-        "relay-guest-test: mmap overwrite ok cpus={online} attempted={} delivered={delivered} lost={lost}",
-        records * online
-    );
-    let n = m.hostile(&channel);
-    println!("relay-guest-test: hostile consumer ok mode=overwrite patterns={n}");
 }
