@@ -390,7 +390,22 @@ impl<'a> CpuReader<'a> {
     /// now marked reported. Call it when the CPU has nothing left to read
     /// (the end of a stream): losses after the last sub-buffer a writer
     /// opened are only visible this way.
+    ///
+    /// Nothing is reported while records older than those losses are still
+    /// to come: while the writer has a sub-buffer open (a write refused for
+    /// want of a free slot leaves the full one open), or, without
+    /// overwrite, while a closed sub-buffer is not consumed yet. The losses
+    /// then come with the next sub-buffer, or after a flush.
     pub fn take_unreported_loss(&mut self) -> Lost {
+        match Head::decode(self.b.head.load(Ordering::Acquire), self.b.shift) {
+            Head::Open { .. } => return Lost::default(),
+            Head::Closed { next, .. } => {
+                let behind = self.consumed().wrapping_sub(next) >= 1 << 63;
+                if self.b.mode == Mode::NoOverwrite && behind {
+                    return Lost::default();
+                }
+            }
+        }
         let reported = self.reported();
         let unreported = self.stats().lost.since(&reported);
         self.set_reported(&reported.plus(&unreported));
