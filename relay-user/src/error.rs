@@ -56,6 +56,16 @@ pub enum Error {
         /// How many sub-buffers.
         subbufs: u64,
     },
+    /// Records of an existing relay channel that could not be decoded or
+    /// read (each was reported where it was found).
+    Decode {
+        /// The directory.
+        path: PathBuf,
+        /// Malformed records.
+        malformed: u64,
+        /// Files that could not be read to the end.
+        unreadable: u64,
+    },
     /// A CPU's data could not be read.
     Read {
         /// The file.
@@ -86,6 +96,11 @@ impl fmt::Display for Error {
             Error::Corrupt { path, subbufs } => {
                 write!(f, "{}: {subbufs} corrupt sub-buffers skipped", path.display())
             }
+            Error::Decode { path, malformed, unreadable } => write!(
+                f,
+                "{}: {malformed} malformed records, {unreadable} unreadable files (reported above)",
+                path.display()
+            ),
             Error::Read { path, cpu, source } => write!(f, "{}: cpu {cpu}: {source}", path.display()),
         }
     }

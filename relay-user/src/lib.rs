@@ -8,6 +8,8 @@
 //!   no-overwrite channels, losses reported where they happened.
 //! - [`RelayfsDir`]: an existing relay channel's per-CPU debugfs files
 //!   (`trace0..N`) read as one source, each CPU's bytes tagged (raw mode).
+//! - [`blktrace`]: those files decoded as blktrace records, merged and
+//!   printed as Debian's `blkparse` prints them.
 //!
 //! ```no_run
 //! use relay_user::{ChannelFile, Stream, StreamOptions};
@@ -25,6 +27,7 @@
 //! # Ok::<(), relay_user::Error>(())
 //! ```
 
+pub mod blktrace;
 pub mod error;
 pub mod file;
 pub mod relayfs;
