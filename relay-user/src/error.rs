@@ -70,6 +70,16 @@ pub enum Error {
     },
     /// A call into the kernel module failed.
     Kernel(KernelError),
+    /// Records of an existing relay channel that could not be decoded or
+    /// read (each was reported where it was found).
+    Decode {
+        /// The directory.
+        path: PathBuf,
+        /// Malformed records.
+        malformed: u64,
+        /// Files that could not be read to the end.
+        unreadable: u64,
+    },
     /// A CPU's data could not be read.
     Read {
         /// The file.
@@ -104,6 +114,11 @@ impl fmt::Display for Error {
                 write!(f, "{}: frame at byte {offset}: {what}", path.display())
             }
             Error::Kernel(e) => write!(f, "{e}"),
+            Error::Decode { path, malformed, unreadable } => write!(
+                f,
+                "{}: {malformed} malformed records, {unreadable} unreadable files (reported above)",
+                path.display()
+            ),
             Error::Read { path, cpu, source } => write!(f, "{}: cpu {cpu}: {source}", path.display()),
         }
     }

@@ -8,6 +8,8 @@
 //!   no-overwrite channels, losses reported where they happened.
 //! - [`RelayfsDir`]: an existing relay channel's per-CPU debugfs files
 //!   (`trace0..N`) read as one source, each CPU's bytes tagged (raw mode).
+//! - [`blktrace`]: those files decoded as blktrace records, merged and
+//!   printed as Debian's `blkparse` prints them.
 //! - [`FrameReader`]: the frames a channel file's `read()` returns (from a
 //!   pipe or the file), decoded.
 //! - [`kernel`]: the kernel module's ioctls (create, destroy, flush,
@@ -34,6 +36,7 @@
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod blktrace;
 pub mod error;
 pub mod file;
 pub mod frames;

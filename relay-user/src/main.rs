@@ -11,11 +11,12 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use relay_core::checked::{self, CpuTally, Verifier};
 use relay_core::frames::Frame;
 use relay_core::merge::Event;
 use relay_core::{ChannelFlags, FormatError, GeometryParams, Lost, Mode, ReadError};
+use relay_user::blktrace::{self, CpuInput, Decoder, Item, Severity};
 use relay_user::frames::Until;
 use relay_user::kernel;
 use relay_user::sys::monotonic_ns;
@@ -42,6 +43,9 @@ const EXAMPLES: &str = "Examples:
   relay cat /dev/shm/t.relay                  all CPUs, merged by timestamp
   relay cat /dev/shm/t.relay --json --cpu 0   one JSON object per line
   relay cat /dev/shm/t.relay --follow         keep reading new records
+  relay cat /sys/kernel/debug/block/sda       an existing relay channel's per-CPU files, raw
+  relay cat --format blktrace DIR             blktrace's per-CPU files (trace0..N or
+                                              sda.blktrace.0..N) as blkparse prints them
   relay stat /dev/shm/t.relay                 per-CPU produced/consumed/lost/fill
   relay verify /dev/shm/t.relay               check checked payloads and the loss accounting
 
@@ -81,10 +85,16 @@ enum Command {
         /// kernel channel file, its .cpuN files, or saved frames).
         #[arg(long)]
         read: bool,
+        /// How to decode directories: `raw` (each CPU's bytes, tagged) or
+        /// `blktrace` (blk_io_trace records merged by time and printed as
+        /// Debian's blkparse prints them; several directories are several
+        /// devices, as blkparse -i dev1 -i dev2).
+        #[arg(long, value_enum, default_value_t = Format::Raw)]
+        format: Format,
         /// One JSON object per line.
         #[arg(long, conflicts_with = "raw")]
         json: bool,
-        /// Payload bytes only, nothing else.
+        /// Payload bytes only, nothing else (not with --format blktrace).
         #[arg(long)]
         raw: bool,
         /// Keep waiting for new records.
@@ -246,6 +256,22 @@ impl From<ModeArg> for Mode {
     }
 }
 
+/// How `relay cat` decodes a directory of per-CPU files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// Each CPU's bytes as they are, tagged with the CPU.
+    Raw,
+    /// blktrace records, merged and printed like blkparse.
+    Blktrace,
+}
+
+/// Exits with clap's usage error (exit code 2).
+fn usage_error(msg: String) -> ! {
+    Cli::command()
+        .error(clap::error::ErrorKind::ArgumentConflict, msg)
+        .exit()
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -273,6 +299,33 @@ fn main() -> ExitCode {
         }),
         Command::Cat {
             paths,
+            format: Format::Blktrace,
+            json,
+            raw,
+            follow,
+            cpus,
+            latency,
+            ..
+        } => {
+            if raw {
+                usage_error("--raw cannot be used with --format blktrace".into());
+            }
+            if let Some(p) = paths.iter().find(|p| p.exists() && !p.is_dir()) {
+                usage_error(format!(
+                    "--format blktrace reads directories of per-CPU files; {} is not one",
+                    p.display()
+                ));
+            }
+            let options = blktrace::Options {
+                follow,
+                latency: Duration::from_millis(latency),
+                cgroup: json,
+            };
+            cat_blktrace(&paths, options, json, &cpus)
+        }
+        Command::Cat {
+            paths,
+            format: Format::Raw,
             read,
             json,
             raw,
@@ -344,6 +397,7 @@ fn main() -> ExitCode {
             eprintln!("relay: {e}");
             ExitCode::from(match e {
                 Error::Io { .. } | Error::Kernel(_) => exit::IO,
+                Error::Decode { unreadable, .. } if unreadable > 0 => exit::IO,
                 _ => exit::FORMAT,
             })
         }
@@ -407,7 +461,7 @@ fn cat(
     flush: bool,
 ) -> Result<(), Error> {
     if path.is_dir() {
-        return cat_relayfs(path, options.follow, json, raw);
+        return cat_relayfs(path, options, json, raw);
     }
     let file = ChannelFile::open(path, flush)?;
     if flush {
@@ -535,7 +589,8 @@ fn cat_frames(path: &Path, options: &StreamOptions, json: bool, raw: bool) -> Re
 
 /// `relay cat DIR`: the per-CPU files of an existing relay channel, raw
 /// (no common framing): each chunk tagged with its CPU.
-fn cat_relayfs(dir: &Path, follow: bool, json: bool, raw: bool) -> Result<(), Error> {
+fn cat_relayfs(dir: &Path, options: &StreamOptions, json: bool, raw: bool) -> Result<(), Error> {
+    let (follow, cpus) = (options.follow, &options.cpus);
     let mut files = RelayfsDir::open(dir)?;
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
@@ -545,7 +600,9 @@ fn cat_relayfs(dir: &Path, follow: bool, json: bool, raw: bool) -> Result<(), Er
         let mut closed = false;
         let n = files.read_available(|cpu, bytes| {
             let off = offsets.get(cpu as usize).copied().unwrap_or(0);
-            let r = if raw {
+            let r = if !cpus.is_empty() && !cpus.contains(&cpu) {
+                Ok(())
+            } else if raw {
                 out.write_all(bytes)
             } else if json {
                 writeln!(
@@ -580,6 +637,81 @@ fn cat_relayfs(dir: &Path, follow: bool, json: bool, raw: bool) -> Result<(), Er
     }
     let _ = out.flush();
     Ok(())
+}
+
+/// `relay cat --format blktrace DIR...`: every directory's per-CPU files
+/// (one device each) decoded and merged as blkparse merges them; text as
+/// blkparse prints it, or one JSON object per event. Records that cannot be
+/// decoded are reported on stderr as they come; skipped ones are warnings,
+/// malformed or unreadable ones make the exit code non-zero at the end.
+fn cat_blktrace(
+    dirs: &[PathBuf],
+    options: blktrace::Options,
+    json: bool,
+    cpus: &[u32],
+) -> Result<(), Error> {
+    let mut inputs = Vec::new();
+    for dir in dirs {
+        for (cpu, path, reader) in RelayfsDir::open(dir)?.into_files() {
+            inputs.push(CpuInput { path, cpu, reader });
+        }
+    }
+    let mut decoder = Decoder::new(inputs, options);
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let mut line = Vec::new();
+    let (mut malformed, mut unreadable) = (0u64, 0u64);
+    let mut first_bad: Option<PathBuf> = None;
+    let mut backoff = Duration::from_millis(1);
+    while let Some(item) = decoder.next_item() {
+        match item {
+            Item::Event(e) => {
+                backoff = Duration::from_millis(1);
+                if !cpus.is_empty() && !cpus.contains(&e.cpu) {
+                    continue;
+                }
+                line.clear();
+                if json {
+                    e.write_json(&mut line);
+                } else {
+                    e.write_blkparse(&mut line);
+                }
+                if out.write_all(&line).is_err() {
+                    break; // stdout closed (e.g. `| head`)
+                }
+            }
+            Item::Problem(p) => {
+                match p.severity {
+                    Severity::Skipped => {
+                        eprintln!("relay: warning: {p}");
+                        continue;
+                    }
+                    Severity::Malformed => malformed += 1,
+                    Severity::Io => unreadable += 1,
+                }
+                eprintln!("relay: {p}");
+                if first_bad.is_none() {
+                    first_bad = Some(p.path.parent().unwrap_or(&p.path).to_path_buf());
+                }
+            }
+            Item::Idle => {
+                if out.flush().is_err() {
+                    break;
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_millis(100));
+            }
+        }
+    }
+    let _ = out.flush();
+    match first_bad {
+        None => Ok(()),
+        Some(path) => Err(Error::Decode {
+            path,
+            malformed,
+            unreadable,
+        }),
+    }
 }
 
 /// `relay cat`'s output.

@@ -92,6 +92,16 @@ impl RelayfsDir {
         self.files.iter().map(|(cpu, _)| *cpu).collect()
     }
 
+    /// Each CPU's path and open file, ascending by CPU (for readers that
+    /// pace each CPU themselves, like the blktrace decoder).
+    pub fn into_files(self) -> Vec<(u32, PathBuf, File)> {
+        let (dir, base) = (self.dir, self.base);
+        self.files
+            .into_iter()
+            .map(|(cpu, f)| (cpu, dir.join(format!("{base}{cpu}")), f))
+            .collect()
+    }
+
     /// Reads everything each CPU's file has now (relay files in debugfs
     /// hand out each byte once; plain files are read from where the last
     /// call stopped), calling `f(cpu, chunk)`. Returns the bytes read.

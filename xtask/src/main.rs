@@ -2,8 +2,10 @@
 //!
 //! - `test`: everything CI checks: formatting, the workspace build (and
 //!   relay-core without default features, as the kernel builds it), clippy,
-//!   unit/differential/scenario tests, the loom models, a 30-second run of
-//!   every fuzz target, and the kernel tests (`vm-test`) in qemu.
+//!   unit/differential/scenario tests (after installing their apt packages:
+//!   blktrace, whose blkparse the decoder is compared with), the loom models,
+//!   a 30-second run of every fuzz target, and the kernel tests (`vm-test`)
+//!   in qemu.
 //! - `demo`: the main job (see README).
 //! - `bench`: the criterion benchmarks (numbers go to BENCHMARKS.md).
 //! - `fuzz [--seconds N] [targets]`: every cargo-fuzz target for N seconds
@@ -57,12 +59,13 @@ fn cargo_args(args: &[&str]) -> Command {
 }
 
 /// The cargo-fuzz targets (fuzz/fuzz_targets/*.rs).
-const FUZZ_TARGETS: [&str; 5] = [
+const FUZZ_TARGETS: [&str; 6] = [
     "format",
     "geometry",
     "model",
     "hostile_consumer",
     "relayfs_dir",
+    "blktrace",
 ];
 
 fn have(program: &str, arg: &str) -> bool {
@@ -148,6 +151,8 @@ fn test() {
             "warnings",
         ]),
     );
+    // relay-user's blktrace tests compare `relay cat` with Debian's blkparse.
+    vm::install_packages("host test", vm::HOST_PACKAGES);
     run(
         "unit, differential and scenario tests",
         cargo_args(&["test", "--workspace", "--release"]),

@@ -4,7 +4,7 @@
 //!
 //! 1. installs what is missing (apt: the 6.12 kernel source, Debian's rustc
 //!    with its library source, the kernel's build dependencies, qemu,
-//!    busybox-static; crates.io: bindgen-cli);
+//!    busybox-static, blktrace; crates.io: bindgen-cli);
 //! 2. unpacks the kernel into `target/vm/`, configures it (tinyconfig plus
 //!    `relay-kmod/kernel.config`) and builds `bzImage` and `modules`; skipped
 //!    when the tree's `.config` already matches the fragment and the images
@@ -58,8 +58,13 @@ const PACKAGES: &[&str] = &[
     "clang",
     "qemu-system-x86",
     "busybox-static",
+    // blkparse, which `relay cat --format blktrace` is compared with.
     "blktrace",
 ];
+
+/// What the host tests need (`cargo xtask test` installs these before
+/// `cargo test`): blkparse, which relay-user's blktrace tests compare with.
+pub const HOST_PACKAGES: &[&str] = &["blktrace"];
 
 /// Lines the console log must contain (substring match), with what each means.
 const REQUIRED: &[(&str, &str)] = &[
@@ -268,7 +273,9 @@ pub fn run(args: &[String]) {
     let start = Instant::now();
     let mut t = Timings(Vec::new());
 
-    t.time("packages (apt)", install_packages);
+    t.time("packages (apt)", || {
+        install_packages("kernel tests", PACKAGES)
+    });
     let bindgen = t.time("bindgen-cli", ensure_bindgen);
     let kdir = t.time("kernel", || build_kernel(&root, &vm, &bindgen));
     let ko = t.time("module", || build_module(&root, &vm, &kdir));
@@ -301,8 +308,8 @@ fn module_doc() -> &'static str {
 // ---------------------------------------------------------------------------
 // 1. packages
 
-fn missing_packages() -> Vec<&'static str> {
-    PACKAGES
+fn missing_packages(packages: &[&'static str]) -> Vec<&'static str> {
+    packages
         .iter()
         .copied()
         .filter(|p| {
@@ -312,11 +319,12 @@ fn missing_packages() -> Vec<&'static str> {
         .collect()
 }
 
-fn install_packages() {
-    header("apt packages");
-    let missing = missing_packages();
+/// Installs the `packages` that are missing (apt, as root).
+pub fn install_packages(what: &str, packages: &[&'static str]) {
+    header(&format!("apt packages ({what})"));
+    let missing = missing_packages(packages);
     if missing.is_empty() {
-        println!("    all {} packages installed", PACKAGES.len());
+        println!("    all {} packages installed", packages.len());
         return;
     }
     println!("    missing: {}", missing.join(" "));
@@ -336,7 +344,7 @@ fn install_packages() {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     );
-    let still = missing_packages();
+    let still = missing_packages(packages);
     if !still.is_empty() {
         die(&format!(
             "still missing after apt-get install: {}",

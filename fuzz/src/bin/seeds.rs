@@ -59,6 +59,100 @@ fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// blktrace: per-CPU files of real records (every action blkparse prints,
+/// notifies, messages), packed as the target splits its input.
+fn blktrace_seeds() {
+    use relay_user::blktrace::{category as c, encode_record, Endian, Trace, CGROUP, MAGIC};
+    use relay_user::blktrace::{TN_MESSAGE, TN_PROCESS, VERSION};
+
+    let record = |cpu: u32, seq: u32, time: u64, action: u32, pdu: &[u8]| Trace {
+        magic: MAGIC | u32::from(VERSION),
+        sequence: seq,
+        time,
+        sector: 2048 + u64::from(seq) * 8,
+        bytes: 4096,
+        action,
+        pid: 42,
+        device: (8 << 20) | 16,
+        cpu,
+        error: 0,
+        pdu: pdu.to_vec(),
+    };
+    let cpu_file = |cpu: u32, endian: Endian, cgroup: bool| -> Vec<u8> {
+        let fs = c::FS | c::WRITE;
+        let tag = if cgroup { CGROUP } else { 0 };
+        let mut traces = vec![record(cpu, 0, 1, TN_PROCESS, b"kworker/0:1\0\0\0\0\0")];
+        let remap = [
+            ((253u32 << 20) | 2).to_be_bytes(),
+            ((8u32 << 20) | 16).to_be_bytes(),
+        ]
+        .concat();
+        let remap = [remap, 7u64.to_be_bytes().to_vec()].concat();
+        for (i, (action, pdu)) in [
+            (fs | c::QUEUE | 15, remap),
+            (fs | c::QUEUE | 1, vec![]),
+            (fs | c::QUEUE | 2, vec![]),
+            (fs | c::QUEUE | 4, vec![]),
+            (c::QUEUE | 9, vec![]),
+            (fs | c::QUEUE | 12, vec![]),
+            (c::QUEUE | 10, 3u64.to_be_bytes().to_vec()),
+            (c::WRITE | 13, 2056u64.to_be_bytes().to_vec()),
+            (fs | c::ISSUE | 7, vec![]),
+            (c::PC | c::ISSUE | 7, vec![0x28, 0, 0, 0]),
+            (TN_MESSAGE, b"hello".to_vec()),
+            (fs | c::COMPLETE | 8, vec![]),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let pdu = if cgroup {
+                [1u64.to_le_bytes().to_vec(), pdu].concat()
+            } else {
+                pdu
+            };
+            traces.push(record(
+                cpu,
+                i as u32 + 1,
+                100 + 10 * i as u64 + u64::from(cpu),
+                action | tag,
+                &pdu,
+            ));
+        }
+        traces
+            .iter()
+            .flat_map(|t| encode_record(t, endian))
+            .collect()
+    };
+    let pack = |flags: u8, files: &[Vec<u8>]| -> Vec<u8> {
+        let mut b = vec![flags | ((files.len() as u8 - 1) << 2)];
+        for (i, f) in files.iter().enumerate() {
+            if i + 1 < files.len() {
+                b.extend_from_slice(&(f.len() as u16).to_le_bytes());
+            }
+            b.extend_from_slice(f);
+        }
+        b
+    };
+    let le = [
+        cpu_file(0, Endian::Little, false),
+        cpu_file(1, Endian::Little, false),
+    ];
+    write("blktrace", "two-cpus", &pack(0, &le));
+    write("blktrace", "two-cpus-follow", &pack(2, &le));
+    let be = [
+        cpu_file(0, Endian::Big, false),
+        cpu_file(1, Endian::Big, false),
+        cpu_file(2, Endian::Big, false),
+    ];
+    write("blktrace", "three-cpus-big-endian", &pack(0, &be));
+    let cg = [cpu_file(0, Endian::Little, true)];
+    write("blktrace", "cgroup", &pack(1, &cg));
+    write("blktrace", "cgroup-as-blkparse-1.2", &pack(0, &cg));
+    let mut cut = le.clone();
+    cut[1].truncate(cut[1].len() - 5);
+    write("blktrace", "partial-record", &pack(0, &cut));
+}
+
 fn main() {
     write("format", "channel-no-overwrite", &channel_bytes(false, 3));
     write(
@@ -96,6 +190,7 @@ fn main() {
         b"\x00\x01\x00\x05hello\x00\x00\x00\x02hi",
     );
     write("relayfs_dir", "one-relay", b"\x02\x03\x00\x00");
+    blktrace_seeds();
     for i in 0..4 {
         write("model", &format!("ops-{i}"), &pseudo_random(i, 600));
         write(
