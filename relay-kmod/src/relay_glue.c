@@ -345,7 +345,8 @@ static void relay_flush_ipi(void *info)
 /*
  * Flushes @cpu of the Rust channel @k: on that CPU by IPI (its writers use
  * per-CPU atomics, which only that CPU may mix with), or from here if it is
- * offline (then no writer can run on it). Process context.
+ * offline (then no writer can run on it). Process context. Returns 1 if
+ * that sealed a sub-buffer, 0 if not, or a negative errno.
  */
 int relay_glue_flush_cpu(void *k, u32 cpu, u64 *barrier, u64 *next)
 {
@@ -374,7 +375,7 @@ static void relay_flush_all(struct relay_chan *ch)
 	u32 cpu;
 
 	for (cpu = 0; cpu < nr_cpu_ids; cpu++)
-		relay_glue_flush_cpu(ch->k, cpu, &barrier, &next);
+		relay_written(ch, relay_glue_flush_cpu(ch->k, cpu, &barrier, &next));
 }
 
 /* ------------------------------------------------------------------------
@@ -808,8 +809,9 @@ static long relay_chan_ioctl(struct file *file, unsigned int cmd,
 		if (f.reserved)
 			return -EINVAL;
 		err = relay_glue_flush_cpu(ch->k, f.cpu, &f.barrier, &f.next);
-		if (err)
+		if (err < 0)
 			return err;
+		relay_written(ch, err);
 		return copy_to_user(uarg, &f, sizeof(f)) ? -EFAULT : 0;
 	}
 	case RELAY_IOC_STATS: {

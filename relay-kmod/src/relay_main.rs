@@ -22,8 +22,8 @@ use core::ffi::{c_int, c_void};
 use kernel::prelude::*;
 use relay_core::merge::{Cursor, Merger, Step};
 use relay_core::{
-    checked, frames, AtomicU64, Channel, ChannelFlags, Clock, Geometry, GeometryParams, Mode,
-    WriteError,
+    checked, frames, AtomicU64, Channel, ChannelFlags, Clock, CpuLocal, Geometry, GeometryParams,
+    Mode, WriteError, Writer,
 };
 
 mod selftest;
@@ -56,7 +56,8 @@ mod glue {
         /// `ktime_get_mono_fast_ns()`: `CLOCK_MONOTONIC`, safe in NMI context.
         pub(crate) fn relay_glue_clock_ns() -> u64;
         /// Flushes `cpu` of the channel `k` on that CPU (an IPI), or from
-        /// here if it is offline. Process context; 0 or a negative errno.
+        /// here if it is offline. Process context; 1 if that sealed a
+        /// sub-buffer, 0 if not, or a negative errno.
         pub(crate) fn relay_glue_flush_cpu(
             k: *mut c_void,
             cpu: u32,
@@ -162,6 +163,8 @@ pub unsafe extern "C" fn relay_rust_geometry(
 /// A channel as the glue holds it (`relay_chan.k`).
 struct KChannel {
     channel: Channel<'static>,
+    /// Per-CPU writers, made once: a write only indexes.
+    writers: KVec<Writer<'static, CpuLocal>>,
 }
 
 /// # Safety
@@ -202,7 +205,11 @@ pub unsafe extern "C" fn relay_rust_channel_new(
                 .map_err(|_| EINVAL)?;
         let channel =
             Channel::create(words, geometry, flags, Clock::Monotonic).map_err(|_| EINVAL)?;
-        let k = KBox::new(KChannel { channel }, GFP_KERNEL)?;
+        let mut writers = KVec::with_capacity(geometry.cpu_count() as usize, GFP_KERNEL)?;
+        for cpu in 0..geometry.cpu_count() {
+            writers.push(channel.local_writer(cpu).ok_or(EINVAL)?, GFP_KERNEL)?;
+        }
+        let k = KBox::new(KChannel { channel, writers }, GFP_KERNEL)?;
         // SAFETY: `out` is valid for a write (the caller's contract).
         unsafe { *out = KBox::into_raw(k).cast::<c_void>() };
         Ok(())
@@ -250,7 +257,7 @@ pub unsafe extern "C" fn relay_rust_write(
 ) -> c_int {
     // SAFETY: the caller's contract.
     let k = unsafe { kchannel(k) };
-    let Some(writer) = k.channel.local_writer(cpu) else {
+    let Some(writer) = k.writers.get(cpu as usize) else {
         return EINVAL.to_errno();
     };
     let Ok(len) = usize::try_from(len) else {
@@ -262,7 +269,7 @@ pub unsafe extern "C" fn relay_rust_write(
         // SAFETY: the caller's contract: `data` is valid for `len` bytes.
         unsafe { core::slice::from_raw_parts(data.cast::<u8>(), len) }
     };
-    write_result(writer.write(1.max(rtype), data, &mut clock_ns))
+    write_result(writer.write(rtype, data, &mut clock_ns))
 }
 
 /// Fills `buf` (`len` bytes) with checked payload `seq` of (`cpu`,
@@ -296,7 +303,8 @@ pub unsafe extern "C" fn relay_rust_load_write(
 
 /// Closes `cpu`'s open sub-buffer. `on_cpu`: the caller runs on `cpu` with
 /// interrupts off (an IPI); otherwise `cpu` is offline and no writer can
-/// run on it.
+/// run on it. Returns 1 if that sealed a sub-buffer (wake readers), 0 if
+/// not, or a negative errno.
 ///
 /// # Safety
 ///
@@ -324,7 +332,7 @@ pub unsafe extern "C" fn relay_rust_flush(
         *barrier = f.barrier;
         *next = f.next;
     }
-    0
+    c_int::from(f.sealed.is_some())
 }
 
 /// `struct relay_cpu_stats` of `relay_uapi.h`.
@@ -407,7 +415,7 @@ impl KReader {
         let (mut barrier, mut next) = (0u64, 0u64);
         // SAFETY: `self.k` is the live channel this reader reads (the file
         // holds a reference); the out pointers are valid.
-        if unsafe { glue::relay_glue_flush_cpu(self.k, cpu, &mut barrier, &mut next) } == 0 {
+        if unsafe { glue::relay_glue_flush_cpu(self.k, cpu, &mut barrier, &mut next) } >= 0 {
             self.merger.flushed(cpu, barrier, next);
         }
     }

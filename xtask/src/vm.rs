@@ -139,6 +139,10 @@ const REQUIRED: &[(&str, &str)] = &[
         "no reader, then a late one: newest kept, rest counted",
     ),
     (
+        "relay-guest-test: poll wakeup ok",
+        "poll() slept until a writer sealed a sub-buffer (irq_work wakeup)",
+    ),
+    (
         "relay-guest-test: bad creates ok",
         "every bad create field got its errno",
     ),
