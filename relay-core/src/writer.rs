@@ -120,9 +120,9 @@ impl core::fmt::Display for WriteError {
 /// What a commit (or flush) did that a caller may need to act on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Committed {
-    /// The sub-buffer this commit (or the reservation before it, which
-    /// closed a full one) sealed, if any: readers waiting for data
-    /// can be woken (from a context where waking is allowed).
+    /// The sub-buffer this commit sealed, if any: readers waiting for data
+    /// can be woken (from a context where waking is allowed). A seal made
+    /// while reserving is not reported here: see [`Grant::opened_subbuf`].
     pub sealed: Option<u64>,
 }
 
@@ -167,8 +167,6 @@ pub struct Grant<'w, 'a, S: Sharing = Shared> {
     payload_len: usize,
     ts: u64,
     opened: bool,
-    /// A sub-buffer that reserving this record closed and sealed.
-    sealed_before: Option<u64>,
     done: bool,
 }
 
@@ -258,17 +256,14 @@ impl<'a, S: Sharing> Writer<'a, S> {
             if !S::cas(b.head, head, new) {
                 continue;
             }
-            let mut sealed = None;
             if let Some((seq, off)) = closing {
-                // Sealing here is possible (everyone else committed already):
-                // this record's commit reports it, so the caller can wake
-                // readers.
-                sealed = self.close(seq, off, ts, 0).sealed;
+                // Sealing here is possible (everyone else committed already);
+                // no commit reports it: callers that wake readers ask
+                // `is_sealed` when `Grant::opened_subbuf` (off the hot path).
+                let _ = self.close(seq, off, ts, 0);
             }
             self.write_subbuf_header(target, ts);
-            let mut grant = Grant::new(self, target, HDR, total, payload_len, ts, true);
-            grant.sealed_before = sealed;
-            return Ok(grant);
+            return Ok(Grant::new(self, target, HDR, total, payload_len, ts, true));
         }
     }
 
@@ -283,6 +278,14 @@ impl<'a, S: Sharing> Writer<'a, S> {
         let mut grant = self.reserve(payload.len(), clock)?;
         grant.write_payload(payload);
         Ok(grant.commit(rtype))
+    }
+
+    /// Whether sub-buffer `seq` is sealed (readable) now.
+    pub fn is_sealed(&self, seq: u64) -> bool {
+        let b = &self.b;
+        b.seals
+            .get(b.slot(seq))
+            .is_some_and(|w| Seal::decode(w.load(Ordering::Acquire)) == Seal::Sealed(seq))
     }
 
     /// Closes the open sub-buffer, if any, so readers get it without waiting
@@ -494,7 +497,6 @@ impl<'w, 'a, S: Sharing> Grant<'w, 'a, S> {
             payload_len,
             ts,
             opened,
-            sealed_before: None,
             done: false,
         }
     }
@@ -517,6 +519,14 @@ impl<'w, 'a, S: Sharing> Grant<'w, 'a, S> {
     /// Sequence number of the sub-buffer holding this record.
     pub fn subbuf_seq(&self) -> u64 {
         self.seq
+    }
+
+    /// Whether this record opened its sub-buffer: its reservation closed
+    /// the previous one, and usually sealed it too, which no commit
+    /// reports. Writers that wake readers check
+    /// [`Writer::is_sealed`]`(subbuf_seq() - 1)` then.
+    pub fn opened_subbuf(&self) -> bool {
+        self.opened
     }
 
     /// Copies `payload` to the start of the reserved payload, zero-filling the
@@ -576,10 +586,7 @@ impl<'w, 'a, S: Sharing> Grant<'w, 'a, S> {
             w.store(self.ts, Ordering::Relaxed);
         }
         let add = records + self.total + if self.opened { HDR } else { 0 };
-        let c = self.writer.commit_add(self.seq, self.slot, add);
-        Committed {
-            sealed: c.sealed.or(self.sealed_before),
-        }
+        self.writer.commit_add(self.seq, self.slot, add)
     }
 
     /// Publishes the record with type `rtype`.

@@ -416,9 +416,10 @@ fn threads_share_one_buffer_with_a_concurrent_reader() {
     }
 }
 
-/// Writers wake readers on `Committed::sealed`: every seal must be reported
-/// by exactly one write or flush, including the common one where the next
-/// write closes a full sub-buffer.
+/// Writers wake readers on seals: `Committed::sealed`, `Flushed::sealed`,
+/// and for a record that opened a sub-buffer `is_sealed` of the one before
+/// (the reservation that closes a full sub-buffer usually seals it). With
+/// one writer every seal is seen exactly once.
 #[test]
 fn every_seal_is_reported_once() {
     for overwrite in [false, true] {
@@ -431,8 +432,13 @@ fn every_seal_is_reported_once() {
         let mut reader = channel.reader(0).unwrap();
         let mut buf = vec![0u8; 256];
         for i in 0..100u64 {
-            if let Ok(c) = w.write(1, &i.to_le_bytes()[..(i % 8) as usize + 1], &mut clock) {
-                reported.extend(c.sealed);
+            if let Ok(mut g) = w.reserve((i % 8) as usize + 1, &mut clock) {
+                let (opened, seq) = (g.opened_subbuf(), g.subbuf_seq());
+                g.write_payload(&i.to_le_bytes());
+                reported.extend(g.commit(1).sealed);
+                if opened && seq > 0 && w.is_sealed(seq - 1) {
+                    reported.push(seq - 1);
+                }
             }
             if i % 3 == 0 {
                 // Keep no-overwrite mode from filling up.

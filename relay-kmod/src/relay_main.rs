@@ -269,7 +269,19 @@ pub unsafe extern "C" fn relay_rust_write(
         // SAFETY: the caller's contract: `data` is valid for `len` bytes.
         unsafe { core::slice::from_raw_parts(data.cast::<u8>(), len) }
     };
-    write_result(writer.write(rtype, data, &mut clock_ns))
+    let mut grant = match writer.reserve(data.len(), &mut clock_ns) {
+        Ok(g) => g,
+        Err(e) => return write_result(Err(e)),
+    };
+    let opened = grant.opened_subbuf();
+    let seq = grant.subbuf_seq();
+    grant.write_payload(data);
+    let c = grant.commit(rtype);
+    // Reserving this record may have sealed the sub-buffer before it.
+    if opened && c.sealed.is_none() && writer.is_sealed(seq.wrapping_sub(1)) {
+        return 1;
+    }
+    write_result(Ok(c))
 }
 
 /// Fills `buf` (`len` bytes) with checked payload `seq` of (`cpu`,
