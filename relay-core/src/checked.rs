@@ -25,7 +25,7 @@
 //! | 0      | 8    | `seq`                                                     |
 //! | 8      | 4    | `cpu`                                                     |
 //! | 12     | 4    | `len`: the payload's length                               |
-//! | 16     | 4    | `source`: 0 task, 1 hard IRQ, 2 NMI, 3 other              |
+//! | 16     | 4    | `source`: 0 task, 1 hard IRQ, 2 NMI, 3 other, 4 BPF task, 5 BPF NMI, 6, 7 |
 //! | 20     | 4    | 0                                                         |
 //! | 24     | 8    | FNV-1a over bytes `0..24` and `32..len`                   |
 //! | 32     | ...  | filler: byte `i` is `seq as u8 ^ i as u8`                 |
@@ -37,7 +37,7 @@ use crate::reader::Lost;
 /// Bytes before the filler; the shortest checked payload.
 pub const MIN_LEN: usize = 32;
 /// Sources a CPU can have.
-pub const SOURCES: usize = 4;
+pub const SOURCES: usize = 8;
 
 /// What a checked payload says about itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,7 +68,7 @@ impl core::fmt::Display for CheckError {
         f.write_str(match self {
             CheckError::TooShort => "payload: shorter than 32 bytes",
             CheckError::Length => "len: differs from the payload's length",
-            CheckError::Source => "source: not 0..=3 (or reserved not 0)",
+            CheckError::Source => "source: not 0..=7 (or reserved not 0)",
             CheckError::Checksum => "checksum: does not match the payload",
         })
     }
@@ -357,7 +357,7 @@ mod tests {
             })
         );
         assert!(!fill(&mut buf[..31], 0, 0, 0));
-        assert!(!fill(&mut buf, 0, 4, 0));
+        assert!(!fill(&mut buf, 0, 8, 0));
         assert_eq!(check(&buf[..31]), Err(CheckError::TooShort));
         assert_eq!(check(&buf[..40]), Err(CheckError::Length));
         for i in 0..64 {

@@ -22,6 +22,9 @@
  * the last user does. The module cannot unload while a file is open
  * (fops.owner pins it).
  */
+#include <linux/bpf.h>
+#include <linux/btf.h>
+#include <linux/btf_ids.h>
 #include <linux/cpu.h>
 #include <linux/ctype.h>
 #include <linux/debugfs.h>
@@ -228,11 +231,15 @@ struct relay_chan {
 	char misc_name[RELAY_NAME_MAX + 8];
 	u32 cpu_devs;			/* registered per-CPU devices */
 	struct relay_cpu_dev *cpu;	/* [nr_cpu_ids] */
+	u32 id;				/* in relay_ids, for BPF programs */
 	bool registered;
 };
 
 static DEFINE_MUTEX(relay_lock);
 static LIST_HEAD(relay_chans);
+/* Channels by number, for BPF programs: written under relay_lock, read
+ * under RCU from any context (NMI included). */
+static struct relay_chan __rcu *relay_ids[RELAY_MAX_CHANNELS];
 
 static void relay_wake(struct irq_work *w)
 {
@@ -326,6 +333,59 @@ int relay_chan_write(struct relay_chan *ch, u16 type, const void *data, u32 len)
 	return r < 0 ? r : 0;
 }
 EXPORT_SYMBOL_GPL(relay_chan_write);
+
+/* ------------------------------------------------------------------------
+ * BPF: programs write through a kfunc (a module cannot add a map type).
+ */
+__bpf_kfunc_start_defs();
+
+/**
+ * relay_kfunc_write() - write one record from a BPF program
+ * @id: the channel's number (struct relay_create.id)
+ * @type: the record's type (0 ..= 65535)
+ * @data: the payload, in program memory
+ * @data__sz: its length (the verifier checks @data for it)
+ *
+ * Context: any a tracing program runs in, NMI included.
+ * Return: 0; -EINVAL (bad @id or @type), -ENOENT (no channel @id),
+ * -ENOSPC (full), -EMSGSIZE (larger than a sub-buffer holds).
+ */
+__bpf_kfunc int relay_kfunc_write(u32 id, u32 type, const void *data, u32 data__sz)
+{
+	struct relay_chan *ch;
+	int r = -ENOENT;
+
+	if (id >= RELAY_MAX_CHANNELS || type > U16_MAX)
+		return -EINVAL;
+	rcu_read_lock();
+	ch = rcu_dereference(relay_ids[id]);
+	if (ch)
+		r = relay_chan_write(ch, type, data, data__sz);
+	rcu_read_unlock();
+	return r;
+}
+
+__bpf_kfunc_end_defs();
+
+BTF_KFUNCS_START(relay_kfunc_ids)
+BTF_ID_FLAGS(func, relay_kfunc_write)
+BTF_KFUNCS_END(relay_kfunc_ids)
+
+static const struct btf_kfunc_id_set relay_kfunc_set = {
+	.owner = THIS_MODULE,
+	.set = &relay_kfunc_ids,
+};
+
+/*
+ * Called by the load generator's NMI handler after its own write, so that
+ * a BPF program attached here (fentry) runs in NMI context: under TCG there
+ * is no PMU to raise NMIs for perf-event programs.
+ */
+noinline void relay_nmi_hook(u32 cpu, u64 seq);
+noinline void relay_nmi_hook(u32 cpu, u64 seq)
+{
+	asm volatile("" : : "r"(cpu), "r"(seq) : "memory");
+}
 
 /* Runs relay_rust_flush on the CPU it flushes (IPI, interrupts off). */
 struct relay_flush_args {
@@ -607,6 +667,7 @@ static int relay_load_nmi(unsigned int type, struct pt_regs *regs)
 		return NMI_DONE;	/* not ours */
 	relay_load_one(ctx, lc, RELAY_SOURCE_NMI, &lc->nmi_seq,
 		       &lc->nmi_written, lc->buf_nmi);
+	relay_nmi_hook(lc->cpu, lc->nmi_seq);
 	return NMI_HANDLED;
 }
 
@@ -893,6 +954,11 @@ static void relay_unregister_chan(struct relay_chan *ch)
 	u32 cpu;
 
 	list_del(&ch->node);
+	if (rcu_access_pointer(relay_ids[ch->id]) == ch) {
+		RCU_INIT_POINTER(relay_ids[ch->id], NULL);
+		/* No BPF program still writes through the old number. */
+		synchronize_rcu();
+	}
 	for (cpu = 0; cpu < ch->cpu_devs; cpu++)
 		misc_deregister(&ch->cpu[cpu].misc);
 	if (ch->registered)
@@ -910,7 +976,7 @@ static long relay_create(void __user *uarg)
 
 	if (copy_from_user(&c, uarg, sizeof(c)))
 		return -EFAULT;
-	if (c.reserved)
+	if (c.id)
 		return -EINVAL;
 	err = relay_check_name(c.name);
 	if (err)
@@ -954,6 +1020,15 @@ static long relay_create(void __user *uarg)
 		relay_chan_put(ch);
 		return -EEXIST;
 	}
+	for (c.id = 0; c.id < RELAY_MAX_CHANNELS; c.id++)
+		if (!rcu_access_pointer(relay_ids[c.id]))
+			break;
+	if (c.id == RELAY_MAX_CHANNELS) {
+		mutex_unlock(&relay_lock);
+		relay_chan_put(ch);
+		return -ENOSPC;
+	}
+	ch->id = c.id;
 	list_add(&ch->node, &relay_chans);
 	snprintf(ch->misc_name, sizeof(ch->misc_name), "relay!%s", ch->name);
 	ch->misc.minor = MISC_DYNAMIC_MINOR;
@@ -978,6 +1053,8 @@ static long relay_create(void __user *uarg)
 	}
 	if (err)
 		relay_unregister_chan(ch);
+	else
+		rcu_assign_pointer(relay_ids[ch->id], ch);
 	mutex_unlock(&relay_lock);
 	if (err)
 		return err;
@@ -1209,8 +1286,11 @@ static struct miscdevice relay_control = {
 
 int relay_glue_register(void)
 {
-	int err = register_nmi_handler(NMI_LOCAL, relay_load_nmi, 0, "relay_load");
+	int err = register_btf_kfunc_id_set(BPF_PROG_TYPE_TRACING, &relay_kfunc_set);
 
+	if (err)
+		return err;
+	err = register_nmi_handler(NMI_LOCAL, relay_load_nmi, 0, "relay_load");
 	if (err)
 		return err;
 	err = misc_register(&relay_control);

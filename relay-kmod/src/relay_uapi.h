@@ -33,9 +33,9 @@
 /* Channel names: 1..31 of [A-Za-z0-9_-], NUL-terminated, zero-padded. */
 #define RELAY_NAME_MAX		32
 
-/* RELAY_IOC_CREATE (control): errno EINVAL (a geometry field or flags),
- * ENAMETOOLONG/EINVAL (name), EEXIST (name taken), E2BIG (too large),
- * ENOMEM. */
+/* RELAY_IOC_CREATE (control): errno EINVAL (a geometry field, or id not
+ * 0), EOPNOTSUPP (flags), ENAMETOOLONG/EINVAL (name), EEXIST (name taken),
+ * E2BIG (too large), ENOSPC (RELAY_MAX_CHANNELS exist), ENOMEM. */
 struct relay_create {
 	char name[RELAY_NAME_MAX];
 	__u64 subbuf_size;	/* power of two, 128 ..= 2^30 */
@@ -43,10 +43,13 @@ struct relay_create {
 	__u64 flags;		/* RELAY_FLAG_OVERWRITE */
 	__u64 total_size;	/* out: bytes to map */
 	__u32 cpu_count;	/* out: per-CPU buffers (nr_cpu_ids) */
-	__u32 reserved;		/* must be 0 */
+	__u32 id;		/* in: 0; out: the channel's number for BPF
+				 * programs (relay_kfunc_write) */
 };
 
 #define RELAY_FLAG_OVERWRITE	1ULL
+/* Channels that exist at once (and channel numbers: 0 ..= 63). */
+#define RELAY_MAX_CHANNELS	64
 
 /* RELAY_IOC_DESTROY (control): ENOENT if no such channel. Open files and
  * mappings keep the memory until they are gone; the names disappear now. */

@@ -43,8 +43,9 @@ pub struct RelayCreate {
     pub total_size: u64,
     /// Out: per-CPU buffers.
     pub cpu_count: u32,
-    /// 0.
-    pub reserved: u32,
+    /// In: 0; out: the channel's number, for BPF programs
+    /// (`relay_kfunc_write`).
+    pub id: u32,
 }
 
 /// `struct relay_destroy`.
@@ -160,7 +161,7 @@ const _: () = {
     assert!(offset_of!(RelayCreate, flags) == 48);
     assert!(offset_of!(RelayCreate, total_size) == 56);
     assert!(offset_of!(RelayCreate, cpu_count) == 64);
-    assert!(offset_of!(RelayCreate, reserved) == 68);
+    assert!(offset_of!(RelayCreate, id) == 68);
     assert!(size_of::<RelayDestroy>() == 32);
     assert!(size_of::<RelayFlush>() == 24);
     assert!(offset_of!(RelayFlush, reserved) == 4);
@@ -412,6 +413,8 @@ pub struct CreateInfo {
     pub total_size: u64,
     /// Per-CPU buffers.
     pub cpu_count: u32,
+    /// The channel's number, for BPF programs.
+    pub id: u32,
 }
 
 /// Creates channel `name` (RELAY_IOC_CREATE on the control device).
@@ -435,6 +438,7 @@ pub fn create(
         path: channel_path(target),
         total_size: arg.total_size,
         cpu_count: arg.cpu_count,
+        id: arg.id,
     })
 }
 

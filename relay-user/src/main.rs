@@ -1196,7 +1196,7 @@ fn kernel_command(command: KernelCommand) -> Result<(), Error> {
         } => {
             let info = kernel::create(&name, subbuf_size, subbufs, overwrite)?;
             println!(
-                "{}: {} CPUs x {} x {} bytes, {} mode, {} bytes",
+                "{}: {} CPUs x {} x {} bytes, {} mode, {} bytes, id {}",
                 info.path.display(),
                 info.cpu_count,
                 if subbufs == 0 { 8 } else { subbufs },
@@ -1206,7 +1206,8 @@ fn kernel_command(command: KernelCommand) -> Result<(), Error> {
                 } else {
                     "no-overwrite"
                 },
-                info.total_size
+                info.total_size,
+                info.id
             );
         }
         KernelCommand::Destroy { name } => kernel::destroy(&name)?,

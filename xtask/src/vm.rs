@@ -58,6 +58,10 @@ const PACKAGES: &[&str] = &[
     "clang",
     "qemu-system-x86",
     "busybox-static",
+    // BTF for the kernel and modules, and the BPF programs' loader.
+    "dwarves",
+    "libbpf-dev",
+    "libzstd-dev",
     // blkparse, which `relay cat --format blktrace` is compared with.
     "blktrace",
 ];
@@ -137,6 +141,18 @@ const REQUIRED: &[(&str, &str)] = &[
     (
         "relay-guest: late-reader ok mode=overwrite",
         "no reader, then a late one: newest kept, rest counted",
+    ),
+    (
+        "relay-guest: bpf ok mode=no-overwrite",
+        "BPF programs wrote through the kfunc from a syscall tracepoint and from NMI, verified",
+    ),
+    (
+        "relay-guest: bpf ok mode=overwrite",
+        "the same in overwrite mode",
+    ),
+    (
+        "relay-guest: relay-bpf bench:",
+        "BPF programs on every vCPU: the kfunc against bpf_ringbuf_output and the perf buffer",
     ),
     (
         "relay-guest-test: poll wakeup ok",
@@ -285,8 +301,14 @@ pub fn run(args: &[String]) {
     let ko = t.time("module", || build_module(&root, &vm, &kdir));
     let test = t.time("guest test", || build_guest_test(&root, &vm));
     let relay = t.time("relay CLI", || build_relay_cli(&root, &vm));
+    let (bpf_obj, bpf_loader) = t.time("BPF programs", || build_bpf(&root, &vm));
     let initramfs = t.time("initramfs", || {
-        pack_initramfs(&vm, &kdir, &[&ko, &test, &relay], &root)
+        pack_initramfs(
+            &vm,
+            &kdir,
+            &[&ko, &test, &relay, &bpf_obj, &bpf_loader],
+            &root,
+        )
     });
     let log = t.time("boot", || boot(&vm, &kdir, &initramfs));
     check_log(&log, &vm.join("console.log"));
@@ -660,6 +682,41 @@ fn build_relay_cli(root: &Path, vm: &Path) -> PathBuf {
     )
 }
 
+/// The BPF programs (clang's BPF target) and their loader (libbpf, static).
+fn build_bpf(root: &Path, vm: &Path) -> (PathBuf, PathBuf) {
+    header("BPF programs and loader");
+    let src = root.join("relay-kmod/bpf");
+    for name in ["relay_events", "relay_bench"] {
+        sh(
+            &format!("clang -target bpf {name}.bpf.c"),
+            Command::new("clang")
+                .args([
+                    "-O2",
+                    "-g",
+                    "-Wall",
+                    "-target",
+                    "bpf",
+                    "-D__TARGET_ARCH_x86",
+                ])
+                .args(["-I/usr/include/x86_64-linux-gnu", "-c"])
+                .arg(src.join(format!("{name}.bpf.c")))
+                .arg("-o")
+                .arg(vm.join(format!("{name}.bpf.o"))),
+        );
+    }
+    let obj = vm.join("relay_events.bpf.o");
+    let loader = vm.join("relay-bpf");
+    sh(
+        "cc -static relay_bpf.c -lbpf",
+        Command::new("cc")
+            .args(["-O2", "-Wall", "-static", "-o"])
+            .arg(&loader)
+            .arg(src.join("relay_bpf.c"))
+            .args(["-lbpf", "-lelf", "-lz", "-lzstd", "-lpthread"]),
+    );
+    (obj, loader)
+}
+
 /// `path` and the shared libraries it loads (from `ldd`), for the
 /// initramfs: (path in the guest, path on the host).
 fn with_libraries(path: &str) -> Vec<(String, String)> {
@@ -690,11 +747,19 @@ fn with_libraries(path: &str) -> Vec<(String, String)> {
 // ---------------------------------------------------------------------------
 // 5. initramfs and boot
 
-fn pack_initramfs(vm: &Path, kdir: &Path, bins: &[&Path; 3], root: &Path) -> PathBuf {
+fn pack_initramfs(vm: &Path, kdir: &Path, bins: &[&Path; 5], root: &Path) -> PathBuf {
     header("initramfs");
-    let [ko, test, relay] = *bins;
+    let [ko, test, relay, bpf_obj, bpf_loader] = *bins;
     let init = root.join("relay-kmod/guest/init");
-    for f in [Path::new(BUSYBOX), init.as_path(), ko, test, relay] {
+    for f in [
+        Path::new(BUSYBOX),
+        init.as_path(),
+        ko,
+        test,
+        relay,
+        bpf_obj,
+        bpf_loader,
+    ] {
         if !f.is_file() {
             die(&format!("{} is missing", f.display()));
         }
@@ -752,11 +817,17 @@ fn pack_initramfs(vm: &Path, kdir: &Path, bins: &[&Path; 3], root: &Path) -> Pat
          file /relay_kmod.ko {} 0644 0 0\n\
          file /bin/relay-test {} 0755 0 0\n\
          file /bin/relay {} 0755 0 0\n\
+         file /relay_events.bpf.o {} 0644 0 0\n\
+         file /relay_bench.bpf.o {} 0644 0 0\n\
+         file /bin/relay-bpf {} 0755 0 0\n\
          {dirs}{extra}",
         init.display(),
         ko.display(),
         test.display(),
-        relay.display()
+        relay.display(),
+        bpf_obj.display(),
+        bpf_obj.with_file_name("relay_bench.bpf.o").display(),
+        bpf_loader.display()
     );
     let spec_path = vm.join("initramfs.list");
     fs::write(&spec_path, spec).unwrap_or_else(|e| die(&format!("write spec: {e}")));

@@ -35,7 +35,7 @@ struct Create {
     flags: u64,
     total_size: u64,
     cpu_count: u32,
-    reserved: u32,
+    id: u32,
 }
 
 /// `struct relay_destroy`.
@@ -159,7 +159,7 @@ fn create_args(n: &str, subbuf_size: u64, subbuf_count: u64, flags: u64) -> Crea
         flags,
         total_size: 0,
         cpu_count: 0,
-        reserved: 0,
+        id: 0,
     }
 }
 
@@ -210,8 +210,8 @@ fn bad_creates(ctl: c_int) -> usize {
         expect(what, call(ctl, IOC_CREATE, &mut c), *want);
     }
     let mut c = create_args("b", 4096, 8, 0);
-    c.reserved = 1;
-    expect("reserved != 0", call(ctl, IOC_CREATE, &mut c), EINVAL);
+    c.id = 1;
+    expect("id != 0", call(ctl, IOC_CREATE, &mut c), EINVAL);
     let mut c = create_args("b", 4096, 8, 0);
     c.name[5] = b'z'; // garbage after the NUL
     expect("bytes after the name's NUL", call(ctl, IOC_CREATE, &mut c), EINVAL);

@@ -1,0 +1,117 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The BPF benchmark, in the style of the kernel's bench_ringbufs: on every
+ * CPU a thread calls getpgid() in a loop; a program attached to its entry
+ * writes BATCH records of PAYLOAD bytes per call through (a) relay-kmod's
+ * kfunc, (b) bpf_ringbuf_output, (c) bpf_perf_event_output. The loader
+ * attaches one program at a time and counts what was accepted.
+ */
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#define PAYLOAD 64
+#define BATCH 100
+#define NR_GETPGID 121 /* x86-64 */
+
+struct config {
+	__u32 channel;
+	__u32 tgid;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct config);
+} config SEC(".maps");
+
+/* Per CPU: [0] attempts, [1] accepted. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} counts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20);
+} rb SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(int));
+	__uint(value_size, sizeof(int));
+} pb SEC(".maps");
+
+extern int relay_kfunc_write(__u32 id, __u32 type, const void *data,
+			     __u32 data__sz) __ksym;
+
+static __always_inline struct config *ours(long id)
+{
+	__u32 zero = 0;
+	struct config *c = bpf_map_lookup_elem(&config, &zero);
+
+	if (!c || id != NR_GETPGID || (bpf_get_current_pid_tgid() >> 32) != c->tgid)
+		return 0;
+	return c;
+}
+
+static __always_inline void count(__u64 ok)
+{
+	__u32 k0 = 0, k1 = 1;
+	__u64 *a = bpf_map_lookup_elem(&counts, &k0);
+	__u64 *b = bpf_map_lookup_elem(&counts, &k1);
+
+	if (a && b) {
+		*a += BATCH;
+		*b += ok;
+	}
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(bench_relay, void *regs, long id)
+{
+	struct config *c = ours(id);
+	__u64 buf[PAYLOAD / 8] = { 1, 2, 3, 4, 5, 6, 7, 8 };
+	__u64 ok = 0;
+
+	if (!c)
+		return 0;
+	for (int i = 0; i < BATCH; i++)
+		ok += relay_kfunc_write(c->channel, 1, buf, PAYLOAD) == 0;
+	count(ok);
+	return 0;
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(bench_ringbuf, void *regs, long id)
+{
+	__u64 buf[PAYLOAD / 8] = { 1, 2, 3, 4, 5, 6, 7, 8 };
+	__u64 ok = 0;
+
+	if (!ours(id))
+		return 0;
+	for (int i = 0; i < BATCH; i++)
+		ok += bpf_ringbuf_output(&rb, buf, PAYLOAD, 0) == 0;
+	count(ok);
+	return 0;
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(bench_perfbuf, void *regs, long id)
+{
+	__u64 buf[PAYLOAD / 8] = { 1, 2, 3, 4, 5, 6, 7, 8 };
+	__u64 ok = 0;
+
+	if (!ours(id))
+		return 0;
+	for (int i = 0; i < BATCH; i++)
+		ok += bpf_perf_event_output(ctx, &pb, BPF_F_CURRENT_CPU, buf, PAYLOAD) == 0;
+	count(ok);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,285 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * relay-bpf: loads relay_events.bpf.o (libbpf, linked statically), points
+ * its programs at relay-kmod channel ID, and drives the syscall program:
+ * one thread pinned to each online CPU calls getppid() SYSCALLS times. The
+ * NMI program fires whenever the module's load generator sends NMIs
+ * (`relay kernel load --nmi`) while the programs stay attached (HOLD_MS).
+ * Then it prints what the programs attempted and wrote:
+ *
+ *   relay-bpf ok: cpus=4 task=20000 task_written=20000 nmi=812 nmi_written=812
+ *
+ * usage: relay-bpf OBJECT ID SYSCALLS HOLD_MS
+ *        relay-bpf bench OBJECT ID CALLS
+ *
+ * The second form is the benchmark (relay_bench.bpf.o): CALLS getpgid()
+ * per CPU, each writing 100 records, through relay-kmod's kfunc (channel
+ * ID, overwrite mode: never full), bpf_ringbuf_output and
+ * bpf_perf_event_output (each with a consumer thread, as they are used),
+ * one after the other; records accepted per second, and the ratios.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+struct config {
+	unsigned int channel;
+	unsigned int tgid;
+};
+
+struct worker {
+	pthread_t thread;
+	int cpu;
+	long calls;
+	long nr;
+	int err;
+};
+
+static void *work(void *arg)
+{
+	struct worker *w = arg;
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(w->cpu, &set);
+	w->err = pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+	if (w->err)
+		return NULL;
+	for (long i = 0; i < w->calls; i++)
+		syscall(w->nr, 0);
+	return NULL;
+}
+
+/* One pinned thread per online CPU, each making `calls` syscalls `nr`. */
+static int run_workers(int online, long calls, long nr)
+{
+	struct worker *w = calloc(online, sizeof(*w));
+	int err = 0;
+
+	if (!w)
+		return ENOMEM;
+	for (int i = 0; i < online; i++) {
+		w[i].cpu = i;
+		w[i].calls = calls;
+		w[i].nr = nr;
+		err = pthread_create(&w[i].thread, NULL, work, &w[i]);
+		if (err)
+			break;
+	}
+	for (int i = 0; i < online && w[i].thread; i++) {
+		pthread_join(w[i].thread, NULL);
+		err = err ?: w[i].err;
+	}
+	free(w);
+	return err;
+}
+
+/* Sum over CPUs of per-CPU array `map`, entry `key`. */
+static int sum(struct bpf_map *map, unsigned int key, int ncpus,
+	       unsigned long long *out)
+{
+	unsigned long long *v = calloc(ncpus, sizeof(*v));
+	int err;
+
+	if (!v)
+		return -ENOMEM;
+	err = bpf_map_lookup_elem(bpf_map__fd(map), &key, v);
+	*out = 0;
+	for (int i = 0; !err && i < ncpus; i++)
+		*out += v[i];
+	free(v);
+	return err;
+}
+
+static int fail(const char *what, int err)
+{
+	printf("relay-bpf FAILED: %s: %s\n", what, strerror(err < 0 ? -err : err));
+	return 1;
+}
+
+static volatile int consuming;
+
+static int on_ring(void *ctx, void *data, size_t size)
+{
+	return 0;
+}
+
+static void on_perf(void *ctx, int cpu, void *data, __u32 size)
+{
+}
+
+static void *consume_ring(void *arg)
+{
+	while (consuming)
+		ring_buffer__poll(arg, 10);
+	return NULL;
+}
+
+static void *consume_perf(void *arg)
+{
+	while (consuming)
+		perf_buffer__poll(arg, 10);
+	return NULL;
+}
+
+static double now_s(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+static int bench(const char *path, unsigned int channel, long calls)
+{
+	static const char *const names[] = { "bench_relay", "bench_ringbuf", "bench_perfbuf" };
+	double rate[3] = { 0 };
+	unsigned long long att[3], ok[3];
+	struct config c = { .channel = channel, .tgid = getpid() };
+	unsigned int zero = 0, one = 1;
+	int online = sysconf(_SC_NPROCESSORS_ONLN);
+	int possible = libbpf_num_possible_cpus();
+	struct bpf_object *obj = bpf_object__open_file(path, NULL);
+	struct bpf_map *config, *counts;
+	int err = libbpf_get_error(obj);
+
+	if (err)
+		return fail("open object", err);
+	err = bpf_object__load(obj);
+	if (err)
+		return fail("load (verifier and kfunc resolution)", err);
+	config = bpf_object__find_map_by_name(obj, "config");
+	counts = bpf_object__find_map_by_name(obj, "counts");
+	if (!config || !counts || bpf_map_update_elem(bpf_map__fd(config), &zero, &c, BPF_ANY))
+		return fail("maps", ENOENT);
+	for (int p = 0; p < 3; p++) {
+		struct bpf_program *prog = bpf_object__find_program_by_name(obj, names[p]);
+		unsigned long long *zeros = calloc(possible, sizeof(*zeros));
+		struct ring_buffer *rb = NULL;
+		struct perf_buffer *pb = NULL;
+		pthread_t consumer;
+		struct bpf_link *link;
+		double t0;
+
+		if (!prog || !zeros)
+			return fail(names[p], ENOENT);
+		bpf_map_update_elem(bpf_map__fd(counts), &zero, zeros, BPF_ANY);
+		bpf_map_update_elem(bpf_map__fd(counts), &one, zeros, BPF_ANY);
+		free(zeros);
+		consuming = 1;
+		if (p == 1) {
+			rb = ring_buffer__new(bpf_map__fd(bpf_object__find_map_by_name(obj, "rb")),
+					      on_ring, NULL, NULL);
+			if (!rb)
+				return fail("ring_buffer__new", errno);
+			pthread_create(&consumer, NULL, consume_ring, rb);
+		} else if (p == 2) {
+			pb = perf_buffer__new(bpf_map__fd(bpf_object__find_map_by_name(obj, "pb")),
+					      64, on_perf, NULL, NULL, NULL);
+			if (!pb)
+				return fail("perf_buffer__new", errno);
+			pthread_create(&consumer, NULL, consume_perf, pb);
+		}
+		link = bpf_program__attach(prog);
+		err = libbpf_get_error(link);
+		if (err)
+			return fail(names[p], err);
+		t0 = now_s();
+		err = run_workers(online, calls, SYS_getpgid);
+		rate[p] = now_s() - t0;
+		bpf_link__destroy(link);
+		consuming = 0;
+		if (rb || pb)
+			pthread_join(consumer, NULL);
+		ring_buffer__free(rb);
+		perf_buffer__free(pb);
+		if (err)
+			return fail("bench threads", err);
+		if (sum(counts, 0, possible, &att[p]) || sum(counts, 1, possible, &ok[p]))
+			return fail("read counters", errno);
+		rate[p] = ok[p] / rate[p] / 1e6;
+	}
+	printf("relay-bpf bench: cpus=%d records=%llu relay-kfunc=%.2f M/s (accepted %llu/%llu) "
+	       "ringbuf=%.2f M/s (%llu/%llu) perfbuf=%.2f M/s (%llu/%llu) "
+	       "ratio_ringbuf=%.2f ratio_perfbuf=%.2f\n",
+	       online, att[0], rate[0], ok[0], att[0], rate[1], ok[1], att[1], rate[2], ok[2],
+	       att[2], rate[1] > 0 ? rate[0] / rate[1] : 0, rate[2] > 0 ? rate[0] / rate[2] : 0);
+	bpf_object__close(obj);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct bpf_object *obj;
+	struct bpf_program *prog;
+	struct bpf_map *config, *seqs, *written;
+	struct config c;
+	unsigned int zero = 0;
+	unsigned long long task, task_ok, nmi, nmi_ok;
+	struct bpf_link *links[2] = { 0 };
+	int n = 0, online, possible, err;
+	long syscalls, hold_ms;
+
+	if (argc == 5 && !strcmp(argv[1], "bench"))
+		return bench(argv[2], strtoul(argv[3], NULL, 0), strtol(argv[4], NULL, 0));
+	if (argc != 5) {
+		fprintf(stderr, "usage: relay-bpf OBJECT ID SYSCALLS HOLD_MS\n");
+		return 2;
+	}
+	c.channel = strtoul(argv[2], NULL, 0);
+	c.tgid = getpid();
+	syscalls = strtol(argv[3], NULL, 0);
+	hold_ms = strtol(argv[4], NULL, 0);
+	online = sysconf(_SC_NPROCESSORS_ONLN);
+	possible = libbpf_num_possible_cpus();
+	if (online <= 0 || possible <= 0)
+		return fail("CPU count", EINVAL);
+
+	obj = bpf_object__open_file(argv[1], NULL);
+	err = libbpf_get_error(obj);
+	if (err)
+		return fail("open object", err);
+	err = bpf_object__load(obj);
+	if (err)
+		return fail("load (verifier and kfunc resolution)", err);
+	config = bpf_object__find_map_by_name(obj, "config");
+	seqs = bpf_object__find_map_by_name(obj, "seqs");
+	written = bpf_object__find_map_by_name(obj, "written");
+	if (!config || !seqs || !written)
+		return fail("maps", ENOENT);
+	err = bpf_map_update_elem(bpf_map__fd(config), &zero, &c, BPF_ANY);
+	if (err)
+		return fail("config", errno);
+	bpf_object__for_each_program(prog, obj) {
+		links[n] = bpf_program__attach(prog);
+		err = libbpf_get_error(links[n]);
+		if (err)
+			return fail(bpf_program__name(prog), err);
+		n++;
+	}
+
+	err = run_workers(online, syscalls, SYS_getppid);
+	if (err)
+		return fail("syscall threads", err);
+	usleep(hold_ms * 1000);
+	for (int i = 0; i < n; i++)
+		bpf_link__destroy(links[i]);
+
+	if (sum(seqs, 0, possible, &task) || sum(written, 0, possible, &task_ok) ||
+	    sum(seqs, 1, possible, &nmi) || sum(written, 1, possible, &nmi_ok))
+		return fail("read counters", errno);
+	printf("relay-bpf ok: cpus=%d task=%llu task_written=%llu nmi=%llu nmi_written=%llu\n",
+	       online, task, task_ok, nmi, nmi_ok);
+	bpf_object__close(obj);
+	return 0;
+}

@@ -1,0 +1,117 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * BPF programs that write checked payloads (docs/FORMAT.md, relay-core's
+ * `checked` module) into a relay-kmod channel through the module's kfunc:
+ *
+ * - on_sys_enter (tp_btf/sys_enter): one record per getppid() of the
+ *   loader's process (source 4, "BPF task");
+ * - on_nmi (fentry/relay_nmi_hook): one record per NMI of the module's load
+ *   generator, in NMI context (source 5, "BPF NMI").
+ *
+ * Every attempt takes a sequence number (per CPU and source, in a per-CPU
+ * array), so `relay verify` holds the stream to the channel's accounting.
+ * Built with clang -target bpf by `cargo xtask vm-test`.
+ */
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#define PAYLOAD 64
+#define SOURCE_BPF_TASK 4
+#define SOURCE_BPF_NMI 5
+#define NR_GETPPID 110 /* x86-64 */
+
+struct config {
+	__u32 channel;
+	__u32 tgid;
+};
+
+/* Set by the loader before attaching. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct config);
+} config SEC(".maps");
+
+/* Per CPU: [0] the task program's next sequence number, [1] the NMI one's. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} seqs SEC(".maps");
+
+/* Per CPU: records the kfunc accepted, same keys. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} written SEC(".maps");
+
+extern int relay_kfunc_write(__u32 id, __u32 type, const void *data,
+			     __u32 data__sz) __ksym;
+
+static __always_inline __u64 fnv(__u64 h, const __u8 *b, int from, int to)
+{
+#pragma unroll
+	for (int i = from; i < to; i++)
+		h = (h ^ b[i]) * 0x00000100000001b3ULL;
+	return h;
+}
+
+/* The checked payload `seq` of (cpu, source), as relay-core's fill(). */
+static __always_inline void fill(__u8 *b, __u32 cpu, __u32 source, __u64 seq)
+{
+	__u64 h;
+
+	*(__u64 *)&b[0] = seq;
+	*(__u32 *)&b[8] = cpu;
+	*(__u32 *)&b[12] = PAYLOAD;
+	*(__u32 *)&b[16] = source;
+	*(__u32 *)&b[20] = 0;
+#pragma unroll
+	for (int i = 32; i < PAYLOAD; i++)
+		b[i] = (__u8)seq ^ (__u8)(i - 32);
+	h = fnv(0xcbf29ce484222325ULL, b, 0, 24);
+	h = fnv(h, b, 32, PAYLOAD);
+	*(__u64 *)&b[24] = h;
+}
+
+static __always_inline int emit(__u32 key, __u32 source)
+{
+	__u32 zero = 0;
+	struct config *c = bpf_map_lookup_elem(&config, &zero);
+	__u64 *seq = bpf_map_lookup_elem(&seqs, &key);
+	__u64 *ok = bpf_map_lookup_elem(&written, &key);
+	__u8 buf[PAYLOAD] __attribute__((aligned(8)));
+
+	if (!c || !seq || !ok)
+		return 0;
+	fill(buf, bpf_get_smp_processor_id(), source, *seq);
+	*seq += 1;
+	if (relay_kfunc_write(c->channel, 0x20 + source, buf, PAYLOAD) == 0)
+		*ok += 1;
+	return 0;
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(on_sys_enter, void *regs, long id)
+{
+	__u32 zero = 0;
+	struct config *c = bpf_map_lookup_elem(&config, &zero);
+
+	if (!c || id != NR_GETPPID || (bpf_get_current_pid_tgid() >> 32) != c->tgid)
+		return 0;
+	return emit(0, SOURCE_BPF_TASK);
+}
+
+SEC("fentry/relay_nmi_hook")
+int BPF_PROG(on_nmi, __u32 cpu, __u64 seq)
+{
+	return emit(1, SOURCE_BPF_NMI);
+}
+
+char LICENSE[] SEC("license") = "GPL";
