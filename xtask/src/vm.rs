@@ -4,18 +4,20 @@
 //!
 //! 1. installs what is missing (apt: the 6.12 kernel source, Debian's rustc
 //!    with its library source, the kernel's build dependencies, qemu,
-//!    busybox-static, blktrace; crates.io: bindgen-cli);
+//!    busybox-static, blktrace, dwarves for BTF, libbpf; crates.io:
+//!    bindgen-cli);
 //! 2. unpacks the kernel into `target/vm/`, configures it (tinyconfig plus
 //!    `relay-kmod/kernel.config`) and builds `bzImage` and `modules`; skipped
 //!    when the tree's `.config` already matches the fragment and the images
 //!    exist;
 //! 3. builds relay-core for the kernel target and relay_kmod.ko out of tree
 //!    (`relay-kmod/Makefile`, in a copy under `target/vm/kmod/`);
-//! 4. packs an initramfs (busybox + `relay-kmod/guest/init` + the module)
-//!    and boots it in qemu (TCG, 4 vCPUs), the serial console going to
-//!    `target/vm/console.log`;
-//! 5. fails unless the log shows the module's self-test lines, the module
-//!    unloaded, and no kernel warning, BUG, oops or panic.
+//! 4. builds the static guest binaries (the `relay` CLI, the bad-input test,
+//!    the BPF loader) and the BPF programs, packs an initramfs (busybox,
+//!    blktrace, `relay-kmod/guest/init`, the module) and boots it in qemu
+//!    (TCG, 4 vCPUs), the serial console going to `target/vm/console.log`;
+//! 5. fails unless the log shows every scenario's `ok` line (`REQUIRED`),
+//!    and on any FAILED line, kernel warning, BUG, oops or panic.
 //!
 //! Every step prints what it runs and how long it took.
 
