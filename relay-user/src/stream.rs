@@ -5,6 +5,7 @@
 //! `latency`); kernel channel files ask the module to flush that CPU
 //! (RELAY_IOC_FLUSH), which answers at once, so nothing waits.
 
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -211,7 +212,7 @@ impl<'f> Stream<'f> {
         let drain = loop {
             match self.poll_ready() {
                 Ready::Deliver { drain } => break drain,
-                Ready::Wait(d) => std::thread::sleep(d),
+                Ready::Wait(d) => self.wait(d),
                 Ready::End => return None,
             }
         };
@@ -222,6 +223,45 @@ impl<'f> Stream<'f> {
     /// least one is ready; `None` at the end of the stream. Runs of one
     /// CPU's records go straight from the mapping to `f`: the fast way.
     pub fn next_batch(&mut self, max: usize, f: &mut impl FnMut(Event<'_>)) -> Option<usize> {
+        self.batch_until(None, max, f)
+    }
+
+    /// [`Self::next_batch`] without waiting: `Some(0)` when nothing is
+    /// ready yet (follow mode), for event loops that wait on the file
+    /// descriptor themselves (a kernel channel file polls readable when a
+    /// sub-buffer is sealed).
+    pub fn try_next_batch(&mut self, max: usize, f: &mut impl FnMut(Event<'_>)) -> Option<usize> {
+        self.batch_until(Some(Instant::now()), max, f)
+    }
+
+    /// [`Self::next_batch`] waiting at most `timeout`: `Some(0)` if nothing
+    /// became ready in time.
+    pub fn next_batch_timeout(
+        &mut self,
+        max: usize,
+        timeout: Duration,
+        f: &mut impl FnMut(Event<'_>),
+    ) -> Option<usize> {
+        self.batch_until(Some(Instant::now() + timeout), max, f)
+    }
+
+    /// Waits `d`: on a kernel channel file in poll(2), which a writer's seal
+    /// ends early; otherwise a sleep (plain files have no wakeups).
+    fn wait(&self, d: Duration) {
+        if self.file.is_kernel() && self.options.cpus.is_empty() {
+            // Readable, timed out or interrupted: the caller looks again.
+            let _ = crate::sys::poll_readable(self.file.file().as_fd(), d);
+        } else {
+            std::thread::sleep(d)
+        }
+    }
+
+    fn batch_until(
+        &mut self,
+        deadline: Option<Instant>,
+        max: usize,
+        f: &mut impl FnMut(Event<'_>),
+    ) -> Option<usize> {
         loop {
             match self.poll_ready() {
                 Ready::Deliver { drain } => {
@@ -240,7 +280,16 @@ impl<'f> Stream<'f> {
                     };
                     return self.merger.next_batch(drain, max, &mut track).ok();
                 }
-                Ready::Wait(d) => std::thread::sleep(d),
+                Ready::Wait(d) => match deadline {
+                    None => self.wait(d),
+                    Some(end) => {
+                        let left = end.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            return Some(0);
+                        }
+                        self.wait(d.min(left));
+                    }
+                },
                 Ready::End => return None,
             }
         }

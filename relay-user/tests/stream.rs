@@ -136,3 +136,42 @@ fn async_stream_with_tokio() {
     check(&got, n);
     let _ = std::fs::remove_file(path);
 }
+
+/// Non-blocking and bounded waits: nothing ready is `Some(0)`, not the end
+/// and not a hang; a flushed record is there on the next call.
+#[test]
+fn non_blocking_and_timeout() {
+    let (file, path) = channel("nonblocking");
+    let mut stream = Stream::new(
+        &file,
+        StreamOptions {
+            follow: true,
+            ..Default::default()
+        },
+    );
+    let mut got = 0;
+    assert_eq!(stream.try_next_batch(16, &mut |_| got += 1), Some(0));
+    assert_eq!(
+        stream.next_batch_timeout(16, Duration::from_millis(20), &mut |_| got += 1),
+        Some(0)
+    );
+    for cpu in 0..2 {
+        let w = file.local_writer(cpu).unwrap();
+        w.write(1, b"x", &mut monotonic_ns).unwrap();
+        let _ = w.flush(&mut monotonic_ns);
+    }
+    let mut total = 0;
+    while total < 2 {
+        let n = stream
+            .next_batch_timeout(16, Duration::from_secs(5), &mut |e| {
+                assert!(matches!(e, Event::Record { .. }));
+                got += 1
+            })
+            .unwrap();
+        assert!(n > 0, "flushed records did not arrive");
+        total += n;
+    }
+    assert_eq!(got, 2);
+    drop(stream);
+    let _ = std::fs::remove_file(path);
+}
