@@ -11,6 +11,8 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 
+#include "relay_kfunc.h"
+
 #define PAYLOAD 64
 #define BATCH 100
 #define NR_GETPGID 121 /* x86-64 */
@@ -46,8 +48,6 @@ struct {
 	__uint(value_size, sizeof(int));
 } pb SEC(".maps");
 
-extern int relay_kfunc_write(__u32 id, __u32 type, const void *data,
-			     __u32 data__sz) __ksym;
 
 static __always_inline struct config *ours(long id)
 {
@@ -81,7 +81,7 @@ int BPF_PROG(bench_relay, void *regs, long id)
 	if (!c)
 		return 0;
 	for (int i = 0; i < BATCH; i++)
-		ok += relay_kfunc_write(c->channel, 1, buf, PAYLOAD) == 0;
+		ok += relay_kfunc_write(c->channel, 1, buf, PAYLOAD, 0) == 0;
 	count(ok);
 	return 0;
 }

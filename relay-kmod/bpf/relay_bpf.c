@@ -275,10 +275,27 @@ int main(int argc, char **argv)
 	for (int i = 0; i < n; i++)
 		bpf_link__destroy(links[i]);
 
+	/* The kfunc refused bad arguments: -EINVAL x 3, -ENOENT. */
+	{
+		struct bpf_map *checks = bpf_object__find_map_by_name(obj, "checks");
+		static const long long want[4] = { -EINVAL, -EINVAL, -EINVAL, -ENOENT };
+
+		for (unsigned int k = 0; k < 4; k++) {
+			long long got = 1;
+
+			if (!checks || bpf_map_lookup_elem(bpf_map__fd(checks), &k, &got))
+				return fail("read checks", errno);
+			if (got != want[k]) {
+				printf("relay-bpf FAILED: bad argument %u: the kfunc returned %lld, not %lld\n",
+				       k, got, want[k]);
+				return 1;
+			}
+		}
+	}
 	if (sum(seqs, 0, possible, &task) || sum(written, 0, possible, &task_ok) ||
 	    sum(seqs, 1, possible, &nmi) || sum(written, 1, possible, &nmi_ok))
 		return fail("read counters", errno);
-	printf("relay-bpf ok: cpus=%d task=%llu task_written=%llu nmi=%llu nmi_written=%llu\n",
+	printf("relay-bpf ok: cpus=%d task=%llu task_written=%llu nmi=%llu nmi_written=%llu bad_arguments=refused\n",
 	       online, task, task_ok, nmi, nmi_ok);
 	bpf_object__close(obj);
 	return 0;

@@ -10,12 +10,17 @@
  *
  * Every attempt takes a sequence number (per CPU and source, in a per-CPU
  * array), so `relay verify` holds the stream to the channel's accounting.
+ * The first task-context call on each CPU also passes the kfunc a bad
+ * channel number, type and flags, and an unused channel number, and keeps
+ * the answers for the loader to check.
  * Built with clang -target bpf by `cargo xtask vm-test`.
  */
 #include <linux/types.h>
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
+
+#include "relay_kfunc.h"
 
 #define PAYLOAD 64
 #define SOURCE_BPF_TASK 4
@@ -51,8 +56,6 @@ struct {
 	__type(value, __u64);
 } written SEC(".maps");
 
-extern int relay_kfunc_write(__u32 id, __u32 type, const void *data,
-			     __u32 data__sz) __ksym;
 
 static __always_inline __u64 fnv(__u64 h, const __u8 *b, int from, int to)
 {
@@ -80,6 +83,33 @@ static __always_inline void fill(__u8 *b, __u32 cpu, __u32 source, __u64 seq)
 	*(__u64 *)&b[24] = h;
 }
 
+/* What the kfunc answered to bad arguments (checked by the loader). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 4);
+	__type(key, __u32);
+	__type(value, __s64);
+} checks SEC(".maps");
+
+static __always_inline void check(__u32 k, __s64 r)
+{
+	__s64 *v = bpf_map_lookup_elem(&checks, &k);
+
+	if (v)
+		*v = r;
+}
+
+/* Bad channel numbers, types and flags are errors, never a write. */
+static __always_inline void bad_arguments(struct config *c, __u8 *buf)
+{
+	__u32 unused = c->channel == RELAY_MAX_CHANNELS - 1 ? 0 : RELAY_MAX_CHANNELS - 1;
+
+	check(0, relay_kfunc_write(RELAY_MAX_CHANNELS, 1, buf, PAYLOAD, 0));
+	check(1, relay_kfunc_write(c->channel, 70000, buf, PAYLOAD, 0));
+	check(2, relay_kfunc_write(c->channel, 1, buf, PAYLOAD, 2));
+	check(3, relay_kfunc_write(unused, 1, buf, PAYLOAD, 0));
+}
+
 static __always_inline int emit(__u32 key, __u32 source)
 {
 	__u32 zero = 0;
@@ -91,8 +121,12 @@ static __always_inline int emit(__u32 key, __u32 source)
 	if (!c || !seq || !ok)
 		return 0;
 	fill(buf, bpf_get_smp_processor_id(), source, *seq);
+	if (*seq == 0 && source == SOURCE_BPF_TASK)
+		bad_arguments(c, buf);
 	*seq += 1;
-	if (relay_kfunc_write(c->channel, 0x20 + source, buf, PAYLOAD) == 0)
+	/* From NMI, also ask for a wakeup (the kfunc defers it to irq_work). */
+	if (relay_kfunc_write(c->channel, 0x20 + source, buf, PAYLOAD,
+			      source == SOURCE_BPF_NMI ? RELAY_KFUNC_WAKEUP : 0) == 0)
 		*ok += 1;
 	return 0;
 }

@@ -345,22 +345,28 @@ __bpf_kfunc_start_defs();
  * @type: the record's type (0 ..= 65535)
  * @data: the payload, in program memory
  * @data__sz: its length (the verifier checks @data for it)
+ * @flags: RELAY_KFUNC_WAKEUP: wake readers now (through irq_work, so NMI
+ *	   is fine), not only when a sub-buffer is sealed
  *
  * Context: any a tracing program runs in, NMI included.
- * Return: 0; -EINVAL (bad @id or @type), -ENOENT (no channel @id),
- * -ENOSPC (full), -EMSGSIZE (larger than a sub-buffer holds).
+ * Return: 0; -EINVAL (bad @id, @type or @flags), -ENOENT (no channel
+ * @id), -ENOSPC (full), -EMSGSIZE (larger than a sub-buffer holds).
  */
-__bpf_kfunc int relay_kfunc_write(u32 id, u32 type, const void *data, u32 data__sz)
+__bpf_kfunc int relay_kfunc_write(u32 id, u32 type, const void *data, u32 data__sz,
+				  u64 flags)
 {
 	struct relay_chan *ch;
 	int r = -ENOENT;
 
-	if (id >= RELAY_MAX_CHANNELS || type > U16_MAX)
+	if (id >= RELAY_MAX_CHANNELS || type > U16_MAX || (flags & ~RELAY_KFUNC_WAKEUP))
 		return -EINVAL;
 	rcu_read_lock();
 	ch = rcu_dereference(relay_ids[id]);
-	if (ch)
+	if (ch) {
 		r = relay_chan_write(ch, type, data, data__sz);
+		if (!r && (flags & RELAY_KFUNC_WAKEUP))
+			irq_work_queue(&ch->wake);
+	}
 	rcu_read_unlock();
 	return r;
 }

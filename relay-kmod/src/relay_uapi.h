@@ -51,6 +51,12 @@ struct relay_create {
 /* Channels that exist at once (and channel numbers: 0 ..= 63). */
 #define RELAY_MAX_CHANNELS	64
 
+/* BPF programs write with the module's kfunc
+ *   int relay_kfunc_write(__u32 id, __u32 type, const void *data,
+ *                         __u32 data__sz, __u64 flags) __ksym;
+ * from any tracing context, NMI included; flags: */
+#define RELAY_KFUNC_WAKEUP	1ULL	/* wake readers now, not only at seals */
+
 /* RELAY_IOC_DESTROY (control): ENOENT if no such channel. Open files and
  * mappings keep the memory until they are gone; the names disappear now. */
 struct relay_destroy {
