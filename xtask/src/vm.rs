@@ -145,6 +145,14 @@ const REQUIRED: &[(&str, &str)] = &[
         "no reader, then a late one: newest kept, rest counted",
     ),
     (
+        "relay-guest: stat ok mode=no-overwrite",
+        "relay stat on a kernel channel: per-CPU counters and memory (ioctl)",
+    ),
+    (
+        "relay-guest: stat ok mode=overwrite",
+        "the same in overwrite mode",
+    ),
+    (
         "relay-guest: bpf ok mode=no-overwrite",
         "BPF programs wrote through the kfunc from a syscall tracepoint and from NMI, verified",
     ),
