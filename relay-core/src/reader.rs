@@ -228,6 +228,12 @@ impl<'a> CpuReader<'a> {
         (Seal::decode(seal.load(Ordering::Acquire)) == Seal::Sealed(consumed)).then_some(consumed)
     }
 
+    /// Losses already reported to readers (kept in the consumer state, so
+    /// a restarted reader does not report them again). Untrusted.
+    pub fn lost_reported(&self) -> Lost {
+        self.reported()
+    }
+
     fn reported(&self) -> Lost {
         let w = |i| load(self.b.consumer_word(i));
         Lost {
@@ -320,6 +326,38 @@ impl<'a> CpuReader<'a> {
     #[cfg(not(loom))]
     pub(crate) fn sealed_bytes(&self, seq: u64) -> &'a [u8] {
         crate::mem::subbuf_bytes(self.b.subbuf_words(self.b.slot(seq)))
+    }
+
+    /// Records of this CPU that a reader starting now will not be handed:
+    /// those of the sub-buffers earlier readers finished (the consumer
+    /// state's count) and, in no-overwrite mode, those of the next one
+    /// before its saved resume cursor. A restarted reader's first record
+    /// should be the one after them, which is how `relay verify --resume`
+    /// checks that a restart lost nothing. Untrusted, like all consumer
+    /// state.
+    #[cfg(not(loom))]
+    pub fn records_before_resume(&self) -> u64 {
+        let finished = load(self.b.consumer_word(consumer::CONSUMED_RECORDS));
+        let off = self.resume_offset(self.consumed());
+        if self.b.mode != Mode::NoOverwrite || off <= SUBBUF_HEADER_SIZE as u64 {
+            return finished;
+        }
+        let Some(seq) = self.ready() else {
+            return finished;
+        };
+        let bytes = crate::mem::subbuf_bytes(self.b.subbuf_words(self.b.slot(seq)));
+        let Ok(view) = SubbufView::parse(bytes, &self.geometry, seq, self.b.cpu) else {
+            return finished;
+        };
+        let mut records = view.records();
+        let mut before = 0u64;
+        while let Some((at, _)) = records.next_at() {
+            if at as u64 >= off {
+                break;
+            }
+            before += 1;
+        }
+        finished.wrapping_add(before)
     }
 
     /// The consumer position (the next sub-buffer to read).

@@ -454,3 +454,44 @@ fn every_seal_is_reported_once() {
         assert_eq!(reported, expect, "overwrite={overwrite}");
     }
 }
+
+/// A restarted reader knows how many records earlier readers took: the
+/// finished sub-buffers' count plus the records before the saved cursor.
+#[test]
+fn records_before_resume_counts_finished_and_partial() {
+    let geo = geometry(4096, 4, 1);
+    let mem = region(&geo);
+    let channel = create(&mem, geo, false);
+    let w = channel.writer(0).unwrap();
+    let mut clock = counter();
+    for i in 0..10u64 {
+        w.write(1, &i.to_le_bytes(), &mut clock).unwrap();
+    }
+    let _ = w.flush(&mut clock);
+    for i in 10..20u64 {
+        w.write(1, &i.to_le_bytes(), &mut clock).unwrap();
+    }
+    let _ = w.flush(&mut clock);
+    // A reader that is killed (dropped) after taking 14 records.
+    {
+        let mut reader = channel.reader(0).unwrap();
+        assert_eq!(reader.records_before_resume(), 0);
+        // The first sub-buffer whole, then 4 records of the second.
+        let d = reader.peek().unwrap().unwrap();
+        let (seq, lost, n) = (d.seq, d.lost_before, d.records().count() as u64);
+        reader.finish(seq, &lost, n);
+        let d = reader.peek().unwrap().unwrap();
+        let seq = d.seq;
+        let mut it = d.records();
+        for _ in 0..4 {
+            it.next().unwrap();
+        }
+        let off = it.offset() as u64;
+        reader.save_progress(seq, off);
+    }
+    let mut again = channel.reader(0).unwrap();
+    assert_eq!(again.records_before_resume(), 14);
+    let d = again.peek().unwrap().unwrap();
+    let first = u64::from_le_bytes(d.records().next().unwrap().payload.try_into().unwrap());
+    assert_eq!(first, 14, "the restarted reader starts after them");
+}

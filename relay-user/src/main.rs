@@ -986,6 +986,7 @@ fn verify_report(
     v: &Verifier<'_>,
     mode: Mode,
     attempts: Option<&Attempts>,
+    earlier: Option<&[u64]>,
     all_cpus: bool,
     o: &VerifyOptions,
 ) -> bool {
@@ -1025,6 +1026,16 @@ fn verify_report(
                 t.bad,
                 t.sources
             );
+        }
+        // A resumed stream must begin right after what earlier readers took.
+        if let (Some(&e), true, None) = (earlier.and_then(|e| e.get(cpu)), t.sources != 0, &problem)
+        {
+            if t.base != e {
+                problem = Some(format!(
+                    "cpu {cpu}: resume: the stream began at record {} but earlier readers took {e}: records lost at the restart",
+                    t.base
+                ));
+            }
         }
         if let (Some(a), Some(false), None) = (a, balanced, &problem) {
             problem = Some(format!(
@@ -1085,6 +1096,18 @@ fn verify_mapped(path: &Path, o: &VerifyOptions) -> Result<bool, Error> {
         latency: o.latency,
         until_idle: Some(o.until_idle),
     };
+    // What earlier readers took (records and reported losses), for a
+    // resumed no-overwrite stream to start right after.
+    let earlier: Option<Vec<u64>> = (o.resume && mode == Mode::NoOverwrite).then(|| {
+        (0..n)
+            .map(|cpu| {
+                file.channel().reader(cpu).map_or(0, |r| {
+                    r.records_before_resume()
+                        .wrapping_add(r.lost_reported().total())
+                })
+            })
+            .collect()
+    });
     let mut stream = Stream::new(&file, options);
     while stream
         .next_batch(4096, &mut |e| {
@@ -1102,7 +1125,14 @@ fn verify_mapped(path: &Path, o: &VerifyOptions) -> Result<bool, Error> {
                 .map(|s| s.produced + s.lost.full + s.lost.too_big)
         })
         .collect();
-    Ok(verify_report(&v, mode, Some(&attempts), true, o))
+    Ok(verify_report(
+        &v,
+        mode,
+        Some(&attempts),
+        earlier.as_deref(),
+        true,
+        o,
+    ))
 }
 
 /// `relay verify -` and `relay verify --read PATH`: decoded frames. Only a
@@ -1181,6 +1211,7 @@ fn verify_frames(path: &Path, o: &VerifyOptions) -> Result<bool, Error> {
         &verifiers[pick],
         modes[pick],
         stats.as_ref(),
+        None,
         false,
         o,
     ))

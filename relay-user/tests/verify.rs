@@ -252,3 +252,37 @@ fn a_readers_mapping_has_no_writers() {
     let (g, flags) = ChannelFile::probe(&path).unwrap();
     assert_eq!((g.cpu_count(), flags), (2, ChannelFlags::empty()));
 }
+
+/// `--resume` holds the stream to what earlier readers took: a sub-buffer
+/// that vanished at the restart (here: an earlier reader "finished" one
+/// but counted none of its records, as if they had been dropped) fails.
+#[test]
+fn a_resumed_stream_must_start_after_what_was_taken() {
+    let (file, path) = channel("resume-gap.relay", 4096, 8, false);
+    // Two flushed sub-buffers on CPU 0: seqs 0..10 and 10..20.
+    write(&file, 0, 0..10, None);
+    write(&file, 0, 10..20, None);
+    write(&file, 0, 20..30, None);
+    let ch = file.channel();
+    let mut earlier = ch.reader(0).unwrap();
+    let d = earlier.peek().unwrap().unwrap();
+    let (seq, lost) = (d.seq, d.lost_before);
+    earlier.finish(seq, &lost, 10);
+    let (code, out) = verify(&path, &["--resume"]);
+    assert_eq!(code, Some(0), "an honest restart verifies: {out}");
+
+    let (file, path) = channel("resume-gap2.relay", 4096, 8, false);
+    write(&file, 0, 0..10, None);
+    write(&file, 0, 10..20, None);
+    let ch = file.channel();
+    let mut earlier = ch.reader(0).unwrap();
+    let d = earlier.peek().unwrap().unwrap();
+    let (seq, lost) = (d.seq, d.lost_before);
+    earlier.finish(seq, &lost, 0); // took the sub-buffer, counted nothing
+    let (code, out) = verify(&path, &["--resume"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("resume: the stream began at record 10 but earlier readers took 0"),
+        "{out}"
+    );
+}
