@@ -91,6 +91,11 @@ pub enum FrameError {
     },
     /// The reserved field is not 0.
     Reserved,
+    /// `rtype` is not 0 in a frame that is not a record.
+    Type {
+        /// The `rtype` field.
+        rtype: u16,
+    },
     /// A start frame without the magic, or of another version.
     Start,
     /// A corrupt frame whose message is not UTF-8.
@@ -103,6 +108,9 @@ impl core::fmt::Display for FrameError {
             FrameError::Length { len } => write!(f, "len: {len} is too short for the frame"),
             FrameError::Kind { kind } => write!(f, "kind: {kind} is not 0..=3"),
             FrameError::Reserved => f.write_str("reserved: must be 0"),
+            FrameError::Type { rtype } => {
+                write!(f, "rtype: {rtype} must be 0 outside record frames")
+            }
             FrameError::Start => write!(
                 f,
                 "start: not a relay stream (magic RELAYSTR, version {STREAM_VERSION} expected)"
@@ -251,6 +259,9 @@ pub fn decode(bytes: &[u8]) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
         KIND_CORRUPT => 8,
         _ => return Err(FrameError::Kind { kind }),
     };
+    if kind != KIND_RECORD && rtype != 0 {
+        return Err(FrameError::Type { rtype });
+    }
     let total = len as usize;
     if total < FRAME_HEADER_SIZE + min_body {
         return Err(FrameError::Length { len });
@@ -385,6 +396,42 @@ mod tests {
         );
     }
 
+    /// Fuzz finding (fuzz/regressions/frames/nonzero-rtype): a frame that
+    /// is not a record carried a type, which the decoder ignored, so the
+    /// stream did not re-encode to itself. Such a frame is now an error;
+    /// every frame that decodes re-encodes to its own bytes.
+    #[test]
+    fn regression_nonzero_rtype() {
+        let data = include_bytes!("../../fuzz/regressions/frames/nonzero-rtype");
+        let mut at = 0;
+        let mut errors = 0;
+        while at < data.len() {
+            match decode(&data[at..]) {
+                Ok(Some((frame, n))) => {
+                    let event = match frame {
+                        Frame::Record { cpu, record } => Some(Event::Record { cpu, record }),
+                        Frame::Lost { cpu, lost, ts } => Some(Event::Lost { cpu, lost, ts }),
+                        _ => None,
+                    };
+                    if let Some(e) = event {
+                        let mut out = [0u8; 512];
+                        let m = encode(&e, &mut out).unwrap();
+                        let len = u32_at(&data[at..], 0) as usize;
+                        assert_eq!(m, n);
+                        assert_eq!(out[..len], data[at..at + len]);
+                    }
+                    at += n;
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    errors += 1;
+                    break;
+                }
+            }
+        }
+        assert_eq!(errors, 1, "the frame with a type is refused");
+    }
+
     #[test]
     fn bad_frames_name_the_field() {
         let mut buf = [0u8; 64];
@@ -398,6 +445,9 @@ mod tests {
         let mut bad = buf;
         bad[12] = 1;
         assert_eq!(decode(&bad[..n]), Err(FrameError::Reserved));
+        let mut bad = buf;
+        bad[6] = 3;
+        assert_eq!(decode(&bad[..n]), Err(FrameError::Type { rtype: 3 }));
         let mut bad = buf;
         bad[0] = 8;
         assert_eq!(decode(&bad[..n]), Err(FrameError::Length { len: 8 }));

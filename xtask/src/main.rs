@@ -59,13 +59,14 @@ fn cargo_args(args: &[&str]) -> Command {
 }
 
 /// The cargo-fuzz targets (fuzz/fuzz_targets/*.rs).
-const FUZZ_TARGETS: [&str; 6] = [
+const FUZZ_TARGETS: [&str; 7] = [
     "format",
     "geometry",
     "model",
     "hostile_consumer",
     "relayfs_dir",
     "blktrace",
+    "frames",
 ];
 
 fn have(program: &str, arg: &str) -> bool {

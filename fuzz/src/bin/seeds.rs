@@ -153,6 +153,49 @@ fn blktrace_seeds() {
     write("blktrace", "partial-record", &pack(0, &cut));
 }
 
+/// A frame stream: start, two records (one a checked payload), a loss.
+fn frames_seeds() {
+    use relay_core::frames::{encode, encode_start};
+    use relay_core::merge::Event;
+    use relay_core::{checked, Lost, Record};
+    let mut out = vec![0u8; 1024];
+    let mut n = encode_start(&mut out).expect("start");
+    let mut payload = [0u8; 48];
+    checked::fill(&mut payload, 1, 0, 7);
+    let events = [
+        Event::Record {
+            cpu: 0,
+            record: Record {
+                ts: 5,
+                rtype: 1,
+                payload: b"hello",
+            },
+        },
+        Event::Record {
+            cpu: 1,
+            record: Record {
+                ts: 6,
+                rtype: 0x10,
+                payload: &payload,
+            },
+        },
+        Event::Lost {
+            cpu: 1,
+            lost: Lost {
+                full: 3,
+                too_big: 0,
+                overwrite: 1,
+            },
+            ts: 7,
+        },
+    ];
+    for e in &events {
+        n += encode(e, &mut out[n..]).expect("fits");
+    }
+    write("frames", "stream", &out[..n]);
+    write("frames", "truncated", &out[..n - 5]);
+}
+
 fn main() {
     write("format", "channel-no-overwrite", &channel_bytes(false, 3));
     write(
@@ -191,6 +234,7 @@ fn main() {
     );
     write("relayfs_dir", "one-relay", b"\x02\x03\x00\x00");
     blktrace_seeds();
+    frames_seeds();
     for i in 0..4 {
         write("model", &format!("ops-{i}"), &pseudo_random(i, 600));
         write(
