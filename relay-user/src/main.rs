@@ -1119,6 +1119,7 @@ fn verify_mapped(path: &Path, o: &VerifyOptions) -> Result<bool, Error> {
         .is_some()
     {}
     drop(stream);
+    v.finish();
     let attempts: Attempts = (0..n)
         .map(|cpu| {
             file.stats(cpu)
@@ -1194,6 +1195,9 @@ fn verify_frames(path: &Path, o: &VerifyOptions) -> Result<bool, Error> {
         }
         true
     })?;
+    for v in &mut verifiers {
+        v.finish();
+    }
     let stats = source
         .file()
         .and_then(|f| kernel::stats(f.as_fd()).ok())
@@ -1412,6 +1416,7 @@ fn demo(seconds: f64, overwrite: bool, cpus: Option<u32>) -> ExitCode {
                     tick = Instant::now();
                 }
             }
+            v.finish();
             let (failures, first) = (v.failures, v.first_failure);
             (tallies, failures, first, bytes, stream.late())
         });
