@@ -253,11 +253,14 @@ impl<'a> CpuReader<'a> {
         }
     }
 
+    /// `overwritten`: overwrite mode, the writer's count of overwritten
+    /// records read just before the claim.
     fn deliver<'b>(
         &mut self,
         seq: u64,
         bytes: &'b [u8],
         claimed: bool,
+        overwritten: u64,
     ) -> Result<Delivery<'b>, ReadError> {
         match SubbufView::parse(bytes, &self.geometry, seq, self.b.cpu) {
             Ok(view) => {
@@ -265,13 +268,18 @@ impl<'a> CpuReader<'a> {
                 let now = Lost {
                     full: h.lost_full,
                     too_big: h.lost_too_big,
-                    // Overwritten records are older than this sub-buffer: at
-                    // the claim every sub-buffer before it was delivered or
-                    // reclaimed, so the writer's count right now places them
-                    // (the header's count is from when this one opened, before
-                    // the reclaims of its predecessors).
+                    // Overwritten records are older than this sub-buffer when
+                    // counted before the claim: then every sub-buffer before
+                    // it was delivered or reclaimed, and no later one can be
+                    // reclaimed until this one is (reclaims go in order, and
+                    // one of this sub-buffer would have failed the claim). Read
+                    // after the claim, the count could include the next
+                    // sub-buffer's reclaim: a loss reported early. (A reclaim
+                    // whose count lands late is reported with the next one.)
+                    // The header's count is from when this one opened, before
+                    // the reclaims of its predecessors.
                     overwrite: match self.b.mode {
-                        Mode::Overwrite => self.b.load(producer::LOST_OVERWRITE),
+                        Mode::Overwrite => overwritten,
                         Mode::NoOverwrite => h.lost_overwrite,
                     },
                 };
@@ -317,7 +325,7 @@ impl<'a> CpuReader<'a> {
             return Ok(None);
         };
         let bytes = crate::mem::subbuf_bytes(self.b.subbuf_words(self.b.slot(seq)));
-        self.deliver(seq, bytes, false).map(Some)
+        self.deliver(seq, bytes, false, 0).map(Some)
     }
 
     /// The bytes of sealed sub-buffer `seq`, in place, for the merge cursor,
@@ -384,6 +392,9 @@ impl<'a> CpuReader<'a> {
                 return Ok(None);
             };
             copy_out(self.b.subbuf_words(self.b.slot(seq)), buf);
+            // Before the claim (see `deliver`); the claim's release keeps
+            // this load before it.
+            let overwritten = self.b.load(producer::LOST_OVERWRITE);
             let claimed = match self.b.mode {
                 Mode::NoOverwrite => false,
                 Mode::Overwrite => {
@@ -393,7 +404,7 @@ impl<'a> CpuReader<'a> {
                     true
                 }
             };
-            return self.deliver(seq, buf, claimed).map(Some);
+            return self.deliver(seq, buf, claimed, overwritten).map(Some);
         }
         Ok(None)
     }

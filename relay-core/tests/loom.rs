@@ -62,6 +62,9 @@ fn write_all(mem: &[AtomicU64], clk: &Arc<LoomU64>, ids: &[u64]) -> u64 {
 struct Seen {
     records: Vec<(u64, u64)>,
     lost: Lost,
+    /// One writer wrote ids 1, 2, 3, ... in order, one per attempt: then no
+    /// loss may be reported before records older than it.
+    in_order: bool,
 }
 
 /// One read attempt: delivers at most one sub-buffer. Checks every record.
@@ -73,6 +76,7 @@ fn read_once(reader: &mut CpuReader<'_>, seen: &mut Seen) -> bool {
     else {
         return false;
     };
+    let before = seen.records.len() as u64;
     let mut n = 0;
     for r in d.records() {
         let id = u64::from_le_bytes(r.payload.try_into().expect("torn record: payload length"));
@@ -86,6 +90,17 @@ fn read_once(reader: &mut CpuReader<'_>, seen: &mut Seen) -> bool {
     seen.lost.full += d.lost_before.full;
     seen.lost.too_big += d.lost_before.too_big;
     seen.lost.overwrite += d.lost_before.overwrite;
+    // Ids count every attempt from 1: the records before this sub-buffer's
+    // first are delivered or reported lost by now, and a loss is never
+    // reported before the records it comes after (never early).
+    if let (true, Some(&(first, _))) = (seen.in_order, seen.records.get(before as usize)) {
+        assert!(
+            before + seen.lost.total() <= first - 1,
+            "a loss reported before records older than it: first id {first}, \
+             {before} delivered and {:?} lost before it",
+            seen.lost
+        );
+    }
     let (seq, lost) = (d.seq, d.lost_before);
     reader.finish(seq, &lost, n);
     true
@@ -154,7 +169,10 @@ fn writer_vs_reader_no_overwrite() {
         let clk = Arc::new(LoomU64::new(0));
         let (m, c) = (mem.clone(), clk.clone());
         let writer = thread::spawn(move || write_all(&m, &c, &[1, 2, 3]));
-        let mut seen = Seen::default();
+        let mut seen = Seen {
+            in_order: true,
+            ..Seen::default()
+        };
         {
             let ch = Channel::open(&mem).unwrap();
             let mut reader = ch.reader(0).unwrap();
@@ -177,7 +195,10 @@ fn writer_vs_reader_overwrite() {
         let clk = Arc::new(LoomU64::new(0));
         let (m, c) = (mem.clone(), clk.clone());
         let writer = thread::spawn(move || write_all(&m, &c, &[1, 2, 3, 4, 5]));
-        let mut seen = Seen::default();
+        let mut seen = Seen {
+            in_order: true,
+            ..Seen::default()
+        };
         {
             let ch = Channel::open(&mem).unwrap();
             let mut reader = ch.reader(0).unwrap();
@@ -243,7 +264,10 @@ fn reader_races_overwrite() {
         let (m, c) = (mem.clone(), clk.clone());
         // Two more records: the writer reclaims the slot of sub-buffer 1.
         let writer = thread::spawn(move || write_all(&m, &c, &[6, 7]));
-        let mut seen = Seen::default();
+        let mut seen = Seen {
+            in_order: true,
+            ..Seen::default()
+        };
         {
             let ch = Channel::open(&mem).unwrap();
             let mut reader = ch.reader(0).unwrap();
