@@ -17,16 +17,11 @@
 #define BATCH 100
 #define NR_GETPGID 121 /* x86-64 */
 
-struct config {
-	__u32 channel;
-	__u32 tgid;
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct config);
+	__type(value, struct relay_bpf_config);
 } config SEC(".maps");
 
 /* Per CPU: [0] attempts, [1] accepted. */
@@ -49,10 +44,10 @@ struct {
 } pb SEC(".maps");
 
 
-static __always_inline struct config *ours(long id)
+static __always_inline struct relay_bpf_config *ours(long id)
 {
 	__u32 zero = 0;
-	struct config *c = bpf_map_lookup_elem(&config, &zero);
+	struct relay_bpf_config *c = bpf_map_lookup_elem(&config, &zero);
 
 	if (!c || id != NR_GETPGID || (bpf_get_current_pid_tgid() >> 32) != c->tgid)
 		return 0;
@@ -74,7 +69,7 @@ static __always_inline void count(__u64 ok)
 SEC("tp_btf/sys_enter")
 int BPF_PROG(bench_relay, void *regs, long id)
 {
-	struct config *c = ours(id);
+	struct relay_bpf_config *c = ours(id);
 	__u64 buf[PAYLOAD / 8] = { 1, 2, 3, 4, 5, 6, 7, 8 };
 	__u64 ok = 0;
 

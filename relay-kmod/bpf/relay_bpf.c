@@ -32,10 +32,8 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
-struct config {
-	unsigned int channel;
-	unsigned int tgid;
-};
+#include "relay_kfunc.h"
+
 
 struct worker {
 	pthread_t thread;
@@ -107,6 +105,32 @@ static int fail(const char *what, int err)
 	return 1;
 }
 
+/* Opens and loads the BPF object at `path` (verifier, kfunc resolution)
+ * and writes `c` into its `config` map; NULL after printing why not. */
+static struct bpf_object *open_loaded(const char *path, const struct relay_bpf_config *c)
+{
+	struct bpf_object *obj = bpf_object__open_file(path, NULL);
+	struct bpf_map *config;
+	unsigned int zero = 0;
+	int err = libbpf_get_error(obj);
+
+	if (err) {
+		fail("open object", err);
+		return NULL;
+	}
+	err = bpf_object__load(obj);
+	if (err) {
+		fail("load (verifier and kfunc resolution)", err);
+		return NULL;
+	}
+	config = bpf_object__find_map_by_name(obj, "config");
+	if (!config || bpf_map_update_elem(bpf_map__fd(config), &zero, c, BPF_ANY)) {
+		fail("config", config ? errno : ENOENT);
+		return NULL;
+	}
+	return obj;
+}
+
 static volatile int consuming;
 
 static int on_ring(void *ctx, void *data, size_t size)
@@ -145,22 +169,18 @@ static int bench(const char *path, unsigned int channel, long calls)
 	static const char *const names[] = { "bench_relay", "bench_ringbuf", "bench_perfbuf" };
 	double rate[3] = { 0 };
 	unsigned long long att[3], ok[3];
-	struct config c = { .channel = channel, .tgid = getpid() };
+	struct relay_bpf_config c = { .channel = channel, .tgid = getpid() };
 	unsigned int zero = 0, one = 1;
 	int online = sysconf(_SC_NPROCESSORS_ONLN);
 	int possible = libbpf_num_possible_cpus();
-	struct bpf_object *obj = bpf_object__open_file(path, NULL);
-	struct bpf_map *config, *counts;
-	int err = libbpf_get_error(obj);
+	struct bpf_object *obj = open_loaded(path, &c);
+	struct bpf_map *counts;
+	int err = 0;
 
-	if (err)
-		return fail("open object", err);
-	err = bpf_object__load(obj);
-	if (err)
-		return fail("load (verifier and kfunc resolution)", err);
-	config = bpf_object__find_map_by_name(obj, "config");
+	if (!obj)
+		return 1;
 	counts = bpf_object__find_map_by_name(obj, "counts");
-	if (!config || !counts || bpf_map_update_elem(bpf_map__fd(config), &zero, &c, BPF_ANY))
+	if (!counts)
 		return fail("maps", ENOENT);
 	for (int p = 0; p < 3; p++) {
 		struct bpf_program *prog = bpf_object__find_program_by_name(obj, names[p]);
@@ -222,9 +242,8 @@ int main(int argc, char **argv)
 {
 	struct bpf_object *obj;
 	struct bpf_program *prog;
-	struct bpf_map *config, *seqs, *written;
-	struct config c;
-	unsigned int zero = 0;
+	struct bpf_map *seqs, *written;
+	struct relay_bpf_config c;
 	unsigned long long task, task_ok, nmi, nmi_ok;
 	struct bpf_link *links[2] = { 0 };
 	int n = 0, online, possible, err;
@@ -245,21 +264,13 @@ int main(int argc, char **argv)
 	if (online <= 0 || possible <= 0)
 		return fail("CPU count", EINVAL);
 
-	obj = bpf_object__open_file(argv[1], NULL);
-	err = libbpf_get_error(obj);
-	if (err)
-		return fail("open object", err);
-	err = bpf_object__load(obj);
-	if (err)
-		return fail("load (verifier and kfunc resolution)", err);
-	config = bpf_object__find_map_by_name(obj, "config");
+	obj = open_loaded(argv[1], &c);
+	if (!obj)
+		return 1;
 	seqs = bpf_object__find_map_by_name(obj, "seqs");
 	written = bpf_object__find_map_by_name(obj, "written");
-	if (!config || !seqs || !written)
+	if (!seqs || !written)
 		return fail("maps", ENOENT);
-	err = bpf_map_update_elem(bpf_map__fd(config), &zero, &c, BPF_ANY);
-	if (err)
-		return fail("config", errno);
 	bpf_object__for_each_program(prog, obj) {
 		links[n] = bpf_program__attach(prog);
 		err = libbpf_get_error(links[n]);

@@ -27,17 +27,12 @@
 #define SOURCE_BPF_NMI 5
 #define NR_GETPPID 110 /* x86-64 */
 
-struct config {
-	__u32 channel;
-	__u32 tgid;
-};
-
 /* Set by the loader before attaching. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct config);
+	__type(value, struct relay_bpf_config);
 } config SEC(".maps");
 
 /* Per CPU: [0] the task program's next sequence number, [1] the NMI one's. */
@@ -100,7 +95,7 @@ static __always_inline void check(__u32 k, __s64 r)
 }
 
 /* Bad channel numbers, types and flags are errors, never a write. */
-static __always_inline void bad_arguments(struct config *c, __u8 *buf)
+static __always_inline void bad_arguments(struct relay_bpf_config *c, __u8 *buf)
 {
 	__u32 unused = c->channel == RELAY_MAX_CHANNELS - 1 ? 0 : RELAY_MAX_CHANNELS - 1;
 
@@ -113,7 +108,7 @@ static __always_inline void bad_arguments(struct config *c, __u8 *buf)
 static __always_inline int emit(__u32 key, __u32 source)
 {
 	__u32 zero = 0;
-	struct config *c = bpf_map_lookup_elem(&config, &zero);
+	struct relay_bpf_config *c = bpf_map_lookup_elem(&config, &zero);
 	__u64 *seq = bpf_map_lookup_elem(&seqs, &key);
 	__u64 *ok = bpf_map_lookup_elem(&written, &key);
 	__u8 buf[PAYLOAD] __attribute__((aligned(8)));
@@ -135,7 +130,7 @@ SEC("tp_btf/sys_enter")
 int BPF_PROG(on_sys_enter, void *regs, long id)
 {
 	__u32 zero = 0;
-	struct config *c = bpf_map_lookup_elem(&config, &zero);
+	struct relay_bpf_config *c = bpf_map_lookup_elem(&config, &zero);
 
 	if (!c || id != NR_GETPPID || (bpf_get_current_pid_tgid() >> 32) != c->tgid)
 		return 0;

@@ -621,6 +621,24 @@ static int relay_chan_mmap(struct file *file, struct vm_area_struct *vma)
 #define RELAY_SOURCE_IRQ	1
 #define RELAY_SOURCE_NMI	2
 
+/*
+ * The end of a load or benchmark kthread: the last one completes @done;
+ * each then lives until kthread_stop(), so the stopper never races its
+ * exit (kthread_stop on a thread that already returned is not allowed).
+ */
+static int relay_kthread_done(atomic_t *running, struct completion *done)
+{
+	if (atomic_dec_and_test(running))
+		complete(done);
+	while (!kthread_should_stop()) {
+		set_current_state(TASK_INTERRUPTIBLE);
+		if (!kthread_should_stop())
+			schedule();
+		__set_current_state(TASK_RUNNING);
+	}
+	return 0;
+}
+
 struct relay_load_ctx;
 
 struct relay_load_cpu {
@@ -728,16 +746,7 @@ static int relay_load_thread(void *data)
 	}
 	if (lc->timer_on)
 		hrtimer_cancel(&lc->timer);
-	if (atomic_dec_and_test(&ctx->running))
-		complete(&ctx->done);
-	/* Live until kthread_stop, so the stopper never races our exit. */
-	while (!kthread_should_stop()) {
-		set_current_state(TASK_INTERRUPTIBLE);
-		if (!kthread_should_stop())
-			schedule();
-		__set_current_state(TASK_RUNNING);
-	}
-	return 0;
+	return relay_kthread_done(&ctx->running, &ctx->done);
 }
 
 static void relay_load_free(struct relay_load_ctx *ctx)
@@ -1166,15 +1175,7 @@ static int relay_bench_thread(void *data)
 		atomic64_add(t3 - t2, &ctx->reserve_ns);
 		kfree(buf);
 	}
-	if (atomic_dec_and_test(&ctx->running))
-		complete(&ctx->done);
-	while (!kthread_should_stop()) {
-		set_current_state(TASK_INTERRUPTIBLE);
-		if (!kthread_should_stop())
-			schedule();
-		__set_current_state(TASK_RUNNING);
-	}
-	return 0;
+	return relay_kthread_done(&ctx->running, &ctx->done);
 }
 
 static long relay_bench(void __user *uarg)
