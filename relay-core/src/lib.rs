@@ -73,4 +73,6 @@ pub use geometry::{Geometry, GeometryError, GeometryParams};
 pub use policy::{ChannelFlags, Mode};
 pub use reader::{CpuReader, CpuStats, Delivery, Lost, ReadError};
 pub use sync::AtomicU64;
-pub use writer::{Committed, CpuLocal, Flushed, Grant, Shared, Sharing, WriteError, Writer};
+pub use writer::{
+    Committed, CpuLocal, Detached, Flushed, Grant, Shared, Sharing, WriteError, Writer,
+};

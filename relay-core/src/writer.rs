@@ -170,6 +170,22 @@ pub struct Grant<'w, 'a, S: Sharing = Shared> {
     done: bool,
 }
 
+/// A reservation held where a [`Grant`]'s borrow cannot go: across the
+/// kernel's BPF reserve and commit kfuncs, between which a program fills the
+/// payload in place. Plain data. [`Writer::attach`] turns it back into a grant
+/// on the writer that reserved it, once: until then its sub-buffer cannot
+/// seal, and attaching it twice or to another writer corrupts that buffer's
+/// records and counts (never memory; every index is checked).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Detached {
+    seq: u64,
+    off: u64,
+    total: u64,
+    payload_len: usize,
+    ts: u64,
+    opened: bool,
+}
+
 impl<'a, S: Sharing> Writer<'a, S> {
     pub(crate) fn new(b: CpuBuffer<'a>) -> Self {
         Writer {
@@ -278,6 +294,19 @@ impl<'a, S: Sharing> Writer<'a, S> {
         let mut grant = self.reserve(payload.len(), clock)?;
         grant.write_payload(payload);
         Ok(grant.commit(rtype))
+    }
+
+    /// Turns a [`Grant::detach`]ed reservation of this writer back into a
+    /// grant, to commit or discard it.
+    pub fn attach(&self, d: Detached) -> Grant<'_, 'a, S> {
+        Grant::new(self, d.seq, d.off, d.total, d.payload_len, d.ts, d.opened)
+    }
+
+    /// Counts a record that its caller refused before reserving (a limit of
+    /// its own, such as no room to hold one more detached grant) as lost to
+    /// a full buffer, so the accounting stays exact.
+    pub fn count_refused(&self) {
+        let _ = self.refuse(WriteError::Full);
     }
 
     /// Whether sub-buffer `seq` is sealed (readable) now.
@@ -527,6 +556,33 @@ impl<'w, 'a, S: Sharing> Grant<'w, 'a, S> {
     /// [`Writer::is_sealed`]`(subbuf_seq() - 1)` then.
     pub fn opened_subbuf(&self) -> bool {
         self.opened
+    }
+
+    /// Where the payload starts, for callers that fill it in place through
+    /// a raw pointer (a BPF program): valid for [`Grant::len`] bytes, 8-byte
+    /// aligned, until the grant is committed or discarded. None when the
+    /// payload is empty.
+    #[cfg(not(loom))]
+    pub fn payload_ptr(&mut self) -> Option<core::ptr::NonNull<u8>> {
+        if self.payload_len == 0 {
+            return None;
+        }
+        let w = self.words.get(self.at + RECORD_HEADER_SIZE / 8)?;
+        core::ptr::NonNull::new(w.as_ptr().cast::<u8>())
+    }
+
+    /// Releases the grant's borrow, leaving the record reserved: see
+    /// [`Detached`].
+    pub fn detach(mut self) -> Detached {
+        self.done = true;
+        Detached {
+            seq: self.seq,
+            off: self.at as u64 * 8,
+            total: self.total,
+            payload_len: self.payload_len,
+            ts: self.ts,
+            opened: self.opened,
+        }
     }
 
     /// Copies `payload` to the start of the reserved payload, zero-filling the

@@ -246,6 +246,46 @@ fn write_at_assembles_a_payload() {
 }
 
 #[test]
+fn detached_grant_is_filled_in_place_and_committed_later() {
+    // The kernel's BPF reserve/commit: the grant leaves its borrow, the
+    // program fills the payload through a pointer, an interrupt writes
+    // meanwhile, and the commit comes through `attach`.
+    let geo = geometry(256, 2, 1);
+    let mem = region(&geo);
+    let ch = create(&mem, geo, false);
+    let w = ch.local_writer(0).unwrap();
+    let mut clock = counter();
+    let p = payload(7, 21);
+    let mut g = w.reserve(21, &mut clock).unwrap();
+    let dst = g.payload_ptr().unwrap();
+    let d = g.detach();
+    // SAFETY: the reservation holds 21 payload bytes at `dst` until its
+    // commit, and nothing else writes them.
+    unsafe { core::ptr::copy_nonoverlapping(p.as_ptr(), dst.as_ptr(), p.len()) };
+    w.write(1, &payload(8, 8), &mut clock).unwrap();
+    // Flushed while the detached record is open: not sealed until it lands.
+    let f = w.flush(&mut clock);
+    assert_eq!(f.sealed, None);
+    let c = w.attach(d).commit(2);
+    assert_eq!(c.sealed, f.closed);
+    let mut r = ch.reader(0).unwrap();
+    let (recs, lost) = drain(&mut r, |id| if id == 7 { 21 } else { 8 });
+    assert_eq!(recs.iter().map(|r| r.0).collect::<Vec<_>>(), [7, 8]);
+    assert_eq!(lost, Lost::default());
+    assert_eq!(r.stats().produced, 2);
+}
+
+#[test]
+fn count_refused_is_counted_full() {
+    let geo = geometry(256, 2, 1);
+    let mem = region(&geo);
+    let ch = create(&mem, geo, false);
+    let w = ch.writer(0).unwrap();
+    w.count_refused();
+    assert_eq!(ch.stats(0).unwrap().lost.full, 1);
+}
+
+#[test]
 fn flush_is_a_timestamp_barrier() {
     let geo = geometry(256, 4, 1);
     let mem = region(&geo);

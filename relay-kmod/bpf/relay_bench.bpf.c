@@ -3,7 +3,9 @@
  * The BPF benchmark, in the style of the kernel's bench_ringbufs: on every
  * CPU a thread calls getpgid() in a loop; a program attached to its entry
  * writes BATCH records of PAYLOAD bytes per call through (a) relay-kmod's
- * kfunc, (b) bpf_ringbuf_output, (c) bpf_perf_event_output. The loader
+ * write kfunc, (b) its reserve/commit kfuncs, (c) bpf_ringbuf_output,
+ * (d) the same with a timestamp per record, as relay records have,
+ * (e) bpf_ringbuf_reserve/submit, (f) bpf_perf_event_output. The loader
  * attaches one program at a time and counts what was accepted.
  */
 #include <linux/types.h>
@@ -77,6 +79,70 @@ int BPF_PROG(bench_relay, void *regs, long id)
 		return 0;
 	for (int i = 0; i < BATCH; i++)
 		ok += relay_kfunc_write(c->channel, 1, buf, PAYLOAD, 0) == 0;
+	count(ok);
+	return 0;
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(bench_relay_reserve, void *regs, long id)
+{
+	struct relay_bpf_config *c = ours(id);
+	__u64 buf[PAYLOAD / 8] = { 1, 2, 3, 4, 5, 6, 7, 8 };
+	__u64 ok = 0;
+
+	if (!c)
+		return 0;
+	for (int i = 0; i < BATCH; i++) {
+		struct relay_grant *g = relay_kfunc_reserve(c->channel, PAYLOAD);
+		__u8 *p;
+
+		if (!g)
+			continue;
+		p = relay_kfunc_grant_data(g, 0, PAYLOAD);
+		if (p)
+			__builtin_memcpy(p, buf, PAYLOAD);
+		ok += relay_kfunc_commit(g, 1, 0) == 0;
+	}
+	count(ok);
+	return 0;
+}
+
+/* As bench_ringbuf, with the timestamp every relay record carries (and
+ * every tracer's event needs): bpf_ktime_get_ns() is the clock relay-kmod's
+ * writer reads, CLOCK_MONOTONIC. */
+SEC("tp_btf/sys_enter")
+int BPF_PROG(bench_ringbuf_ts, void *regs, long id)
+{
+	__u64 buf[PAYLOAD / 8] = { 1, 2, 3, 4, 5, 6, 7, 8 };
+	__u64 ok = 0;
+
+	if (!ours(id))
+		return 0;
+	for (int i = 0; i < BATCH; i++) {
+		buf[0] = bpf_ktime_get_ns();
+		ok += bpf_ringbuf_output(&rb, buf, PAYLOAD, 0) == 0;
+	}
+	count(ok);
+	return 0;
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(bench_ringbuf_reserve, void *regs, long id)
+{
+	__u64 buf[PAYLOAD / 8] = { 1, 2, 3, 4, 5, 6, 7, 8 };
+	__u64 ok = 0;
+
+	if (!ours(id))
+		return 0;
+	for (int i = 0; i < BATCH; i++) {
+		__u8 *p = bpf_ringbuf_reserve(&rb, PAYLOAD, 0);
+
+		if (!p)
+			continue;
+		__builtin_memcpy(p, buf, PAYLOAD);
+		bpf_ringbuf_submit(p, 0);
+		ok++;
+	}
 	count(ok);
 	return 0;
 }

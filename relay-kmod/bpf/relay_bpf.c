@@ -5,23 +5,31 @@
  * one thread pinned to each online CPU calls getppid() SYSCALLS times. The
  * NMI program fires whenever the module's load generator sends NMIs
  * (`relay kernel load --nmi`) while the programs stay attached (HOLD_MS).
- * Then it prints what the programs attempted and wrote:
+ * Then it prints what the programs attempted and wrote, and how many of
+ * those went through reserve/commit:
  *
- *   relay-bpf ok: cpus=4 task=20000 task_written=20000 nmi=812 nmi_written=812
+ *   relay-bpf ok: cpus=4 task=20000 task_written=20000 task_reserved=10000 nmi=812 ...
  *
  * usage: relay-bpf OBJECT ID SYSCALLS HOLD_MS
  *        relay-bpf bench OBJECT ID CALLS
+ *        relay-bpf reject OBJECT
  *
  * The second form is the benchmark (relay_bench.bpf.o): CALLS getpgid()
- * per CPU, each writing 100 records, through relay-kmod's kfunc (channel
- * ID, overwrite mode: never full), bpf_ringbuf_output and
- * bpf_perf_event_output (each with a consumer thread, as they are used),
- * one after the other; records accepted per second, and the ratios.
+ * per CPU, each writing 100 records, through relay-kmod's write kfunc and
+ * its reserve/commit kfuncs (channel ID, overwrite mode: never full),
+ * bpf_ringbuf_output (bare, and with bpf_ktime_get_ns() per record),
+ * bpf_ringbuf_reserve/submit and bpf_perf_event_output
+ * (each with a consumer thread, as they are used), one after the other;
+ * records accepted per second, and the ratios.
+ *
+ * The third loads each program of relay_reject.bpf.o alone and expects
+ * the verifier to refuse it, for the reason the program is named after.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,11 +172,77 @@ static double now_s(void)
 	return t.tv_sec + t.tv_nsec / 1e9;
 }
 
+static double ratio(double a, double b)
+{
+	return b > 0 ? a / b : 0;
+}
+
+/* What each program of relay_reject.bpf.o breaks, as the verifier says it. */
+static const struct {
+	const char *prog, *reason;
+} rejects[] = {
+	{ "leak", "Unreleased reference" },
+	{ "use_after_commit", "invalid mem access 'scalar'" },
+	{ "past_window", "invalid access to memory, mem_size=8 off=8 size=1" },
+	{ "sleepable", "calling kernel function relay_kfunc_reserve is not allowed" },
+};
+
+/* libbpf's own report of each refusal, which reject() expects. */
+static int quiet(enum libbpf_print_level level, const char *fmt, va_list args)
+{
+	return 0;
+}
+
+static int reject(const char *path)
+{
+	static char log[1 << 16];
+	size_t n = sizeof(rejects) / sizeof(rejects[0]);
+
+	libbpf_set_print(quiet);
+	for (size_t i = 0; i < n; i++) {
+		struct bpf_object *obj = bpf_object__open_file(path, NULL);
+		struct bpf_program *prog;
+		int err = libbpf_get_error(obj);
+
+		if (err)
+			return fail("open object", err);
+		bpf_object__for_each_program(prog, obj)
+			bpf_program__set_autoload(prog, !strcmp(bpf_program__name(prog),
+								rejects[i].prog));
+		prog = bpf_object__find_program_by_name(obj, rejects[i].prog);
+		if (!prog)
+			return fail(rejects[i].prog, ENOENT);
+		log[0] = 0;
+		bpf_program__set_log_buf(prog, log, sizeof(log));
+		err = bpf_object__load(obj);
+		bpf_object__close(obj);
+		if (!err) {
+			printf("relay-bpf FAILED: the verifier accepted %s\n", rejects[i].prog);
+			return 1;
+		}
+		if (!strstr(log, rejects[i].reason)) {
+			printf("relay-bpf FAILED: %s refused, but not for \"%s\": %s\n",
+			       rejects[i].prog, rejects[i].reason, log);
+			return 1;
+		}
+	}
+	printf("relay-bpf reject ok: refused=%zu (", n);
+	for (size_t i = 0; i < n; i++)
+		printf("%s%s", i ? ", " : "", rejects[i].prog);
+	printf(")\n");
+	return 0;
+}
+
+enum { RELAY, RELAY_RESERVE, RINGBUF, RINGBUF_TS, RINGBUF_RESERVE, PERFBUF, PATHS };
+
 static int bench(const char *path, unsigned int channel, long calls)
 {
-	static const char *const names[] = { "bench_relay", "bench_ringbuf", "bench_perfbuf" };
-	double rate[3] = { 0 };
-	unsigned long long att[3], ok[3];
+	static const char *const names[PATHS] = {
+		"bench_relay", "bench_relay_reserve", "bench_ringbuf", "bench_ringbuf_ts",
+		"bench_ringbuf_reserve", "bench_perfbuf",
+	};
+	double rate[PATHS] = { 0 };
+	unsigned long long att[PATHS], ok[PATHS];
 	struct relay_bpf_config c = { .channel = channel, .tgid = getpid() };
 	unsigned int zero = 0, one = 1;
 	int online = sysconf(_SC_NPROCESSORS_ONLN);
@@ -182,7 +256,7 @@ static int bench(const char *path, unsigned int channel, long calls)
 	counts = bpf_object__find_map_by_name(obj, "counts");
 	if (!counts)
 		return fail("maps", ENOENT);
-	for (int p = 0; p < 3; p++) {
+	for (int p = 0; p < PATHS; p++) {
 		struct bpf_program *prog = bpf_object__find_program_by_name(obj, names[p]);
 		unsigned long long *zeros = calloc(possible, sizeof(*zeros));
 		struct ring_buffer *rb = NULL;
@@ -197,13 +271,13 @@ static int bench(const char *path, unsigned int channel, long calls)
 		bpf_map_update_elem(bpf_map__fd(counts), &one, zeros, BPF_ANY);
 		free(zeros);
 		consuming = 1;
-		if (p == 1) {
+		if (p == RINGBUF || p == RINGBUF_TS || p == RINGBUF_RESERVE) {
 			rb = ring_buffer__new(bpf_map__fd(bpf_object__find_map_by_name(obj, "rb")),
 					      on_ring, NULL, NULL);
 			if (!rb)
 				return fail("ring_buffer__new", errno);
 			pthread_create(&consumer, NULL, consume_ring, rb);
-		} else if (p == 2) {
+		} else if (p == PERFBUF) {
 			pb = perf_buffer__new(bpf_map__fd(bpf_object__find_map_by_name(obj, "pb")),
 					      64, on_perf, NULL, NULL, NULL);
 			if (!pb)
@@ -229,11 +303,13 @@ static int bench(const char *path, unsigned int channel, long calls)
 			return fail("read counters", errno);
 		rate[p] = ok[p] / rate[p] / 1e6;
 	}
-	printf("relay-bpf bench: cpus=%d records=%llu relay-kfunc=%.2f M/s (accepted %llu/%llu) "
-	       "ringbuf=%.2f M/s (%llu/%llu) perfbuf=%.2f M/s (%llu/%llu) "
-	       "ratio_ringbuf=%.2f ratio_perfbuf=%.2f\n",
-	       online, att[0], rate[0], ok[0], att[0], rate[1], ok[1], att[1], rate[2], ok[2],
-	       att[2], rate[1] > 0 ? rate[0] / rate[1] : 0, rate[2] > 0 ? rate[0] / rate[2] : 0);
+	printf("relay-bpf bench: cpus=%d records=%llu", online, att[RELAY]);
+	for (int p = 0; p < PATHS; p++)
+		printf(" %s=%.2f M/s (%llu/%llu)", names[p] + strlen("bench_"), rate[p], ok[p],
+		       att[p]);
+	printf(" ratio_ringbuf=%.2f ratio_ringbuf_ts=%.2f ratio_ringbuf_reserve=%.2f ratio_perfbuf=%.2f\n",
+	       ratio(rate[RELAY], rate[RINGBUF]), ratio(rate[RELAY], rate[RINGBUF_TS]),
+	       ratio(rate[RELAY_RESERVE], rate[RINGBUF_RESERVE]), ratio(rate[RELAY], rate[PERFBUF]));
 	bpf_object__close(obj);
 	return 0;
 }
@@ -244,13 +320,15 @@ int main(int argc, char **argv)
 	struct bpf_program *prog;
 	struct bpf_map *seqs, *written;
 	struct relay_bpf_config c;
-	unsigned long long task, task_ok, nmi, nmi_ok;
+	unsigned long long task, task_ok, task_res, nmi, nmi_ok, nmi_res;
 	struct bpf_link *links[2] = { 0 };
 	int n = 0, online, possible, err;
 	long syscalls, hold_ms;
 
 	if (argc == 5 && !strcmp(argv[1], "bench"))
 		return bench(argv[2], strtoul(argv[3], NULL, 0), strtol(argv[4], NULL, 0));
+	if (argc == 3 && !strcmp(argv[1], "reject"))
+		return reject(argv[2]);
 	if (argc != 5) {
 		fprintf(stderr, "usage: relay-bpf OBJECT ID SYSCALLS HOLD_MS\n");
 		return 2;
@@ -286,12 +364,14 @@ int main(int argc, char **argv)
 	for (int i = 0; i < n; i++)
 		bpf_link__destroy(links[i]);
 
-	/* The kfunc refused bad arguments: -EINVAL x 3, -ENOENT. */
+	/* The kfuncs refused bad arguments (relay_kfunc.h: RELAY_BPF_CHECKS). */
 	{
 		struct bpf_map *checks = bpf_object__find_map_by_name(obj, "checks");
-		static const long long want[4] = { -EINVAL, -EINVAL, -EINVAL, -ENOENT };
+		static const long long want[RELAY_BPF_CHECKS] = {
+			-EINVAL, -EINVAL, -EINVAL, -ENOENT, 0, 0, 0, -EINVAL, -EINVAL,
+		};
 
-		for (unsigned int k = 0; k < 4; k++) {
+		for (unsigned int k = 0; k < RELAY_BPF_CHECKS; k++) {
 			long long got = 1;
 
 			if (!checks || bpf_map_lookup_elem(bpf_map__fd(checks), &k, &got))
@@ -304,10 +384,18 @@ int main(int argc, char **argv)
 		}
 	}
 	if (sum(seqs, 0, possible, &task) || sum(written, 0, possible, &task_ok) ||
-	    sum(seqs, 1, possible, &nmi) || sum(written, 1, possible, &nmi_ok))
+	    sum(seqs, 1, possible, &nmi) || sum(written, 1, possible, &nmi_ok) ||
+	    sum(written, 2, possible, &task_res) || sum(written, 3, possible, &nmi_res))
 		return fail("read counters", errno);
-	printf("relay-bpf ok: cpus=%d task=%llu task_written=%llu nmi=%llu nmi_written=%llu bad_arguments=refused\n",
-	       online, task, task_ok, nmi, nmi_ok);
+	/* Odd sequence numbers are reserved and committed: both ways ran. */
+	if ((task_ok > 1 && !task_res) || (nmi_ok > 1 && !nmi_res)) {
+		printf("relay-bpf FAILED: no record was reserved and committed: task=%llu nmi=%llu\n",
+		       task_res, nmi_res);
+		return 1;
+	}
+	printf("relay-bpf ok: cpus=%d task=%llu task_written=%llu task_reserved=%llu nmi=%llu "
+	       "nmi_written=%llu nmi_reserved=%llu bad_arguments=refused\n",
+	       online, task, task_ok, task_res, nmi, nmi_ok, nmi_res);
 	bpf_object__close(obj);
 	return 0;
 }

@@ -10,9 +10,12 @@
  *
  * Every attempt takes a sequence number (per CPU and source, in a per-CPU
  * array), so `relay verify` holds the stream to the channel's accounting.
- * The first task-context call on each CPU also passes the kfunc a bad
- * channel number, type and flags, and an unused channel number, and keeps
- * the answers for the loader to check.
+ * Even numbers are copied with relay_kfunc_write; odd ones are reserved
+ * and filled in place: the task program through a relay_kfunc_grant_data
+ * window, the NMI one with relay_kfunc_grant_write.
+ * The first task-context call on each CPU also passes the kfuncs bad
+ * channel numbers, types, flags and offsets, and keeps the answers for the
+ * loader to check.
  * Built with clang -target bpf by `cargo xtask vm-test`.
  */
 #include <linux/types.h>
@@ -43,10 +46,11 @@ struct {
 	__type(value, __u64);
 } seqs SEC(".maps");
 
-/* Per CPU: records the kfunc accepted, same keys. */
+/* Per CPU: records the kfuncs accepted, same keys; [2] and [3]: those of
+ * them that were reserved and committed. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 2);
+	__uint(max_entries, 4);
 	__type(key, __u32);
 	__type(value, __u64);
 } written SEC(".maps");
@@ -60,8 +64,9 @@ static __always_inline __u64 fnv(__u64 h, const __u8 *b, int from, int to)
 	return h;
 }
 
-/* The checked payload `seq` of (cpu, source), as relay-core's fill(). */
-static __always_inline void fill(__u8 *b, __u32 cpu, __u32 source, __u64 seq)
+/* The checked payload `seq` of (cpu, source), as relay-core's fill(); a
+ * subprogram, as it runs on a stack buffer and in place in a grant. */
+static __attribute__((noinline)) void fill(__u8 *b, __u32 cpu, __u32 source, __u64 seq)
 {
 	__u64 h;
 
@@ -78,10 +83,10 @@ static __always_inline void fill(__u8 *b, __u32 cpu, __u32 source, __u64 seq)
 	*(__u64 *)&b[24] = h;
 }
 
-/* What the kfunc answered to bad arguments (checked by the loader). */
+/* What the kfuncs answered to bad arguments (checked by the loader). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 4);
+	__uint(max_entries, RELAY_BPF_CHECKS);
 	__type(key, __u32);
 	__type(value, __s64);
 } checks SEC(".maps");
@@ -98,11 +103,55 @@ static __always_inline void check(__u32 k, __s64 r)
 static __always_inline void bad_arguments(struct relay_bpf_config *c, __u8 *buf)
 {
 	__u32 unused = c->channel == RELAY_MAX_CHANNELS - 1 ? 0 : RELAY_MAX_CHANNELS - 1;
+	struct relay_grant *g;
 
 	check(0, relay_kfunc_write(RELAY_MAX_CHANNELS, 1, buf, PAYLOAD, 0));
 	check(1, relay_kfunc_write(c->channel, 70000, buf, PAYLOAD, 0));
 	check(2, relay_kfunc_write(c->channel, 1, buf, PAYLOAD, 2));
 	check(3, relay_kfunc_write(unused, 1, buf, PAYLOAD, 0));
+	/* (The verifier wants every grant given back, even one never made.) */
+	g = relay_kfunc_reserve(RELAY_MAX_CHANNELS, 8);
+	check(4, g != 0);
+	if (g)
+		relay_kfunc_discard(g);
+	g = relay_kfunc_reserve(unused, 8);
+	check(5, g != 0);
+	if (g)
+		relay_kfunc_discard(g);
+	/* A record of 8 bytes: windows and copies must stay inside it, and a
+	 * bad type discards it. */
+	g = relay_kfunc_reserve(c->channel, 8);
+	if (!g) {
+		check(6, 2);
+		return;
+	}
+	check(6, relay_kfunc_grant_data(g, 4, 8) != 0);
+	check(7, relay_kfunc_grant_write(g, 1, buf, 8));
+	check(8, relay_kfunc_commit(g, 70000, 0));
+}
+
+/* Reserves the record and fills it in place; 0 if it was written. */
+static __always_inline int reserve_and_fill(__u32 channel, __u32 cpu, __u32 source,
+					    __u64 seq, __u8 *buf)
+{
+	struct relay_grant *g = relay_kfunc_reserve(channel, PAYLOAD);
+	__u8 *p;
+
+	if (!g)
+		return -1;
+	if (source == SOURCE_BPF_TASK) {
+		p = relay_kfunc_grant_data(g, 0, PAYLOAD);
+		if (!p) {
+			relay_kfunc_discard(g);
+			return -1;
+		}
+		fill(p, cpu, source, seq);
+	} else if (relay_kfunc_grant_write(g, 0, buf, PAYLOAD)) {
+		relay_kfunc_discard(g);
+		return -1;
+	}
+	return relay_kfunc_commit(g, 0x20 + source,
+				  source == SOURCE_BPF_NMI ? RELAY_KFUNC_WAKEUP : 0);
 }
 
 static __always_inline int emit(__u32 key, __u32 source)
@@ -110,15 +159,27 @@ static __always_inline int emit(__u32 key, __u32 source)
 	__u32 zero = 0;
 	struct relay_bpf_config *c = bpf_map_lookup_elem(&config, &zero);
 	__u64 *seq = bpf_map_lookup_elem(&seqs, &key);
+	__u32 rkey = key + 2;
 	__u64 *ok = bpf_map_lookup_elem(&written, &key);
+	__u64 *reserved = bpf_map_lookup_elem(&written, &rkey);
 	__u8 buf[PAYLOAD] __attribute__((aligned(8)));
+	__u32 cpu = bpf_get_smp_processor_id();
+	__u64 n;
 
-	if (!c || !seq || !ok)
+	if (!c || !seq || !ok || !reserved)
 		return 0;
-	fill(buf, bpf_get_smp_processor_id(), source, *seq);
-	if (*seq == 0 && source == SOURCE_BPF_TASK)
+	n = *seq;
+	fill(buf, cpu, source, n);
+	if (n == 0 && source == SOURCE_BPF_TASK)
 		bad_arguments(c, buf);
-	*seq += 1;
+	*seq = n + 1;
+	if (n & 1) {
+		if (reserve_and_fill(c->channel, cpu, source, n, buf) == 0) {
+			*ok += 1;
+			*reserved += 1;
+		}
+		return 0;
+	}
 	/* From NMI, also ask for a wakeup (the kfunc defers it to irq_work). */
 	if (relay_kfunc_write(c->channel, 0x20 + source, buf, PAYLOAD,
 			      source == SOURCE_BPF_NMI ? RELAY_KFUNC_WAKEUP : 0) == 0)

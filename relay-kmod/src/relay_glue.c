@@ -70,6 +70,10 @@ int relay_rust_channel_new(void *mem, u64 size, u64 subbuf_size,
 			   u64 subbuf_count, u64 flags, void **out);
 void relay_rust_channel_free(void *k);
 int relay_rust_write(void *k, u32 cpu, u16 type, const void *data, u64 len);
+#define RELAY_GRANT_WORDS 6	/* relay_main.rs: GRANT_WORDS */
+int relay_rust_reserve(void *k, u32 cpu, u32 len, u64 *state, u8 **data);
+void relay_rust_refuse(void *k, u32 cpu);
+int relay_rust_commit(void *k, u32 cpu, const u64 *state, u16 type, bool discard);
 int relay_rust_load_write(void *k, u32 cpu, u32 source, u64 seq, void *buf,
 			  u64 len);
 int relay_rust_flush(void *k, u32 cpu, bool on_cpu, u64 *barrier, u64 *next);
@@ -85,7 +89,6 @@ int relay_rust_selftest(void);
 u32 relay_glue_this_cpu(void);
 u32 relay_glue_nr_cpu_ids(void);
 u32 relay_glue_num_online_cpus(void);
-u64 relay_glue_clock_ns(void);
 void relay_glue_on_each_cpu(smp_call_func_t func, void *info);
 int relay_glue_flush_cpu(void *flusher, u32 cpu, u64 *barrier, u64 *next);
 struct relay_glue_works;
@@ -109,11 +112,6 @@ u32 relay_glue_nr_cpu_ids(void)
 u32 relay_glue_num_online_cpus(void)
 {
 	return num_online_cpus();
-}
-
-u64 relay_glue_clock_ns(void)
-{
-	return ktime_get_mono_fast_ns();
 }
 
 void relay_glue_on_each_cpu(smp_call_func_t func, void *info)
@@ -328,8 +326,8 @@ int relay_chan_write(struct relay_chan *ch, u16 type, const void *data, u32 len)
 
 	preempt_disable_notrace();
 	r = relay_rust_write(ch->k, raw_smp_processor_id(), type, data, len);
-	preempt_enable_notrace();
 	relay_written(ch, r);
+	preempt_enable_notrace();
 	return r < 0 ? r : 0;
 }
 EXPORT_SYMBOL_GPL(relay_chan_write);
@@ -360,26 +358,209 @@ __bpf_kfunc int relay_kfunc_write(u32 id, u32 type, const void *data, u32 data__
 
 	if (id >= RELAY_MAX_CHANNELS || type > U16_MAX || (flags & ~RELAY_KFUNC_WAKEUP))
 		return -EINVAL;
-	rcu_read_lock();
-	ch = rcu_dereference(relay_ids[id]);
+	/* A preemption-off region is an RCU read-side critical section:
+	 * destroy's synchronize_rcu() waits for it (no rcu_read_lock calls
+	 * on the path of every record). */
+	preempt_disable_notrace();
+	ch = rcu_dereference_sched(relay_ids[id]);
 	if (ch) {
-		r = relay_chan_write(ch, type, data, data__sz);
-		if (!r && (flags & RELAY_KFUNC_WAKEUP))
+		r = relay_rust_write(ch->k, raw_smp_processor_id(), type, data, data__sz);
+		relay_written(ch, r);
+		if (r >= 0 && (flags & RELAY_KFUNC_WAKEUP))
 			irq_work_queue(&ch->wake);
 	}
-	rcu_read_unlock();
-	return r;
+	preempt_enable_notrace();
+	return r < 0 ? r : 0;
+}
+
+/*
+ * Reserve and commit: the program fills a record in place, in the channel.
+ * The verifier holds it to the protocol: the grant is an acquired reference
+ * (KF_ACQUIRE), which every path must give back through relay_kfunc_commit()
+ * or relay_kfunc_discard() (KF_RELEASE) before the program ends, and the
+ * payload pointers from relay_kfunc_grant_data() die with it. In between,
+ * preemption stays off: the CPU's writes nest as relay-core's CpuLocal writer
+ * requires, and, that being an RCU read-side critical section, the channel
+ * outlives the grant (destroy waits for a grace period). Sleepable programs
+ * get none of this (relay_kfunc_filter).
+ */
+
+/* Grants a CPU can hold at once: a few per context that can nest. */
+#define RELAY_GRANTS 8
+
+/**
+ * struct relay_grant - a record reserved by relay_kfunc_reserve()
+ * @ch: its channel
+ * @data: its payload, @size bytes in the channel's memory
+ * @cpu: the CPU whose buffer holds it
+ * @size: payload bytes reserved
+ * @busy: the slot is taken (claimed with cmpxchg_local: NMIs nest)
+ * @core: relay-core's reservation (relay_main.rs), opaque here
+ */
+struct relay_grant {
+	struct relay_chan *ch;
+	u8 *data;
+	u32 cpu;
+	u32 size;
+	unsigned long busy;
+	u64 core[RELAY_GRANT_WORDS];
+};
+
+static DEFINE_PER_CPU(struct relay_grant, relay_grants[RELAY_GRANTS]);
+
+/**
+ * relay_kfunc_reserve() - reserve a record on the current CPU
+ * @id: the channel's number (struct relay_create.id)
+ * @size: payload bytes; relay_kfunc_grant_data() and
+ *	  relay_kfunc_grant_write() fill them
+ *
+ * Context: a non-sleepable tracing program, NMI included.
+ * Return: the grant, which the program must pass to relay_kfunc_commit() or
+ * relay_kfunc_discard(); NULL if @id names no channel, the buffer is full,
+ * @size does not fit a sub-buffer, or the CPU holds RELAY_GRANTS grants
+ * already (the last three are counted in the channel's statistics).
+ */
+__bpf_kfunc struct relay_grant *relay_kfunc_reserve(u32 id, u32 size)
+{
+	struct relay_grant *pool, *g = NULL;
+	struct relay_chan *ch;
+	u32 cpu;
+	int i, r;
+
+	if (id >= RELAY_MAX_CHANNELS)
+		return NULL;
+	preempt_disable_notrace();
+	ch = rcu_dereference_sched(relay_ids[id]);
+	if (!ch)
+		goto enable;
+	cpu = raw_smp_processor_id();
+	pool = *this_cpu_ptr(&relay_grants);
+	for (i = 0; i < RELAY_GRANTS && !g; i++)
+		if (!cmpxchg_local(&pool[i].busy, 0, 1))
+			g = &pool[i];
+	if (!g) {
+		relay_rust_refuse(ch->k, cpu);
+		goto enable;
+	}
+	r = relay_rust_reserve(ch->k, cpu, size, g->core, &g->data);
+	if (r < 0) {
+		WRITE_ONCE(g->busy, 0);
+		goto enable;
+	}
+	relay_written(ch, r);
+	g->ch = ch;
+	g->cpu = cpu;
+	g->size = size;
+	/* Preemption stays off until relay_grant_end(). */
+	return g;
+enable:
+	preempt_enable_notrace();
+	return NULL;
+}
+
+/**
+ * relay_kfunc_grant_data() - a window into a grant's payload
+ * @g: the grant
+ * @offset: where the window starts in the payload
+ * @rdwr_buf_size: its size, a constant (the verifier checks every access
+ *		   through the window against it)
+ *
+ * Return: the window, valid until @g is committed or discarded; NULL if it
+ * does not lie inside the payload.
+ */
+__bpf_kfunc u8 *relay_kfunc_grant_data(struct relay_grant *g, u32 offset,
+				       const u32 rdwr_buf_size)
+{
+	if (offset > g->size || rdwr_buf_size > g->size - offset)
+		return NULL;
+	return g->data + offset;
+}
+
+/**
+ * relay_kfunc_grant_write() - copy program memory into a grant's payload
+ * @g: the grant
+ * @offset: where in the payload
+ * @data: the bytes
+ * @data__sz: how many (the verifier checks @data for them)
+ *
+ * Return: 0, or -EINVAL if they do not fit inside the payload.
+ */
+__bpf_kfunc int relay_kfunc_grant_write(struct relay_grant *g, u32 offset,
+					const void *data, u32 data__sz)
+{
+	if (offset > g->size || data__sz > g->size - offset)
+		return -EINVAL;
+	if (data__sz)
+		memcpy(g->data + offset, data, data__sz);
+	return 0;
+}
+
+static void relay_grant_end(struct relay_grant *g, u16 type, bool discard,
+			    bool wake)
+{
+	struct relay_chan *ch = g->ch;
+	int r = relay_rust_commit(ch->k, g->cpu, g->core, type, discard);
+
+	relay_written(ch, r);
+	if (wake)
+		irq_work_queue(&ch->wake);
+	barrier();
+	WRITE_ONCE(g->busy, 0);
+	preempt_enable_notrace();
+}
+
+/**
+ * relay_kfunc_commit() - publish a reserved record
+ * @g: the grant, which this gives back
+ * @type: the record's type (0 ..= 65535)
+ * @flags: RELAY_KFUNC_WAKEUP, as for relay_kfunc_write()
+ *
+ * Return: 0, or -EINVAL for a bad @type or @flags, in which case the
+ * record is discarded (the grant is given back either way).
+ */
+__bpf_kfunc int relay_kfunc_commit(struct relay_grant *g, u32 type, u64 flags)
+{
+	bool bad = type > U16_MAX || (flags & ~RELAY_KFUNC_WAKEUP);
+
+	relay_grant_end(g, bad ? 0 : type, bad, !bad && (flags & RELAY_KFUNC_WAKEUP));
+	return bad ? -EINVAL : 0;
+}
+
+/**
+ * relay_kfunc_discard() - give a reserved record back unpublished
+ * @g: the grant
+ *
+ * Readers skip its space; no record is counted.
+ */
+__bpf_kfunc void relay_kfunc_discard(struct relay_grant *g)
+{
+	relay_grant_end(g, 0, true, false);
 }
 
 __bpf_kfunc_end_defs();
 
 BTF_KFUNCS_START(relay_kfunc_ids)
 BTF_ID_FLAGS(func, relay_kfunc_write)
+BTF_ID_FLAGS(func, relay_kfunc_reserve, KF_ACQUIRE | KF_RET_NULL)
+BTF_ID_FLAGS(func, relay_kfunc_grant_data, KF_TRUSTED_ARGS | KF_RET_NULL)
+BTF_ID_FLAGS(func, relay_kfunc_grant_write, KF_TRUSTED_ARGS)
+BTF_ID_FLAGS(func, relay_kfunc_commit, KF_RELEASE)
+BTF_ID_FLAGS(func, relay_kfunc_discard, KF_RELEASE)
 BTF_KFUNCS_END(relay_kfunc_ids)
+
+BTF_ID_LIST(relay_kfunc_write_id)
+BTF_ID(func, relay_kfunc_write)
+
+/* A grant holds preemption off until its commit: no sleeping in between. */
+static int relay_kfunc_filter(const struct bpf_prog *prog, u32 kfunc_id)
+{
+	return prog->sleepable && kfunc_id != relay_kfunc_write_id[0] ? -EACCES : 0;
+}
 
 static const struct btf_kfunc_id_set relay_kfunc_set = {
 	.owner = THIS_MODULE,
 	.set = &relay_kfunc_ids,
+	.filter = relay_kfunc_filter,
 };
 
 /*

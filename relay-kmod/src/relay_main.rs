@@ -22,8 +22,8 @@ use core::ffi::{c_int, c_void};
 use kernel::prelude::*;
 use relay_core::merge::{Cursor, Merger, Step};
 use relay_core::{
-    checked, frames, AtomicU64, Channel, ChannelFlags, Clock, CpuLocal, Geometry, GeometryParams,
-    Mode, WriteError, Writer,
+    checked, frames, AtomicU64, Channel, ChannelFlags, Clock, CpuLocal, Detached, Geometry,
+    GeometryParams, Mode, WriteError, Writer,
 };
 
 mod selftest;
@@ -53,8 +53,6 @@ mod glue {
         pub(crate) fn relay_glue_nr_cpu_ids() -> u32;
         /// `num_online_cpus()`.
         pub(crate) fn relay_glue_num_online_cpus() -> u32;
-        /// `ktime_get_mono_fast_ns()`: `CLOCK_MONOTONIC`, safe in NMI context.
-        pub(crate) fn relay_glue_clock_ns() -> u64;
         /// Flushes `cpu` of the channel `k` on that CPU (an IPI), or from
         /// here if it is offline. Process context; 1 if that sealed a
         /// sub-buffer, 0 if not, or a negative errno.
@@ -82,11 +80,14 @@ mod glue {
         pub(crate) fn relay_glue_works_finish(works: *mut c_void);
     }
 
-    /// The NMI-safe monotonic clock, as relay-core's writer wants it.
+    /// The NMI-safe monotonic clock (`CLOCK_MONOTONIC`, what userspace
+    /// producers stamp too), as relay-core's writer wants it; called
+    /// directly, not through the glue: every record reads it.
+    #[inline]
     pub(crate) fn clock_ns() -> u64 {
         // SAFETY: `ktime_get_mono_fast_ns` has no preconditions and may be
         // called from any context, NMI included.
-        unsafe { relay_glue_clock_ns() }
+        unsafe { kernel::bindings::ktime_get_mono_fast_ns() }
     }
 }
 
@@ -282,6 +283,101 @@ pub unsafe extern "C" fn relay_rust_write(
         return 1;
     }
     write_result(Ok(c))
+}
+
+/// Storage the C glue keeps for one detached grant (`struct relay_grant`'s
+/// `core` words): opaque there, a [`Detached`] here.
+const GRANT_WORDS: usize = 6;
+const _: () = assert!(
+    core::mem::size_of::<Detached>() <= GRANT_WORDS * 8
+        && core::mem::align_of::<Detached>() <= 8
+);
+
+/// Reserves `len` payload bytes on `cpu` for a BPF program to fill in place
+/// (`relay_kfunc_reserve`): stores the reservation in `state` and where its
+/// payload starts in `data`. Returns 0, 1 if the reservation sealed the
+/// sub-buffer before it (wake readers), or a negative errno.
+///
+/// # Safety
+///
+/// As [`relay_rust_write`]; `state` valid for writes of `GRANT_WORDS`
+/// words, `data` for one pointer. The caller passes `state` to
+/// [`relay_rust_commit`] exactly once, on `cpu`, without migrating between.
+#[no_mangle]
+pub unsafe extern "C" fn relay_rust_reserve(
+    k: *mut c_void,
+    cpu: u32,
+    len: u32,
+    state: *mut u64,
+    data: *mut *mut u8,
+) -> c_int {
+    // SAFETY: the caller's contract.
+    let k = unsafe { kchannel(k) };
+    let Some(writer) = k.writers.get(cpu as usize) else {
+        return EINVAL.to_errno();
+    };
+    let mut grant = match writer.reserve(len as usize, &mut clock_ns) {
+        Ok(g) => g,
+        Err(e) => return write_result(Err(e)),
+    };
+    let start = grant
+        .payload_ptr()
+        .map_or(core::ptr::null_mut(), |p| p.as_ptr());
+    let sealed_before = grant.opened_subbuf() && writer.is_sealed(grant.subbuf_seq().wrapping_sub(1));
+    // SAFETY: the caller's contract: `state` holds `GRANT_WORDS` aligned
+    // words (asserted above to fit a `Detached`), `data` one pointer.
+    unsafe {
+        state.cast::<Detached>().write(grant.detach());
+        data.write(start);
+    }
+    c_int::from(sealed_before)
+}
+
+/// Counts a record on `cpu` that the glue refused before reserving (no free
+/// grant slot) as lost to a full buffer.
+///
+/// # Safety
+///
+/// `k` as for [`kchannel`].
+#[no_mangle]
+pub unsafe extern "C" fn relay_rust_refuse(k: *mut c_void, cpu: u32) {
+    // SAFETY: the caller's contract.
+    let k = unsafe { kchannel(k) };
+    if let Some(writer) = k.writers.get(cpu as usize) {
+        writer.count_refused();
+    }
+}
+
+/// Commits (type `rtype`) or discards the reservation `state` made by
+/// [`relay_rust_reserve`]. Returns 1 if that sealed its sub-buffer (wake
+/// readers), or 0.
+///
+/// # Safety
+///
+/// `k` as for [`kchannel`]; `state` is a reservation of this channel's
+/// `cpu`, not yet committed; the caller runs on `cpu` with preemption off.
+#[no_mangle]
+pub unsafe extern "C" fn relay_rust_commit(
+    k: *mut c_void,
+    cpu: u32,
+    state: *const u64,
+    rtype: u16,
+    discard: bool,
+) -> c_int {
+    // SAFETY: the caller's contract.
+    let k = unsafe { kchannel(k) };
+    let Some(writer) = k.writers.get(cpu as usize) else {
+        return EINVAL.to_errno();
+    };
+    // SAFETY: the caller's contract: `state` holds what reserve stored.
+    let d = unsafe { state.cast::<Detached>().read() };
+    let grant = writer.attach(d);
+    let c = if discard {
+        grant.discard()
+    } else {
+        grant.commit(rtype)
+    };
+    c_int::from(c.sealed.is_some())
 }
 
 /// Fills `buf` (`len` bytes) with checked payload `seq` of (`cpu`,

@@ -51,10 +51,10 @@ struct relay_create {
 /* Channels that exist at once (and channel numbers: 0 ..= 63). */
 #define RELAY_MAX_CHANNELS	64
 
-/* BPF programs write with the module's kfunc
- *   int relay_kfunc_write(__u32 id, __u32 type, const void *data,
- *                         __u32 data__sz, __u64 flags) __ksym;
- * from any tracing context, NMI included; flags: */
+/* BPF programs write with the module's kfuncs, from any tracing context,
+ * NMI included (declared in ../bpf/relay_kfunc.h): relay_kfunc_write()
+ * copies a record; relay_kfunc_reserve(), _grant_data(), _grant_write(),
+ * _commit() and _discard() fill one in place. Flags of write and commit: */
 #define RELAY_KFUNC_WAKEUP	1ULL	/* wake readers now, not only at seals */
 
 /* RELAY_IOC_DESTROY (control): ENOENT if no such channel. Open files and

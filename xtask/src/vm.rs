@@ -154,15 +154,19 @@ const REQUIRED: &[(&str, &str)] = &[
     ),
     (
         "relay-guest: bpf ok mode=no-overwrite",
-        "BPF programs wrote through the kfunc from a syscall tracepoint and from NMI, verified",
+        "BPF programs wrote through the kfuncs (copy, and reserve/commit in place) from a syscall tracepoint and from NMI, verified",
     ),
     (
         "relay-guest: bpf ok mode=overwrite",
         "the same in overwrite mode",
     ),
     (
+        "relay-guest: relay-bpf reject ok",
+        "the verifier refuses programs that leak a grant, use it after commit, write past it, or sleep",
+    ),
+    (
         "relay-guest: relay-bpf bench:",
-        "BPF programs on every vCPU: the kfunc against bpf_ringbuf_output and the perf buffer",
+        "BPF programs on every vCPU: the kfuncs against the BPF ring buffer and the perf buffer",
     ),
     (
         "relay-guest-test: poll wakeup ok",
@@ -696,7 +700,7 @@ fn build_relay_cli(root: &Path, vm: &Path) -> PathBuf {
 fn build_bpf(root: &Path, vm: &Path) -> (PathBuf, PathBuf) {
     header("BPF programs and loader");
     let src = root.join("relay-kmod/bpf");
-    for name in ["relay_events", "relay_bench"] {
+    for name in ["relay_events", "relay_bench", "relay_reject"] {
         sh(
             &format!("clang -target bpf {name}.bpf.c"),
             Command::new("clang")
@@ -829,6 +833,7 @@ fn pack_initramfs(vm: &Path, kdir: &Path, bins: &[&Path; 5], root: &Path) -> Pat
          file /bin/relay {} 0755 0 0\n\
          file /relay_events.bpf.o {} 0644 0 0\n\
          file /relay_bench.bpf.o {} 0644 0 0\n\
+         file /relay_reject.bpf.o {} 0644 0 0\n\
          file /bin/relay-bpf {} 0755 0 0\n\
          {dirs}{extra}",
         init.display(),
@@ -837,6 +842,7 @@ fn pack_initramfs(vm: &Path, kdir: &Path, bins: &[&Path; 5], root: &Path) -> Pat
         relay.display(),
         bpf_obj.display(),
         bpf_obj.with_file_name("relay_bench.bpf.o").display(),
+        bpf_obj.with_file_name("relay_reject.bpf.o").display(),
         bpf_loader.display()
     );
     let spec_path = vm.join("initramfs.list");
