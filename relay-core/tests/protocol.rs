@@ -276,6 +276,37 @@ fn detached_grant_is_filled_in_place_and_committed_later() {
 }
 
 #[test]
+fn copy_payload_matches_write_payload() {
+    // Same records, padding zeroed over stale bytes, whatever the length's
+    // remainder.
+    let geo = geometry(4096, 2, 1);
+    let (a, b) = (region(&geo), region(&geo));
+    let stale = |m: &[relay_core::AtomicU64]| m.iter().for_each(|w| w.store(!0, Ordering::Relaxed));
+    stale(&a);
+    stale(&b);
+    let (ca, cb) = (create(&a, geo, false), create(&b, geo, false));
+    let (wa, wb) = (ca.writer(0).unwrap(), cb.writer(0).unwrap());
+    let (mut ta, mut tb) = (counter(), counter());
+    for len in [0, 1, 7, 8, 9, 24, 33, 100] {
+        let p = payload(len as u64, len);
+        let mut g = wa.reserve(len, &mut ta).unwrap();
+        g.write_payload(&p);
+        let _ = g.commit(1);
+        let mut g = wb.reserve(len, &mut tb).unwrap();
+        g.copy_payload(&p);
+        let _ = g.commit(1);
+    }
+    let _ = wa.flush(&mut ta);
+    let _ = wb.flush(&mut tb);
+    let words = |m: &[relay_core::AtomicU64]| {
+        m.iter()
+            .map(|w| w.load(Ordering::Relaxed))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(words(&a), words(&b));
+}
+
+#[test]
 fn count_refused_is_counted_full() {
     let geo = geometry(256, 2, 1);
     let mem = region(&geo);

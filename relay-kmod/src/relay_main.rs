@@ -276,7 +276,9 @@ pub unsafe extern "C" fn relay_rust_write(
     };
     let opened = grant.opened_subbuf();
     let seq = grant.subbuf_seq();
-    grant.write_payload(data);
+    // One memcpy: the module's readers (mmap, read()) only read sealed
+    // sub-buffers and validate overwrite-mode copies.
+    grant.copy_payload(data);
     let c = grant.commit(rtype);
     // Reserving this record may have sealed the sub-buffer before it.
     if opened && c.sealed.is_none() && writer.is_sealed(seq.wrapping_sub(1)) {
