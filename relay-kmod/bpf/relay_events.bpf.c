@@ -99,6 +99,25 @@ static __always_inline void check(__u32 k, __s64 r)
 		*v = r;
 }
 
+/* A CPU holds at most RELAY_GRANTS grants at once: of one more than that,
+ * at least one reservation fails (and is counted lost). */
+static __always_inline void held_grants(__u32 channel)
+{
+	struct relay_grant *g[RELAY_GRANTS + 1];
+	__s64 refused = 0;
+
+#pragma unroll
+	for (int i = 0; i < RELAY_GRANTS + 1; i++) {
+		g[i] = relay_kfunc_reserve(channel, 8);
+		refused += !g[i];
+	}
+#pragma unroll
+	for (int i = 0; i < RELAY_GRANTS + 1; i++)
+		if (g[i])
+			relay_kfunc_discard(g[i]);
+	check(9, refused);
+}
+
 /* Bad channel numbers, types and flags are errors, never a write. */
 static __always_inline void bad_arguments(struct relay_bpf_config *c, __u8 *buf)
 {
@@ -128,6 +147,7 @@ static __always_inline void bad_arguments(struct relay_bpf_config *c, __u8 *buf)
 	check(6, relay_kfunc_grant_data(g, 4, 8) != 0);
 	check(7, relay_kfunc_grant_write(g, 1, buf, 8));
 	check(8, relay_kfunc_commit(g, 70000, 0));
+	held_grants(c->channel);
 }
 
 /* Reserves the record and fills it in place; 0 if it was written. */

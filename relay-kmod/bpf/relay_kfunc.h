@@ -19,8 +19,9 @@ struct relay_bpf_config {
 /* Answers of the kfuncs to bad arguments, kept by relay_events.bpf.c's
  * `checks` map: write with a bad channel number, type, flags and an unused
  * number; reserve with a bad and an unused number (0: NULL); a window and a
- * copy outside a grant (0: NULL), and a commit with a bad type. */
-#define RELAY_BPF_CHECKS 9
+ * copy outside a grant (0: NULL), a commit with a bad type; and how many of
+ * RELAY_GRANTS + 1 grants held at once were refused. */
+#define RELAY_BPF_CHECKS 10
 
 #ifdef __bpf__
 /* A reserved record (relay_glue.c); programs only pass it back. */

@@ -385,9 +385,6 @@ __bpf_kfunc int relay_kfunc_write(u32 id, u32 type, const void *data, u32 data__
  * get none of this (relay_kfunc_filter).
  */
 
-/* Grants a CPU can hold at once: a few per context that can nest. */
-#define RELAY_GRANTS 8
-
 /**
  * struct relay_grant - a record reserved by relay_kfunc_reserve()
  * @ch: its channel

@@ -56,6 +56,9 @@ struct relay_create {
  * copies a record; relay_kfunc_reserve(), _grant_data(), _grant_write(),
  * _commit() and _discard() fill one in place. Flags of write and commit: */
 #define RELAY_KFUNC_WAKEUP	1ULL	/* wake readers now, not only at seals */
+/* Grants (relay_kfunc_reserve) a CPU holds at once, at most: a few per
+ * context that can nest; one more is refused and counted lost (full). */
+#define RELAY_GRANTS		8
 
 /* RELAY_IOC_DESTROY (control): ENOENT if no such channel. Open files and
  * mappings keep the memory until they are gone; the names disappear now. */
