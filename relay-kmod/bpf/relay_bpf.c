@@ -19,8 +19,9 @@
  * its reserve/commit kfuncs (channel ID, overwrite mode: never full),
  * bpf_ringbuf_output (bare, and with bpf_ktime_get_ns() per record),
  * bpf_ringbuf_reserve/submit and bpf_perf_event_output
- * (each with a consumer thread, as they are used), one after the other;
- * records accepted per second, and the ratios.
+ * (each with a consumer thread, as they are used), one after the other,
+ * in ROUNDS interleaved rounds; per path the median of its rates (records
+ * accepted per second), and the ratios.
  *
  * The third loads each program of relay_reject.bpf.o alone and expects
  * the verifier to refuse it, for the reason the program is named after.
@@ -235,82 +236,112 @@ static int reject(const char *path)
 
 enum { RELAY, RELAY_RESERVE, RINGBUF, RINGBUF_TS, RINGBUF_RESERVE, PERFBUF, PATHS };
 
+static const char *const bench_names[PATHS] = {
+	"bench_relay", "bench_relay_reserve", "bench_ringbuf", "bench_ringbuf_ts",
+	"bench_ringbuf_reserve", "bench_perfbuf",
+};
+
+/* One run of path `p`: attaches its program, runs the workers, and returns
+ * records accepted per second (M/s), or a negative errno. */
+static double bench_run(struct bpf_object *obj, int p, int cpus, long calls,
+			unsigned long long *att, unsigned long long *ok)
+{
+	struct bpf_program *prog = bpf_object__find_program_by_name(obj, bench_names[p]);
+	struct bpf_map *counts = bpf_object__find_map_by_name(obj, "counts");
+	int possible = libbpf_num_possible_cpus();
+	unsigned long long *zeros = calloc(possible, sizeof(*zeros));
+	unsigned int zero = 0, one = 1;
+	struct ring_buffer *rb = NULL;
+	struct perf_buffer *pb = NULL;
+	pthread_t consumer;
+	struct bpf_link *link;
+	double t0, t = 0;
+	int err;
+
+	if (!prog || !counts || !zeros) {
+		free(zeros);
+		return -ENOENT;
+	}
+	bpf_map_update_elem(bpf_map__fd(counts), &zero, zeros, BPF_ANY);
+	bpf_map_update_elem(bpf_map__fd(counts), &one, zeros, BPF_ANY);
+	free(zeros);
+	consuming = 1;
+	if (p == RINGBUF || p == RINGBUF_TS || p == RINGBUF_RESERVE) {
+		rb = ring_buffer__new(bpf_map__fd(bpf_object__find_map_by_name(obj, "rb")),
+				      on_ring, NULL, NULL);
+		if (!rb)
+			return -errno;
+		pthread_create(&consumer, NULL, consume_ring, rb);
+	} else if (p == PERFBUF) {
+		pb = perf_buffer__new(bpf_map__fd(bpf_object__find_map_by_name(obj, "pb")),
+				      64, on_perf, NULL, NULL, NULL);
+		if (!pb)
+			return -errno;
+		pthread_create(&consumer, NULL, consume_perf, pb);
+	}
+	link = bpf_program__attach(prog);
+	err = libbpf_get_error(link);
+	if (!err) {
+		t0 = now_s();
+		err = run_workers(cpus, calls, SYS_getpgid);
+		t = now_s() - t0;
+		bpf_link__destroy(link);
+	}
+	consuming = 0;
+	if (rb || pb)
+		pthread_join(consumer, NULL);
+	ring_buffer__free(rb);
+	perf_buffer__free(pb);
+	if (err)
+		return -abs(err);
+	if (sum(counts, 0, possible, att) || sum(counts, 1, possible, ok))
+		return -errno;
+	return *ok / t / 1e6;
+}
+
+static int by_value(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* Runs of each path, interleaved (relay, ring buffer, ..., relay, ...) so
+ * that a slow stretch of the host hits every path alike; the median counts. */
+#define ROUNDS 3
+
 static int bench(const char *path, unsigned int channel, long calls, int cpus)
 {
-	static const char *const names[PATHS] = {
-		"bench_relay", "bench_relay_reserve", "bench_ringbuf", "bench_ringbuf_ts",
-		"bench_ringbuf_reserve", "bench_perfbuf",
-	};
-	double rate[PATHS] = { 0 };
-	unsigned long long att[PATHS], ok[PATHS];
 	struct relay_bpf_config c = { .channel = channel, .tgid = getpid() };
-	unsigned int zero = 0, one = 1;
+	double runs[PATHS][ROUNDS], rate[PATHS];
+	unsigned long long att[PATHS] = { 0 }, ok[PATHS] = { 0 };
 	int online = sysconf(_SC_NPROCESSORS_ONLN);
-	int possible = libbpf_num_possible_cpus();
 	struct bpf_object *obj;
 
 	if (cpus <= 0 || cpus > online)
 		cpus = online;
 	obj = open_loaded(path, &c);
-	struct bpf_map *counts;
-	int err = 0;
-
 	if (!obj)
 		return 1;
-	counts = bpf_object__find_map_by_name(obj, "counts");
-	if (!counts)
-		return fail("maps", ENOENT);
-	for (int p = 0; p < PATHS; p++) {
-		struct bpf_program *prog = bpf_object__find_program_by_name(obj, names[p]);
-		unsigned long long *zeros = calloc(possible, sizeof(*zeros));
-		struct ring_buffer *rb = NULL;
-		struct perf_buffer *pb = NULL;
-		pthread_t consumer;
-		struct bpf_link *link;
-		double t0;
+	for (int r = 0; r < ROUNDS; r++) {
+		for (int p = 0; p < PATHS; p++) {
+			unsigned long long a, o;
 
-		if (!prog || !zeros)
-			return fail(names[p], ENOENT);
-		bpf_map_update_elem(bpf_map__fd(counts), &zero, zeros, BPF_ANY);
-		bpf_map_update_elem(bpf_map__fd(counts), &one, zeros, BPF_ANY);
-		free(zeros);
-		consuming = 1;
-		if (p == RINGBUF || p == RINGBUF_TS || p == RINGBUF_RESERVE) {
-			rb = ring_buffer__new(bpf_map__fd(bpf_object__find_map_by_name(obj, "rb")),
-					      on_ring, NULL, NULL);
-			if (!rb)
-				return fail("ring_buffer__new", errno);
-			pthread_create(&consumer, NULL, consume_ring, rb);
-		} else if (p == PERFBUF) {
-			pb = perf_buffer__new(bpf_map__fd(bpf_object__find_map_by_name(obj, "pb")),
-					      64, on_perf, NULL, NULL, NULL);
-			if (!pb)
-				return fail("perf_buffer__new", errno);
-			pthread_create(&consumer, NULL, consume_perf, pb);
+			runs[p][r] = bench_run(obj, p, cpus, calls, &a, &o);
+			if (runs[p][r] < 0)
+				return fail(bench_names[p], (int)-runs[p][r]);
+			att[p] += a;
+			ok[p] += o;
 		}
-		link = bpf_program__attach(prog);
-		err = libbpf_get_error(link);
-		if (err)
-			return fail(names[p], err);
-		t0 = now_s();
-		err = run_workers(cpus, calls, SYS_getpgid);
-		rate[p] = now_s() - t0;
-		bpf_link__destroy(link);
-		consuming = 0;
-		if (rb || pb)
-			pthread_join(consumer, NULL);
-		ring_buffer__free(rb);
-		perf_buffer__free(pb);
-		if (err)
-			return fail("bench threads", err);
-		if (sum(counts, 0, possible, &att[p]) || sum(counts, 1, possible, &ok[p]))
-			return fail("read counters", errno);
-		rate[p] = ok[p] / rate[p] / 1e6;
 	}
-	printf("relay-bpf bench: cpus=%d records=%llu", cpus, att[RELAY]);
+	for (int p = 0; p < PATHS; p++) {
+		qsort(runs[p], ROUNDS, sizeof(double), by_value);
+		rate[p] = runs[p][ROUNDS / 2];
+	}
+	printf("relay-bpf bench: cpus=%d records=%llu rounds=%d", cpus, att[RELAY], ROUNDS);
 	for (int p = 0; p < PATHS; p++)
-		printf(" %s=%.2f M/s (%llu/%llu)", names[p] + strlen("bench_"), rate[p], ok[p],
-		       att[p]);
+		printf(" %s=%.2f M/s (%llu/%llu)", bench_names[p] + strlen("bench_"), rate[p],
+		       ok[p], att[p]);
 	printf(" ratio_ringbuf=%.2f ratio_ringbuf_ts=%.2f ratio_ringbuf_reserve=%.2f ratio_perfbuf=%.2f\n",
 	       ratio(rate[RELAY], rate[RINGBUF]), ratio(rate[RELAY], rate[RINGBUF_TS]),
 	       ratio(rate[RELAY_RESERVE], rate[RINGBUF_RESERVE]), ratio(rate[RELAY], rate[PERFBUF]));
