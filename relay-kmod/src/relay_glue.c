@@ -7,6 +7,8 @@
  *   /dev), their file operations, the channel registry and lifetimes;
  * - contexts: cross-CPU calls, kthreads, hard-IRQ hrtimers, NMIs sent by
  *   IPI, irq_work wakeups;
+ * - BPF: the kfuncs (a copy, and reserve/commit with the grant as an
+ *   acquired reference) and their per-CPU grant slots;
  * - the kernel's relay_write(), for the benchmark.
  *
  * Every decision about a channel's bytes (geometry, layout, writing,
