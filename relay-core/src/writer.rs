@@ -122,7 +122,7 @@ impl core::fmt::Display for WriteError {
 pub struct Committed {
     /// The sub-buffer this commit sealed, if any: readers waiting for data
     /// can be woken (from a context where waking is allowed). A seal made
-    /// while reserving is not reported here: see [`Grant::opened_subbuf`].
+    /// while reserving is not reported here: see [`Grant::sealed_previous`].
     pub sealed: Option<u64>,
 }
 
@@ -275,7 +275,7 @@ impl<'a, S: Sharing> Writer<'a, S> {
             if let Some((seq, off)) = closing {
                 // Sealing here is possible (everyone else committed already);
                 // no commit reports it: callers that wake readers ask
-                // `is_sealed` when `Grant::opened_subbuf` (off the hot path).
+                // `Grant::sealed_previous` (off the hot path).
                 let _ = self.close(seq, off, ts, 0);
             }
             self.write_subbuf_header(target, ts);
@@ -551,11 +551,19 @@ impl<'w, 'a, S: Sharing> Grant<'w, 'a, S> {
     }
 
     /// Whether this record opened its sub-buffer: its reservation closed
-    /// the previous one, and usually sealed it too, which no commit
-    /// reports. Writers that wake readers check
-    /// [`Writer::is_sealed`]`(subbuf_seq() - 1)` then.
+    /// the previous one, and usually sealed it too (see
+    /// [`Grant::sealed_previous`]).
     pub fn opened_subbuf(&self) -> bool {
         self.opened
+    }
+
+    /// Whether this reservation closed the sub-buffer before it and that
+    /// one is sealed now: a seal no commit reports, which writers that wake
+    /// readers ask about here. Costs a load only for a record that opened
+    /// its sub-buffer.
+    #[inline]
+    pub fn sealed_previous(&self) -> bool {
+        self.opened && self.writer.is_sealed(self.seq.wrapping_sub(1))
     }
 
     /// Where the payload starts, for callers that fill it in place through

@@ -19,13 +19,6 @@
 #define BATCH 100
 #define NR_GETPGID 121 /* x86-64 */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct relay_bpf_config);
-} config SEC(".maps");
-
 /* Per CPU: [0] attempts, [1] accepted. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

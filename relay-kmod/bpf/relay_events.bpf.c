@@ -30,14 +30,6 @@
 #define SOURCE_BPF_NMI 5
 #define NR_GETPPID 110 /* x86-64 */
 
-/* Set by the loader before attaching. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct relay_bpf_config);
-} config SEC(".maps");
-
 /* Per CPU: [0] the task program's next sequence number, [1] the NMI one's. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -24,6 +24,16 @@ struct relay_bpf_config {
 #define RELAY_BPF_CHECKS 10
 
 #ifdef __bpf__
+#include <bpf/bpf_helpers.h>
+
+/* The loader writes the one struct relay_bpf_config here before attaching. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct relay_bpf_config);
+} config SEC(".maps");
+
 /* A reserved record (relay_glue.c); programs only pass it back. */
 struct relay_grant {
 	__u64 opaque;

@@ -310,6 +310,15 @@ static void relay_written(struct relay_chan *ch, int r)
 		irq_work_queue(&ch->wake);
 }
 
+/* relay_chan_write() with preemption already off. */
+static int relay_write_here(struct relay_chan *ch, u16 type, const void *data, u32 len)
+{
+	int r = relay_rust_write(ch->k, raw_smp_processor_id(), type, data, len);
+
+	relay_written(ch, r);
+	return r < 0 ? r : 0;
+}
+
 /**
  * relay_chan_write() - write one record on the current CPU
  * @ch: a channel from relay_chan_get()
@@ -327,10 +336,9 @@ int relay_chan_write(struct relay_chan *ch, u16 type, const void *data, u32 len)
 	int r;
 
 	preempt_disable_notrace();
-	r = relay_rust_write(ch->k, raw_smp_processor_id(), type, data, len);
-	relay_written(ch, r);
+	r = relay_write_here(ch, type, data, len);
 	preempt_enable_notrace();
-	return r < 0 ? r : 0;
+	return r;
 }
 EXPORT_SYMBOL_GPL(relay_chan_write);
 
@@ -366,13 +374,12 @@ __bpf_kfunc int relay_kfunc_write(u32 id, u32 type, const void *data, u32 data__
 	preempt_disable_notrace();
 	ch = rcu_dereference_sched(relay_ids[id]);
 	if (ch) {
-		r = relay_rust_write(ch->k, raw_smp_processor_id(), type, data, data__sz);
-		relay_written(ch, r);
-		if (r >= 0 && (flags & RELAY_KFUNC_WAKEUP))
+		r = relay_write_here(ch, type, data, data__sz);
+		if (!r && (flags & RELAY_KFUNC_WAKEUP))
 			irq_work_queue(&ch->wake);
 	}
 	preempt_enable_notrace();
-	return r < 0 ? r : 0;
+	return r;
 }
 
 /*

@@ -274,14 +274,13 @@ pub unsafe extern "C" fn relay_rust_write(
         Ok(g) => g,
         Err(e) => return write_result(Err(e)),
     };
-    let opened = grant.opened_subbuf();
-    let seq = grant.subbuf_seq();
+    // Reserving this record may have sealed the sub-buffer before it.
+    let sealed_previous = grant.sealed_previous();
     // One memcpy: the module's readers (mmap, read()) only read sealed
     // sub-buffers and validate overwrite-mode copies.
     grant.copy_payload(data);
     let c = grant.commit(rtype);
-    // Reserving this record may have sealed the sub-buffer before it.
-    if opened && c.sealed.is_none() && writer.is_sealed(seq.wrapping_sub(1)) {
+    if sealed_previous {
         return 1;
     }
     write_result(Ok(c))
@@ -325,14 +324,14 @@ pub unsafe extern "C" fn relay_rust_reserve(
     let start = grant
         .payload_ptr()
         .map_or(core::ptr::null_mut(), |p| p.as_ptr());
-    let sealed_before = grant.opened_subbuf() && writer.is_sealed(grant.subbuf_seq().wrapping_sub(1));
+    let sealed_previous = grant.sealed_previous();
     // SAFETY: the caller's contract: `state` holds `GRANT_WORDS` aligned
     // words (asserted above to fit a `Detached`), `data` one pointer.
     unsafe {
         state.cast::<Detached>().write(grant.detach());
         data.write(start);
     }
-    c_int::from(sealed_before)
+    c_int::from(sealed_previous)
 }
 
 /// Counts a record on `cpu` that the glue refused before reserving (no free
