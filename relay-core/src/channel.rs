@@ -3,7 +3,7 @@
 //! writers and readers only ever index slices whose bounds were checked here.
 
 use crate::format::{
-    producer, ChannelHeader, Clock, FormatError, Head, Rule, CHANNEL_HEADER_SIZE,
+    consumer, producer, ChannelHeader, Clock, FormatError, Head, Rule, CHANNEL_HEADER_SIZE,
     CHANNEL_HEADER_WORDS, CONSUMER_STRIDE, MAGIC, PRODUCER_FIXED_WORDS, RECORD_HEADER_SIZE,
     SUBBUF_HEADER_SIZE, VERSION_MAJOR,
 };
@@ -385,11 +385,39 @@ impl<'a> Channel<'a> {
         self.cpu_buffer(cpu).map(Writer::new)
     }
 
-    /// The reader for `cpu`'s buffer, or `None` if there is no such CPU.
-    /// One reader per CPU buffer at a time (see `CpuReader`).
+    /// The consumer of `cpu`'s buffer, or `None` if there is no such CPU.
+    /// One consumer per CPU buffer at a time (see `CpuReader`); the caller
+    /// holds the claim.
     pub fn reader(&self, cpu: u32) -> Option<CpuReader<'a>> {
         self.cpu_buffer(cpu)
             .map(|b| CpuReader::new(b, self.geometry))
+    }
+
+    /// A snapshot reader of `cpu`'s buffer (see `reader`'s "Snapshots"):
+    /// it stores nothing into the channel, so it works on a read-only
+    /// mapping and any number may run beside the consumer.
+    pub fn snapshot(&self, cpu: u32) -> Option<CpuReader<'a>> {
+        self.cpu_buffer(cpu)
+            .map(|b| CpuReader::new_snapshot(b, self.geometry))
+    }
+
+    /// The process id the consumer of `cpu` stored when it claimed it
+    /// (untrusted; 0 when unknown or no such CPU).
+    pub fn claim_pid(&self, cpu: u32) -> u64 {
+        self.cpu_buffer(cpu)
+            .and_then(|b| b.consumer_word(consumer::CLAIM_PID))
+            .map_or(0, |w| w.load(Ordering::Relaxed))
+    }
+
+    /// Records `pid` as the consumer of `cpu` (after claiming it: the claim
+    /// itself is outside the channel). Needs the consumer region writable.
+    pub fn set_claim_pid(&self, cpu: u32, pid: u64) {
+        if let Some(w) = self
+            .cpu_buffer(cpu)
+            .and_then(|b| b.consumer_word(consumer::CLAIM_PID))
+        {
+            w.store(pid, Ordering::Relaxed);
+        }
     }
 
     /// `cpu`'s statistics.

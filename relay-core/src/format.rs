@@ -262,6 +262,10 @@ pub mod consumer {
     pub const CURSOR_OFF: usize = 2;
     /// Records delivered by readers (maintained by readers: statistics only).
     pub const CONSUMED_RECORDS: usize = 3;
+    /// The process id of the consumer holding the claim, stored by it after
+    /// it claimed (informational and untrusted: the claim itself is a lock
+    /// outside the channel; 0 when unknown).
+    pub const CLAIM_PID: usize = 7;
 }
 
 /// The sub-buffer header: the first [`SUBBUF_HEADER_SIZE`] bytes of every

@@ -11,13 +11,13 @@
 //! point of the stream where they happened: just before the first record of
 //! the sub-buffer that reported them.
 //!
-//! The merger is zero-copy on no-overwrite channels: records borrow the
-//! channel until the next call. On overwrite channels each cursor copies one
-//! whole sub-buffer at a time into its own buffer (never record by record).
+//! The merger is zero-copy for the consumer of a no-overwrite channel:
+//! records borrow the channel until the next call. Otherwise (overwrite
+//! channels, snapshots) each cursor copies one whole sub-buffer at a time
+//! into its own buffer (never record by record).
 
 use crate::format::{Record, Records};
 use crate::reader::{CpuReader, Lost, ReadError};
-use crate::Mode;
 
 /// Something the merged stream delivers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,8 +106,9 @@ pub struct Cursor<'a, B> {
 }
 
 impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
-    /// A cursor over `reader`. `buf` must hold one sub-buffer on overwrite
-    /// channels (copies go there); it is unused (may be empty) otherwise.
+    /// A cursor over `reader`. `buf` must hold one sub-buffer unless the
+    /// reader [reads in place](CpuReader::reads_in_place) (copies go
+    /// there); it is unused (may be empty) otherwise.
     pub fn new(reader: CpuReader<'a>, buf: B) -> Self {
         Cursor {
             reader,
@@ -160,12 +161,12 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
         {
             self.reader.finish(seq, &lost_reported, delivered);
         }
-        let loaded = match self.reader.mode() {
-            Mode::NoOverwrite => self.reader.peek().map(|d| d.map(|d| (d, false))),
-            Mode::Overwrite => self
-                .reader
+        let loaded = if self.reader.reads_in_place() {
+            self.reader.peek().map(|d| d.map(|d| (d, false)))
+        } else {
+            self.reader
                 .next(self.buf.as_mut())
-                .map(|d| d.map(|d| (d, true))),
+                .map(|d| d.map(|d| (d, true)))
         };
         let loaded = loaded.map(|d| {
             d.map(|(d, copied)| {

@@ -21,14 +21,34 @@
 //!   succeeds the copy is intact, and if it fails the writer has counted the
 //!   records as lost to overwrite and the torn copy is dropped.
 //!
-//! One reader per CPU buffer at a time: the cursor and the reported-loss
-//! baseline live in the consumer state, not in the reader.
+//! One *consumer* per CPU buffer at a time: the cursor and the reported-loss
+//! baseline live in the consumer state, not in the reader. Who may consume
+//! is decided outside this crate (an open-file-description lock in
+//! userspace, the open file in the kernel).
+//!
+//! # Snapshots
+//!
+//! A snapshot reader ([`crate::Channel::snapshot`]) changes nothing in the
+//! channel: it stores no shared word, so it works on a read-only mapping,
+//! and any number may run beside the consumer and the writers. It starts
+//! where the consumer would resume (the consumer state's position, cursor
+//! and reported losses, loaded once), keeps its progress privately, and
+//! copies every sealed sub-buffer like a seqlock reader: load the seal
+//! (acquire), copy, fence (acquire), load the seal again. A writer takes a
+//! slot by changing its seal before it stores anything in it (writer
+//! invariant 4), so an unchanged seal proves the copy intact; a changed one
+//! drops the copy and counts the sub-buffer as *overrun* (it was reused
+//! while the snapshot read it), as is every sub-buffer found reused before
+//! its copy began. Losses: full and too-big ones as a consumer would see
+//! them, in place; in overwrite channels, the records overwritten before
+//! the snapshot's first sub-buffer once, before it (later ones are the
+//! overrun sub-buffers: [`CpuReader::overrun_subbufs`]).
 
 use crate::channel::CpuBuffer;
 use crate::format::{consumer, producer, FormatError, Head, Seal, SubbufView, SUBBUF_HEADER_SIZE};
 use crate::geometry::Geometry;
 use crate::policy::Mode;
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{fence, AtomicU64, Ordering};
 
 /// Records lost, by cause.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -84,7 +104,8 @@ pub enum ReadError {
         /// What was wrong.
         error: FormatError,
     },
-    /// `peek` on an overwrite channel: only copies are safe there.
+    /// `peek` on an overwrite channel or by a snapshot: only copies are
+    /// safe there.
     InPlaceNeedsNoOverwrite,
     /// The copy buffer is smaller than a sub-buffer.
     BufferTooSmall {
@@ -97,9 +118,9 @@ impl core::fmt::Display for ReadError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             ReadError::Corrupt { seq, error } => write!(f, "sub-buffer {seq} skipped: {error}"),
-            ReadError::InPlaceNeedsNoOverwrite => {
-                f.write_str("mode: in-place reads need a no-overwrite channel (copy instead)")
-            }
+            ReadError::InPlaceNeedsNoOverwrite => f.write_str(
+                "mode: in-place reads need the consumer of a no-overwrite channel (copy instead)",
+            ),
             ReadError::BufferTooSmall { need } => {
                 write!(f, "buf: must hold a whole sub-buffer ({need} bytes)")
             }
@@ -195,16 +216,87 @@ const REPORTED_OVERWRITE: usize = 6;
 /// overwriting writer before it returns (the caller calls again later).
 const OVERRUN_RETRIES: u32 = 8;
 
-/// The reader of one CPU's buffer.
+/// A snapshot reader's progress, kept privately (see "Snapshots").
+#[derive(Clone, Copy, Debug)]
+struct Private {
+    next: u64,
+    cursor_seq: u64,
+    cursor_off: u64,
+    records: u64,
+    reported: Lost,
+    /// Sub-buffers reused by writers before this snapshot could copy them.
+    overrun: u64,
+    /// Whether a sub-buffer was delivered (the overwrite loss before the
+    /// first one is reported with it; see "Snapshots").
+    started: bool,
+}
+
+/// How many reused slots [`CpuReader::next`] skips in one call before it
+/// returns (a snapshot racing fast writers; the caller calls again).
+const SKIP_LIMIT: u32 = 64;
+
+/// The reader of one CPU's buffer: its consumer, or a snapshot.
 #[derive(Debug)]
 pub struct CpuReader<'a> {
     b: CpuBuffer<'a>,
     geometry: Geometry,
+    /// `Some` for a snapshot: progress that never reaches the channel.
+    snapshot: Option<Private>,
 }
 
 impl<'a> CpuReader<'a> {
     pub(crate) fn new(b: CpuBuffer<'a>, geometry: Geometry) -> Self {
-        CpuReader { b, geometry }
+        CpuReader {
+            b,
+            geometry,
+            snapshot: None,
+        }
+    }
+
+    /// A snapshot reader (see "Snapshots"): starts where the consumer would
+    /// resume and never stores to the channel.
+    pub(crate) fn new_snapshot(b: CpuBuffer<'a>, geometry: Geometry) -> Self {
+        let mut r = Self::new(b, geometry);
+        let w = |i| load(r.b.consumer_word(i));
+        let private = Private {
+            next: w(consumer::CONSUMED),
+            cursor_seq: w(consumer::CURSOR_SEQ),
+            cursor_off: w(consumer::CURSOR_OFF),
+            records: 0,
+            reported: r.reported(),
+            overrun: 0,
+            started: false,
+        };
+        r.snapshot = Some(private);
+        r
+    }
+
+    /// Whether this is a snapshot reader (it changes nothing in the channel).
+    pub fn is_snapshot(&self) -> bool {
+        self.snapshot.is_some()
+    }
+
+    /// Whether this reader may read sealed sub-buffers in place
+    /// ([`Self::peek`]): the consumer of a no-overwrite channel. Every
+    /// other reader copies ([`Self::next`]).
+    pub fn reads_in_place(&self) -> bool {
+        self.b.mode == Mode::NoOverwrite && self.snapshot.is_none()
+    }
+
+    /// Snapshot readers: sub-buffers writers reused before this reader
+    /// could copy them (their records are missing from the snapshot). 0 for
+    /// the consumer, whose losses are all counted records.
+    pub fn overrun_subbufs(&self) -> u64 {
+        self.snapshot.map_or(0, |p| p.overrun)
+    }
+
+    /// Records this reader delivered (a snapshot's own count; a consumer's
+    /// is the consumer state's `consumed_records`).
+    pub fn delivered_records(&self) -> u64 {
+        match self.snapshot {
+            Some(p) => p.records,
+            None => load(self.b.consumer_word(consumer::CONSUMED_RECORDS)),
+        }
     }
 
     /// The CPU whose buffer this reads.
@@ -223,7 +315,7 @@ impl<'a> CpuReader<'a> {
 
     /// The sequence number of the next sealed, unconsumed sub-buffer.
     pub fn ready(&self) -> Option<u64> {
-        let consumed = load(self.consumed_word());
+        let consumed = self.consumed();
         let seal = self.b.seals.get(self.b.slot(consumed))?;
         (Seal::decode(seal.load(Ordering::Acquire)) == Seal::Sealed(consumed)).then_some(consumed)
     }
@@ -235,6 +327,9 @@ impl<'a> CpuReader<'a> {
     }
 
     fn reported(&self) -> Lost {
+        if let Some(p) = &self.snapshot {
+            return p.reported;
+        }
         let w = |i| load(self.b.consumer_word(i));
         Lost {
             full: w(REPORTED_FULL),
@@ -244,8 +339,13 @@ impl<'a> CpuReader<'a> {
     }
 
     fn resume_offset(&self, seq: u64) -> u64 {
-        let cursor_seq = load(self.b.consumer_word(consumer::CURSOR_SEQ));
-        let cursor_off = load(self.b.consumer_word(consumer::CURSOR_OFF));
+        let (cursor_seq, cursor_off) = match &self.snapshot {
+            Some(p) => (p.cursor_seq, p.cursor_off),
+            None => (
+                load(self.b.consumer_word(consumer::CURSOR_SEQ)),
+                load(self.b.consumer_word(consumer::CURSOR_OFF)),
+            ),
+        };
         if cursor_seq == seq && cursor_off != 0 {
             cursor_off
         } else {
@@ -302,7 +402,13 @@ impl<'a> CpuReader<'a> {
 
     /// Moves the consumer position from `seq` to `seq + 1`; false if it was
     /// not at `seq` (a writer pushed it, or another reader moved it).
-    fn advance(&self, seq: u64) -> bool {
+    fn advance(&mut self, seq: u64) -> bool {
+        if let Some(p) = self.snapshot.as_mut() {
+            if p.next == seq {
+                p.next = seq.wrapping_add(1);
+            }
+            return true;
+        }
         self.consumed_word().is_some_and(|w| {
             w.compare_exchange(
                 seq,
@@ -318,7 +424,7 @@ impl<'a> CpuReader<'a> {
     /// No-overwrite channels only. Call [`Self::finish`] when done with it.
     #[cfg(not(loom))]
     pub fn peek(&mut self) -> Result<Option<Delivery<'_>>, ReadError> {
-        if self.b.mode != Mode::NoOverwrite {
+        if !self.reads_in_place() {
             return Err(ReadError::InPlaceNeedsNoOverwrite);
         }
         let Some(seq) = self.ready() else {
@@ -368,9 +474,13 @@ impl<'a> CpuReader<'a> {
         finished.wrapping_add(before)
     }
 
-    /// The consumer position (the next sub-buffer to read).
+    /// The consumer position (the next sub-buffer to read); a snapshot's
+    /// own.
     pub fn consumed(&self) -> u64 {
-        load(self.consumed_word())
+        match &self.snapshot {
+            Some(p) => p.next,
+            None => load(self.consumed_word()),
+        }
     }
 
     /// The channel's mode.
@@ -387,6 +497,9 @@ impl<'a> CpuReader<'a> {
         let Some(buf) = buf.get_mut(..size) else {
             return Err(ReadError::BufferTooSmall { need: size });
         };
+        if self.snapshot.is_some() {
+            return self.next_snapshot(buf);
+        }
         for _ in 0..OVERRUN_RETRIES {
             let Some(seq) = self.ready() else {
                 return Ok(None);
@@ -409,10 +522,75 @@ impl<'a> CpuReader<'a> {
         Ok(None)
     }
 
+    /// [`Self::next`] for a snapshot: copy, then check that the seal did not
+    /// change meanwhile (see "Snapshots").
+    fn next_snapshot<'b>(&mut self, buf: &'b mut [u8]) -> Result<Option<Delivery<'b>>, ReadError> {
+        for _ in 0..SKIP_LIMIT {
+            let seq = self.consumed();
+            let Some(seal_word) = self.b.seals.get(self.b.slot(seq)) else {
+                return Ok(None);
+            };
+            let before = seal_word.load(Ordering::Acquire);
+            match Seal::decode(before) {
+                Seal::Sealed(s) if s == seq => {}
+                Seal::Sealed(s) | Seal::Opening(s) if is_newer(s, seq) => {
+                    // Reused: sub-buffers up to `s - count` are gone from
+                    // this slot's lap, and so (reused in order) are the
+                    // ones before them.
+                    let oldest = s.wrapping_sub(self.b.count.into()).wrapping_add(1);
+                    self.skip_to(if is_newer(oldest, seq) {
+                        oldest
+                    } else {
+                        seq.wrapping_add(1)
+                    });
+                    continue;
+                }
+                _ => return Ok(None),
+            }
+            // Overwrite channels: the count before the copy covers only
+            // sub-buffers older than this one (see `deliver`).
+            let overwritten = self.b.load(producer::LOST_OVERWRITE);
+            copy_out(self.b.subbuf_words(self.b.slot(seq)), buf);
+            fence(Ordering::Acquire);
+            if seal_word.load(Ordering::Relaxed) != before {
+                self.skip_to(seq.wrapping_add(1));
+                continue;
+            }
+            let started = self.snapshot.as_ref().is_some_and(|p| p.started);
+            let overwritten = if started {
+                // Reported once, before the first sub-buffer: later reclaims
+                // are of sub-buffers this snapshot delivered or overran.
+                self.reported().overwrite
+            } else {
+                overwritten
+            };
+            if let Some(p) = self.snapshot.as_mut() {
+                p.next = seq.wrapping_add(1);
+                p.started = true;
+            }
+            return self.deliver(seq, buf, true, overwritten).map(Some);
+        }
+        Ok(None)
+    }
+
+    /// A snapshot moves on to `seq`, counting the sub-buffers it skipped
+    /// as overrun.
+    fn skip_to(&mut self, seq: u64) {
+        if let Some(p) = self.snapshot.as_mut() {
+            p.overrun = p.overrun.wrapping_add(seq.wrapping_sub(p.next));
+            p.next = seq;
+        }
+    }
+
     /// Records where delivery of sub-buffer `seq` stopped (`offset` is
     /// [`crate::format::Records::offset`]), so a reader that restarts resumes
     /// there instead of repeating records.
     pub fn save_progress(&mut self, seq: u64, offset: u64) {
+        if let Some(p) = self.snapshot.as_mut() {
+            p.cursor_seq = seq;
+            p.cursor_off = offset;
+            return;
+        }
         if let Some(w) = self.b.consumer_word(consumer::CURSOR_OFF) {
             w.store(offset, Ordering::Relaxed);
         }
@@ -426,11 +604,16 @@ impl<'a> CpuReader<'a> {
     /// reported, and clears the resume cursor.
     pub fn finish(&mut self, seq: u64, lost_reported: &Lost, records: u64) {
         self.set_reported(&self.reported().plus(lost_reported));
-        if let Some(w) = self.b.consumer_word(consumer::CONSUMED_RECORDS) {
-            w.fetch_add(records, Ordering::Relaxed);
+        match self.snapshot.as_mut() {
+            Some(p) => p.records = p.records.wrapping_add(records),
+            None => {
+                if let Some(w) = self.b.consumer_word(consumer::CONSUMED_RECORDS) {
+                    w.fetch_add(records, Ordering::Relaxed);
+                }
+            }
         }
         self.save_progress(seq, 0);
-        if self.b.mode == Mode::NoOverwrite {
+        if self.reads_in_place() {
             self.advance(seq);
         }
     }
@@ -456,12 +639,21 @@ impl<'a> CpuReader<'a> {
             }
         }
         let reported = self.reported();
-        let unreported = self.stats().lost.since(&reported);
+        let mut unreported = self.stats().lost.since(&reported);
+        if self.snapshot.is_some_and(|p| p.started) && self.b.mode == Mode::Overwrite {
+            // A snapshot reports overwritten records only before its first
+            // sub-buffer (see "Snapshots").
+            unreported.overwrite = 0;
+        }
         self.set_reported(&reported.plus(&unreported));
         unreported
     }
 
-    fn set_reported(&self, now: &Lost) {
+    fn set_reported(&mut self, now: &Lost) {
+        if let Some(p) = self.snapshot.as_mut() {
+            p.reported = *now;
+            return;
+        }
         for (i, v) in [
             (REPORTED_FULL, now.full),
             (REPORTED_TOO_BIG, now.too_big),
@@ -472,6 +664,11 @@ impl<'a> CpuReader<'a> {
             }
         }
     }
+}
+
+/// Whether sequence number `a` is after `b` (wrapping order).
+fn is_newer(a: u64, b: u64) -> bool {
+    a != b && a.wrapping_sub(b) < 1 << 63
 }
 
 /// Copies sub-buffer words into `buf` (word by word, atomically: racing an

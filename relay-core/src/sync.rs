@@ -4,7 +4,7 @@
 //! models exercise exactly the code that runs in the kernel and in userspace.
 
 #[cfg(loom)]
-pub use loom::sync::atomic::{AtomicU64, Ordering};
+pub use loom::sync::atomic::{fence, AtomicU64, Ordering};
 
 #[cfg(not(loom))]
-pub use core::sync::atomic::{AtomicU64, Ordering};
+pub use core::sync::atomic::{fence, AtomicU64, Ordering};

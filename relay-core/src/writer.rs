@@ -34,6 +34,9 @@
 //!    consumer past it (overwrite).
 //! 3. Every record a writer accepted is delivered once or counted lost to
 //!    overwrite once; every record it refused is counted full or too big once.
+//! 4. No store into a sub-buffer is ordered before the seal change that took
+//!    its slot: a release fence follows the head CAS of every reservation,
+//!    so a snapshot reader's copy that saw a new byte also sees the new seal.
 
 use crate::channel::CpuBuffer;
 use crate::format::{
@@ -41,7 +44,7 @@ use crate::format::{
     RECORD_HEADER_SIZE, SUBBUF_HEADER_SIZE,
 };
 use crate::policy::{may_open, reclaim_push, required_seal, Mode, RECLAIM_ATTEMPTS};
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{fence, AtomicU64, Ordering};
 
 /// How the writer's read-modify-write operations on producer words are
 /// atomic: across CPUs ([`Shared`]) or only within one CPU ([`CpuLocal`]).
@@ -97,6 +100,17 @@ impl Sharing for CpuLocal {
 }
 
 const HDR: u64 = SUBBUF_HEADER_SIZE as u64;
+
+/// Orders a writer's stores into a sub-buffer after the seal change that
+/// took its slot (`Opening`, by this writer or, through the head, by the
+/// opener). Snapshot readers copy sealed sub-buffers without owning them and
+/// re-check the seal after an acquire fence (a seqlock): this release fence
+/// is what makes a copy that saw any new byte also see the seal change. On
+/// x86-64 it is a compiler barrier only.
+#[inline(always)]
+fn data_after_claim() {
+    fence(Ordering::Release);
+}
 
 /// Why a record was not written. Each refusal is counted in the statistics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -240,6 +254,9 @@ impl<'a, S: Sharing> Writer<'a, S> {
                 Head::Open { seq, off } if off + total <= size => {
                     let new = head.wrapping_add(total);
                     if S::cas(b.head, head, new) {
+                        // Our stores into the sub-buffer come after whoever
+                        // opened it took the slot (see `data_after_claim`).
+                        data_after_claim();
                         if let Some(stale) = owned {
                             self.release_slot(stale);
                         }
@@ -272,6 +289,7 @@ impl<'a, S: Sharing> Writer<'a, S> {
             if !S::cas(b.head, head, new) {
                 continue;
             }
+            data_after_claim();
             if let Some((seq, off)) = closing {
                 // Sealing here is possible (everyone else committed already);
                 // no commit reports it: callers that wake readers ask

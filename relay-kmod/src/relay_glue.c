@@ -774,6 +774,9 @@ static __poll_t relay_chan_poll(struct file *file, poll_table *wait)
  * Maps [pgoff, pgoff + len) of the channel. Writable mappings only inside
  * the consumer region; every other mapping is read-only for good
  * (VM_MAYWRITE cleared). MAP_PRIVATE is refused: it would copy on write.
+ * A shared mapping of an O_RDONLY file has VM_MAYSHARE but not VM_SHARED
+ * (mmap clears it when the file cannot be written): snapshot readers map
+ * that way, read-only.
  */
 static int relay_chan_mmap(struct file *file, struct vm_area_struct *vma)
 {
@@ -785,7 +788,7 @@ static int relay_chan_mmap(struct file *file, struct vm_area_struct *vma)
 			off <= ch->consumer_end &&
 			len <= ch->consumer_end - off;
 
-	if (!(vma->vm_flags & VM_SHARED))
+	if (!(vma->vm_flags & VM_MAYSHARE))
 		return -EINVAL;
 	if (vma->vm_pgoff > (ch->size >> PAGE_SHIFT) || len > ch->size - off)
 		return -EINVAL;

@@ -80,6 +80,17 @@ pub enum Error {
         /// Files that could not be read to the end.
         unreadable: u64,
     },
+    /// Another consumer holds `cpu` of the channel (one consumer per CPU
+    /// buffer at a time; snapshot readers need no claim).
+    Busy {
+        /// The file.
+        path: PathBuf,
+        /// The CPU.
+        cpu: u32,
+        /// The holder's process id, where the channel says and that process
+        /// still exists.
+        holder: Option<u32>,
+    },
     /// A CPU's data could not be read.
     Read {
         /// The file.
@@ -120,6 +131,13 @@ impl fmt::Display for Error {
                 path.display()
             ),
             Error::Read { path, cpu, source } => write!(f, "{}: cpu {cpu}: {source}", path.display()),
+            Error::Busy { path, cpu, holder } => {
+                write!(f, "{}: cpu {cpu}: another consumer is reading it", path.display())?;
+                if let Some(pid) = holder {
+                    write!(f, " (pid {pid})")?;
+                }
+                f.write_str("; one consumer per CPU at a time (a snapshot, `relay cat` without --consume, needs no claim)")
+            }
         }
     }
 }

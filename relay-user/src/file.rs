@@ -32,6 +32,8 @@ pub struct ChannelFile {
     kernel: bool,
     /// Mapped writable as a whole (a userspace producer).
     writable: bool,
+    /// Opened read-only: readers of it are snapshots.
+    snapshot: bool,
 }
 
 /// The size of the channel in `file`: its length for a plain file; for a
@@ -123,7 +125,80 @@ impl ChannelFile {
             flags,
             kernel: false,
             writable: true,
+            snapshot: false,
         })
+    }
+
+    /// Opens the channel in `path` for snapshot reading: `O_RDONLY`, mapped
+    /// `PROT_READ` as a whole, so nothing in the channel can change through
+    /// it. Its [`crate::Stream`]s are snapshots (see relay-core's
+    /// `reader`): any number may run beside the consumer and the writers.
+    /// Kernel channel files are flushed through the module (an ioctl needs
+    /// no write access to the mapping).
+    pub fn open_snapshot(path: &Path) -> Result<Self, Error> {
+        let file = File::open(path).map_err(io(path, "open"))?;
+        let kernel = is_char_device(&file, path)?;
+        let size = region_size(&file, path, kernel)?;
+        let (geometry, flags) = validate(&file, path, size)?;
+        let len = usize::try_from(geometry.total_size())
+            .map_err(|_| io(path, "map")(std::io::Error::other("file too large")))?;
+        let mapping = Mapping::new(&file, len, Access::ReadOnly).map_err(io(path, "map"))?;
+        let file = ChannelFile {
+            path: path.to_path_buf(),
+            file,
+            mapping,
+            geometry,
+            flags,
+            kernel,
+            writable: false,
+            snapshot: true,
+        };
+        // A snapshot starts at the consumer position: it must be sane.
+        file.check_consumers()?;
+        Ok(file)
+    }
+
+    /// Opens the channel in `path` as the consumer of `cpus` (every CPU when
+    /// empty), as [`Self::open`] does, and claims them: an exclusive
+    /// open-file-description lock on each CPU's consumer-state bytes, held
+    /// until this value is dropped (or the process dies: the kernel drops
+    /// the lock, so a killed consumer never blocks the next one). A CPU that
+    /// another consumer holds is [`Error::Busy`].
+    pub fn open_consumer(path: &Path, cpus: &[u32]) -> Result<Self, Error> {
+        let file = Self::open(path, false)?;
+        let all: Vec<u32> = (0..file.geometry.cpu_count()).collect();
+        let cpus = if cpus.is_empty() { &all[..] } else { cpus };
+        for &cpu in cpus {
+            file.claim(cpu)?;
+        }
+        Ok(file)
+    }
+
+    /// Claims `cpu` for this open file (see [`Self::open_consumer`]).
+    fn claim(&self, cpu: u32) -> Result<(), Error> {
+        if cpu >= self.geometry.cpu_count() {
+            return Ok(()); // no such CPU: nothing to read, nothing to claim
+        }
+        let stride = self.geometry.consumer_stride();
+        let start = self.geometry.consumer_offset() + u64::from(cpu) * stride;
+        if !crate::sys::try_lock_range(&self.file, start, stride).map_err(io(&self.path, "lock"))? {
+            let holder = u32::try_from(self.channel().claim_pid(cpu))
+                .ok()
+                .filter(|&pid| crate::sys::process_exists(pid));
+            return Err(Error::Busy {
+                path: self.path.clone(),
+                cpu,
+                holder,
+            });
+        }
+        self.channel().set_claim_pid(cpu, crate::sys::pid().into());
+        Ok(())
+    }
+
+    /// Whether this file was opened for snapshot reading
+    /// ([`Self::open_snapshot`]).
+    pub fn is_snapshot(&self) -> bool {
+        self.snapshot
     }
 
     /// Opens the channel in `path` for reading: validates every header field,
@@ -168,6 +243,7 @@ impl ChannelFile {
             flags,
             kernel,
             writable: producer,
+            snapshot: false,
         };
         file.check_consumers()?;
         Ok(file)

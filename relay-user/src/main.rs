@@ -27,6 +27,8 @@ mod exit {
     pub const VERIFY: u8 = 1;
     pub const IO: u8 = 3;
     pub const FORMAT: u8 = 4;
+    /// Another consumer holds a CPU of the channel.
+    pub const BUSY: u8 = 5;
 }
 
 #[derive(Parser)]
@@ -40,9 +42,11 @@ const EXAMPLES: &str = "Examples:
   relay demo                                  writers on every CPU + a verified merged reader
   relay create /dev/shm/t.relay --subbuf-size 65536 --subbufs 8
   echo hello | relay write /dev/shm/t.relay --cpu 0
-  relay cat /dev/shm/t.relay                  all CPUs, merged by timestamp
+  relay cat /dev/shm/t.relay                  all CPUs, merged by timestamp (a snapshot:
+                                              changes nothing, may run beside a consumer)
+  relay cat --consume /dev/shm/t.relay        the same, consumed: the next reader goes on
   relay cat /dev/shm/t.relay --json --cpu 0   one JSON object per line
-  relay cat /dev/shm/t.relay --follow         keep reading new records
+  relay cat /dev/shm/t.relay --follow         keep reading new records (consumes)
   relay cat /sys/kernel/debug/block/sda       an existing relay channel's per-CPU files, raw
   relay cat --format blktrace DIR             blktrace's per-CPU files (trace0..N or
                                               sda.blktrace.0..N) as blkparse prints them
@@ -76,7 +80,11 @@ enum Command {
         #[arg(long)]
         cpus: Option<u32>,
     },
-    /// Print the records of all CPUs, merged by timestamp.
+    /// Print the records of all CPUs, merged by timestamp. A channel file is
+    /// read as a snapshot (read-only; nothing changes, any number may run
+    /// beside the consumer) unless --consume or --follow make it the
+    /// channel's consumer (one per CPU at a time; what it prints is gone for
+    /// the next consumer).
     Cat {
         /// Channel files, relayfs directories, or `-`: frames on standard
         /// input (what a kernel channel file's read() returns).
@@ -97,9 +105,13 @@ enum Command {
         /// Payload bytes only, nothing else (not with --format blktrace).
         #[arg(long)]
         raw: bool,
-        /// Keep waiting for new records.
+        /// Keep waiting for new records, as the channel's consumer.
         #[arg(long, short)]
         follow: bool,
+        /// Consume what is printed (claims each CPU read; a second consumer
+        /// is refused, exit code 5).
+        #[arg(long)]
+        consume: bool,
         /// Only this CPU (repeatable).
         #[arg(long = "cpu")]
         cpus: Vec<u32>,
@@ -112,7 +124,8 @@ enum Command {
         flush: bool,
     },
     /// Check a stream of checked payloads (relay demo, relay kernel load)
-    /// against the loss accounting; exit 1 if anything is off.
+    /// against the loss accounting; exit 1 if anything is off. Consumes
+    /// (a mapped channel is claimed, as by relay cat --consume).
     Verify {
         /// A channel file (mapped), or `-`: frames on standard input.
         path: PathBuf,
@@ -146,7 +159,7 @@ enum Command {
         #[arg(long, short)]
         verbose: bool,
     },
-    /// Per-CPU statistics.
+    /// Per-CPU statistics (read-only: needs no write access, changes nothing).
     Stat {
         path: PathBuf,
         /// JSON instead of a table.
@@ -330,6 +343,7 @@ fn main() -> ExitCode {
             json,
             raw,
             follow,
+            consume,
             cpus,
             latency,
             flush,
@@ -344,7 +358,7 @@ fn main() -> ExitCode {
                 if p.as_os_str() == "-" || read {
                     cat_frames(p, &options, json, raw)
                 } else {
-                    cat(p, &options, json, raw, flush)
+                    cat(p, &options, json, raw, flush, consume || follow)
                 }
             })
         }
@@ -398,6 +412,7 @@ fn main() -> ExitCode {
             ExitCode::from(match e {
                 Error::Io { .. } | Error::Kernel(_) => exit::IO,
                 Error::Decode { unreadable, .. } if unreadable > 0 => exit::IO,
+                Error::Busy { .. } => exit::BUSY,
                 _ => exit::FORMAT,
             })
         }
@@ -459,14 +474,20 @@ fn cat(
     json: bool,
     raw: bool,
     flush: bool,
+    consume: bool,
 ) -> Result<(), Error> {
     if path.is_dir() {
         return cat_relayfs(path, options, json, raw);
     }
-    let file = ChannelFile::open(path, flush)?;
     if flush {
-        flush_all(&file);
+        // As a producer (a kernel channel file is flushed by the module).
+        flush_all(&ChannelFile::open(path, true)?);
     }
+    let file = if consume {
+        ChannelFile::open_consumer(path, &options.cpus)?
+    } else {
+        ChannelFile::open_snapshot(path)?
+    };
     let mut stream = Stream::new(&file, options.clone());
     let stdout = io::stdout();
     let mut p = Printer {
@@ -483,6 +504,12 @@ fn cat(
         }
     }
     let _ = p.out.flush();
+    for (cpu, n) in stream.overrun_subbufs() {
+        eprintln!(
+            "relay: {}: cpu {cpu}: {n} sub-buffers were overwritten while this snapshot read them (their records are missing from it)",
+            path.display()
+        );
+    }
     if p.corrupt == 0 {
         Ok(())
     } else {
@@ -794,7 +821,7 @@ impl<W: Write> Printer<'_, W> {
 }
 
 fn stat(path: &Path, json: bool) -> Result<(), Error> {
-    let file = ChannelFile::open(path, false)?;
+    let file = ChannelFile::open_snapshot(path)?;
     let g = *file.geometry();
     let rows: Vec<_> = (0..g.cpu_count())
         .filter_map(|cpu| file.stats(cpu).map(|s| (cpu, s)))
@@ -1085,7 +1112,7 @@ fn verify_report(
 
 /// `relay verify PATH`: the mapped channel, merged; then its statistics.
 fn verify_mapped(path: &Path, o: &VerifyOptions) -> Result<bool, Error> {
-    let file = ChannelFile::open(path, false)?;
+    let file = ChannelFile::open_consumer(path, &[])?;
     let mode = o.mode.unwrap_or_else(|| file.flags().into());
     let n = file.geometry().cpu_count();
     let mut tallies = vec![CpuTally::default(); n as usize];

@@ -1,5 +1,9 @@
 //! All CPUs of a channel file as one stream, in timestamp order.
 //!
+//! The stream consumes when its file was opened as a consumer
+//! ([`ChannelFile::open_consumer`]) and is a snapshot, changing nothing,
+//! when it was opened with [`ChannelFile::open_snapshot`].
+//!
 //! A CPU with nothing readable holds back newer records of the others until
 //! it is known empty. Plain files wait for their producers' flushes (up to
 //! `latency`); kernel channel files ask the module to flush that CPU
@@ -68,13 +72,19 @@ impl<'f> Stream<'f> {
         let size = file.geometry().subbuf_size() as usize;
         let cursors: Cursors<'f> = (0..file.geometry().cpu_count())
             .filter(|cpu| options.cpus.is_empty() || options.cpus.contains(cpu))
-            .filter_map(|cpu| channel.reader(cpu))
-            .map(|reader| {
-                // Only overwrite channels copy; in place needs no buffer.
-                let buf = if reader.mode() == relay_core::Mode::Overwrite {
-                    vec![0u8; size]
+            .filter_map(|cpu| {
+                if file.is_snapshot() {
+                    channel.snapshot(cpu)
                 } else {
+                    channel.reader(cpu)
+                }
+            })
+            .map(|reader| {
+                // Reading in place needs no buffer; copies go to one.
+                let buf = if reader.reads_in_place() {
                     Vec::new()
+                } else {
+                    vec![0u8; size]
                 };
                 Cursor::new(reader, buf)
             })
@@ -109,6 +119,18 @@ impl<'f> Stream<'f> {
     pub fn stop_when(mut self, flag: &'f AtomicBool) -> Self {
         self.stop = Some(flag);
         self
+    }
+
+    /// Snapshot streams: per CPU, the sub-buffers writers reused before the
+    /// snapshot could copy them (their records are missing from it). Only
+    /// CPUs with some are listed.
+    pub fn overrun_subbufs(&mut self) -> Vec<(u32, u64)> {
+        self.merger
+            .cursors()
+            .iter()
+            .map(|c| (c.cpu(), c.reader().overrun_subbufs()))
+            .filter(|&(_, n)| n > 0)
+            .collect()
     }
 
     /// Records delivered with a timestamp older than one already delivered

@@ -141,6 +141,50 @@ impl Drop for Mapping {
     }
 }
 
+/// Takes an exclusive open-file-description lock (`F_OFD_SETLK`) on bytes
+/// `start..start + len` of `file` (opened for writing). `Ok(false)`: another
+/// open file description holds a lock there. The kernel drops the lock when
+/// the last descriptor of this description closes, so a killed holder never
+/// keeps it.
+pub fn try_lock_range(file: &File, start: u64, len: u64) -> io::Result<bool> {
+    let too_big = || io::Error::new(io::ErrorKind::InvalidInput, "lock range too large");
+    // SAFETY: `flock` is plain old data; all-zero is a valid value.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = libc::off_t::try_from(start).map_err(|_| too_big())?;
+    fl.l_len = libc::off_t::try_from(len).map_err(|_| too_big())?;
+    // SAFETY: a valid open fd and a pointer to a live, initialized `flock`
+    // that fcntl reads (and, for SETLK, does not keep).
+    let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EACCES) => Ok(false),
+        _ => Err(e),
+    }
+}
+
+/// The process id of this process.
+pub fn pid() -> u32 {
+    std::process::id()
+}
+
+/// Whether process `pid` exists (it may belong to another user).
+pub fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 sends nothing; it only checks the pid.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 /// The system page size.
 pub fn page_size() -> usize {
     // SAFETY: sysconf has no memory-safety preconditions.

@@ -51,7 +51,15 @@ fn spawn_writer(path: &Path, cpu: u32, lines: Vec<String>) -> std::process::Chil
 
 /// (ts, cpu, payload) of every record `relay cat --json` prints.
 fn cat_json(path: &Path) -> (Vec<(u64, u32, String)>, String, Output) {
-    let out = run(&["cat", "--json", path.to_str().unwrap()]);
+    cat_json_with(path, &[])
+}
+
+/// [`cat_json`] with more arguments (`--consume`).
+fn cat_json_with(path: &Path, extra: &[&str]) -> (Vec<(u64, u32, String)>, String, Output) {
+    let mut args = vec!["cat", "--json"];
+    args.extend_from_slice(extra);
+    args.push(path.to_str().unwrap());
+    let out = run(&args);
     let mut recs = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         if line.contains("\"lost\"") {
@@ -117,7 +125,11 @@ fn processes_share_a_channel_file_and_one_reader_merges_them() {
         let want: Vec<String> = (0..500).map(|i| format!("cpu{cpu}-{i:05}")).collect();
         assert_eq!(mine, want, "cpu {cpu}: every record, in order");
     }
-    // Consumed: a second cat prints nothing; stat agrees.
+    // A snapshot changed nothing: the next one prints the same, and so
+    // does the consumer; after it, a consumer gets nothing; stat agrees.
+    assert_eq!(cat_json(&path).0, recs);
+    assert_eq!(cat_json_with(&path, &["--consume"]).0, recs);
+    assert!(cat_json_with(&path, &["--consume"]).0.is_empty());
     assert!(cat_json(&path).0.is_empty());
     let stat = String::from_utf8(run(&["stat", "--json", path.to_str().unwrap()]).stdout).unwrap();
     assert_eq!(

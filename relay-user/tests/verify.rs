@@ -158,7 +158,7 @@ fn records_an_earlier_reader_took_need_resume() {
         write(&file, 0, 0..10, None);
         write(&file, 1, 0..5, None);
         // Another reader consumes all of it...
-        let out = relay(&["cat", path.to_str().unwrap()]);
+        let out = relay(&["cat", "--consume", path.to_str().unwrap()]);
         assert!(out.status.success());
         // ...then CPU 0 writes on: 10..20.
         write(&file, 0, 10..20, None);
@@ -191,7 +191,9 @@ fn statistics_catch_what_the_stream_never_showed() {
     // nothing to check, but the channel counts 5 writes.
     let (file, path) = channel("unseen.relay", 4096, 4, false);
     write(&file, 1, 0..5, None);
-    assert!(relay(&["cat", path.to_str().unwrap()]).status.success());
+    assert!(relay(&["cat", "--consume", path.to_str().unwrap()])
+        .status
+        .success());
     write(&file, 0, 0..3, None);
     let (code, out) = verify(&path, &[]);
     assert_eq!(code, Some(1), "{out}");
