@@ -32,7 +32,10 @@
 //! channel: it stores no shared word, so it works on a read-only mapping,
 //! and any number may run beside the consumer and the writers. It starts
 //! where the consumer would resume (the consumer state's position, cursor
-//! and reported losses, loaded once), keeps its progress privately, and
+//! and reported losses, loaded once), ends before the sub-buffer each
+//! writer had open when it began (so every CPU's part ends at the same
+//! moment and the merge stays in timestamp order; flush first to include
+//! those), keeps its progress privately, and
 //! copies every sealed sub-buffer like a seqlock reader: load the seal
 //! (acquire), copy, fence (acquire), load the seal again. A writer takes a
 //! slot by changing its seal before it stores anything in it (writer
@@ -229,6 +232,10 @@ struct Private {
     /// Whether a sub-buffer was delivered (the overwrite loss before the
     /// first one is reported with it; see "Snapshots").
     started: bool,
+    /// The first sub-buffer not closed when the snapshot began: it reads
+    /// only those before, so that what it shows of every CPU ends at the
+    /// same moment and merges in timestamp order.
+    end: u64,
 }
 
 /// How many reused slots [`CpuReader::next`] skips in one call before it
@@ -266,6 +273,10 @@ impl<'a> CpuReader<'a> {
             reported: r.reported(),
             overrun: 0,
             started: false,
+            end: match Head::decode(r.b.head.load(Ordering::Acquire), r.b.shift) {
+                Head::Open { seq, .. } => seq,
+                Head::Closed { next, .. } => next,
+            },
         };
         r.snapshot = Some(private);
         r
@@ -316,6 +327,9 @@ impl<'a> CpuReader<'a> {
     /// The sequence number of the next sealed, unconsumed sub-buffer.
     pub fn ready(&self) -> Option<u64> {
         let consumed = self.consumed();
+        if self.snapshot.is_some_and(|p| !is_newer(p.end, consumed)) {
+            return None;
+        }
         let seal = self.b.seals.get(self.b.slot(consumed))?;
         (Seal::decode(seal.load(Ordering::Acquire)) == Seal::Sealed(consumed)).then_some(consumed)
     }
@@ -527,6 +541,9 @@ impl<'a> CpuReader<'a> {
     fn next_snapshot<'b>(&mut self, buf: &'b mut [u8]) -> Result<Option<Delivery<'b>>, ReadError> {
         for _ in 0..SKIP_LIMIT {
             let seq = self.consumed();
+            if self.snapshot.is_some_and(|p| !is_newer(p.end, seq)) {
+                return Ok(None); // closed after the snapshot began
+            }
             let Some(seal_word) = self.b.seals.get(self.b.slot(seq)) else {
                 return Ok(None);
             };

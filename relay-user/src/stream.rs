@@ -70,6 +70,16 @@ impl<'f> Stream<'f> {
     pub fn new(file: &'f ChannelFile, options: StreamOptions) -> Self {
         let channel = file.channel();
         let size = file.geometry().subbuf_size() as usize;
+        // Kernel files, to the end: everything written so far, so close
+        // every open sub-buffer, before a snapshot fixes where it ends.
+        let flushes: Vec<(u32, (u64, u64))> = if file.is_kernel() && !options.follow {
+            (0..file.geometry().cpu_count())
+                .filter(|cpu| options.cpus.is_empty() || options.cpus.contains(cpu))
+                .filter_map(|cpu| file.flush_cpu(cpu).map(|f| (cpu, f)))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let cursors: Cursors<'f> = (0..file.geometry().cpu_count())
             .filter(|cpu| options.cpus.is_empty() || options.cpus.contains(cpu))
             .filter_map(|cpu| {
@@ -91,13 +101,8 @@ impl<'f> Stream<'f> {
             .collect();
         let cpus: Vec<u32> = cursors.iter().map(Cursor::cpu).collect();
         let mut merger = Merger::new(cursors);
-        if file.is_kernel() && !options.follow {
-            // Everything written so far: close every open sub-buffer.
-            for &cpu in &cpus {
-                if let Some((barrier, next)) = file.flush_cpu(cpu) {
-                    merger.flushed(cpu, barrier, next);
-                }
-            }
+        for (cpu, (barrier, next)) in flushes {
+            merger.flushed(cpu, barrier, next);
         }
         Stream {
             merger,
