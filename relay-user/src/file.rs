@@ -103,8 +103,12 @@ impl ChannelFile {
             .mode(0o644)
             .open(path)
             .map_err(io(path, "create"))?;
-        file.set_len(geometry.total_size())
-            .map_err(io(path, "resize"))?;
+        // Every block now: a full filesystem fails here, with the path,
+        // not later as SIGBUS in a writer that touches a hole.
+        if let Err(e) = crate::sys::allocate(&file, geometry.total_size()) {
+            let _ = std::fs::remove_file(path);
+            return Err(io(path, "allocate")(e));
+        }
         let len = usize::try_from(geometry.total_size()).map_err(|_| {
             io(path, "map")(std::io::Error::other(
                 "channel larger than the address space",

@@ -167,6 +167,21 @@ pub fn try_lock_range(file: &File, start: u64, len: u64) -> io::Result<bool> {
     }
 }
 
+/// Allocates the first `len` bytes of `file` (`posix_fallocate`), growing
+/// it to `len`: `ENOSPC` now rather than `SIGBUS` at the first store into
+/// a page the filesystem cannot back.
+pub fn allocate(file: &File, len: u64) -> io::Result<()> {
+    let len = libc::off_t::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file size too large"))?;
+    // SAFETY: a valid open fd; posix_fallocate touches no memory of ours.
+    let r = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(r))
+    }
+}
+
 /// The process id of this process.
 pub fn pid() -> u32 {
     std::process::id()

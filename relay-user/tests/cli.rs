@@ -453,3 +453,50 @@ fn kernel_commands_name_the_operation_and_the_errno() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/relay: open"));
 }
+
+#[test]
+fn create_on_a_full_filesystem_fails_at_create_with_the_path() {
+    // A 1 MiB tmpfs of our own (the tests run as root, as CI does; a
+    // machine where mount is refused fails here loudly, never skips).
+    let dir = tmp("tiny-fs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mount = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=1m",
+            "tmpfs",
+            dir.to_str().unwrap(),
+        ])
+        .output()
+        .expect("run mount");
+    assert!(
+        mount.status.success(),
+        "mounting a test tmpfs failed (this test needs root): {}",
+        String::from_utf8_lossy(&mount.stderr)
+    );
+    let p = dir.join("big.relay");
+    let out = run(&[
+        "create",
+        p.to_str().unwrap(),
+        "--subbuf-size",
+        "1048576",
+        "--subbufs",
+        "4",
+        "--cpus",
+        "2",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let exists = p.exists();
+    let _ = Command::new("umount").arg(&dir).status();
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}: allocate: No space left on device",
+            p.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!exists, "the half-made file was left behind");
+}
