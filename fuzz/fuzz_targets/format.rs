@@ -1,4 +1,5 @@
-//! Arbitrary bytes as a whole channel region and as one sub-buffer: every
+//! Arbitrary bytes as a whole channel region (read by the consumer, then by
+//! a snapshot, which must store nothing) and as one sub-buffer: every
 //! rejection is a clean error, nothing panics or reads out of bounds.
 #![no_main]
 
@@ -49,6 +50,42 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
+    }
+
+    // 1b. The same bytes read by a snapshot: it copes with any consumer
+    // state and seals, and stores nothing.
+    if let Ok(ch) = Channel::open(&region) {
+        let geo = *ch.geometry();
+        let before: Vec<u64> = region
+            .iter()
+            .map(|w| w.load(std::sync::atomic::Ordering::Relaxed))
+            .collect();
+        let mut buf = vec![0u8; geo.subbuf_size() as usize];
+        for cpu in 0..geo.cpu_count().min(4) {
+            let mut s = ch.snapshot(cpu).expect("cpu below cpu_count");
+            for _ in 0..4 {
+                match s.next(&mut buf) {
+                    Ok(Some(d)) => {
+                        let n = d.records().count() as u64;
+                        let (seq, lost) = (d.seq, d.lost_before);
+                        s.finish(seq, &lost, n);
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let _ = e.to_string();
+                    }
+                }
+            }
+            let _ = s.take_unreported_loss();
+            let _ = s.overrun_subbufs();
+        }
+        assert!(
+            region
+                .iter()
+                .zip(&before)
+                .all(|(w, b)| w.load(std::sync::atomic::Ordering::Relaxed) == *b),
+            "a snapshot stored into the channel"
+        );
     }
 
     // 2. The bytes as one sub-buffer of a geometry picked by the first byte.

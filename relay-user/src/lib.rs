@@ -2,8 +2,11 @@
 //!
 //! - [`ChannelFile`]: create a channel in a file (the userspace producer) or
 //!   open one (a userspace channel or the kernel module's channel file),
-//!   validated against docs/FORMAT.md and mapped with the consumer region
-//!   as the only writable part.
+//!   validated against docs/FORMAT.md: as a snapshot
+//!   ([`ChannelFile::open_snapshot`]: `O_RDONLY`, mapped read-only, changes
+//!   nothing) or as the consumer of some CPUs
+//!   ([`ChannelFile::open_consumer`]: claimed with a lock that dies with the
+//!   process, the consumer region the only writable part).
 //! - [`Stream`]: all CPUs merged in timestamp order, zero-copy on
 //!   no-overwrite channels, losses reported where they happened.
 //! - [`RelayfsDir`]: an existing relay channel's per-CPU debugfs files
@@ -21,7 +24,7 @@
 //! use relay_user::{ChannelFile, Stream, StreamOptions};
 //! use relay_core::merge::Event;
 //!
-//! let file = ChannelFile::open("trace.relay".as_ref(), false)?;
+//! let file = ChannelFile::open_snapshot("trace.relay".as_ref())?;
 //! let mut stream = Stream::new(&file, StreamOptions::default());
 //! while let Some(event) = stream.next_event() {
 //!     match event {
