@@ -1,6 +1,8 @@
 //! The merged reader alone: a channel file with two CPU buffers filled with
 //! 64-byte records, drained through `Stream::next_batch` (all CPUs merged
-//! by timestamp, in place).
+//! by timestamp): by the consumer (in place) and by a snapshot of the same
+//! data (read-only mapping, every sub-buffer copied and checked against
+//! reuse), in one run, so their ratio is comparable.
 //!
 //! `cargo bench -p relay-user --bench stream` (numbers in BENCHMARKS.md).
 
@@ -21,7 +23,8 @@ fn merged_drain(c: &mut Criterion) {
         page_size: 0,
     };
     let file = ChannelFile::create(&path, params, ChannelFlags::empty()).unwrap();
-    let _ = std::fs::remove_file(&path); // the mapping keeps it
+    let snapshot_file = ChannelFile::open_snapshot(&path).unwrap();
+    let _ = std::fs::remove_file(&path); // the mappings keep it
     let payload = [7u8; 64];
     let mut t = 0u64;
     // One fill: both CPUs to the brim, interleaved in time (alternating
@@ -70,6 +73,23 @@ fn merged_drain(c: &mut Criterion) {
                 assert_eq!(fill(), per_fill);
             }
             total
+        })
+    });
+    // The snapshot reads the full channel again and again: it consumes
+    // nothing.
+    g.bench_function("snapshot_drain_2cpus_64B", |b| {
+        b.iter(|| {
+            let mut s = Stream::new(&snapshot_file, StreamOptions::default());
+            let mut got = 0u64;
+            while s
+                .next_batch(4096, &mut |e| {
+                    if let Event::Record { record, .. } = e {
+                        got += std::hint::black_box(record.payload).len() as u64 / 64;
+                    }
+                })
+                .is_some()
+            {}
+            assert_eq!(got, per_fill);
         })
     });
     g.finish();
