@@ -137,6 +137,14 @@ const REQUIRED: &[(&str, &str)] = &[
         "the same in overwrite mode (losses exact)",
     ),
     (
+        "relay-guest: snapshot ok mode=no-overwrite",
+        "O_RDONLY snapshots of a kernel channel beside a consumer and writers; a second consumer refused",
+    ),
+    (
+        "relay-guest: snapshot ok mode=overwrite",
+        "the same in overwrite mode",
+    ),
+    (
         "relay-guest: late-reader ok mode=no-overwrite",
         "no reader, then a late one: oldest kept, rest counted",
     ),
