@@ -18,7 +18,9 @@
 //!   a read may be reported one sub-buffer late, never early). Losses are
 //!   counted per CPU, not per source, so this is judged at the end
 //!   ([`Verifier::finish`]), once it is known that no other source came;
-//! - at the end, per CPU: every attempt is delivered or reported lost.
+//! - at the end, per CPU, whatever its sources: the gaps in all sources'
+//!   numbers do not exceed the losses reported (each gap is a lost record),
+//!   and every attempt is delivered or reported lost.
 //!
 //! Layout (little-endian), `len >= 32`:
 //!
@@ -163,6 +165,11 @@ pub struct CpuTally {
     pub suspects: u64,
     /// The first suspect: (expected, found).
     pub suspect: Option<(u64, u64)>,
+    /// Sequence numbers missing between delivered records, summed over all
+    /// sources (and, unless resumed, before each source's first record):
+    /// every one is a lost record, so by the end of the stream they can
+    /// never exceed the losses reported ([`Verifier::finish`]).
+    pub gaps: u64,
 }
 
 impl CpuTally {
@@ -298,6 +305,7 @@ impl<'t> Verifier<'t> {
         let s = c.source as usize;
         let bit = 1u8 << s;
         let first_ever = t.sources == 0;
+        let first_of_source = t.sources & bit == 0;
         if first_ever && resume {
             // Whatever came before this record (less the losses reported
             // before it) was consumed by an earlier reader.
@@ -310,6 +318,14 @@ impl<'t> Verifier<'t> {
             let expected = t.next[s];
             return self.fail(cpu, "sequence number went back", expected, c.seq);
         }
+        let from = match (first_of_source, resume) {
+            // Resumed: what came before a source's first record here was
+            // an earlier reader's.
+            (true, true) => c.seq,
+            (true, false) => 0,
+            (false, _) => t.next[s],
+        };
+        t.gaps = t.gaps.wrapping_add(c.seq - from);
         t.next[s] = c.seq.wrapping_add(1);
         if t.sources.count_ones() == 1 {
             // One source so far: its numbers are the stream's accounting.
@@ -338,9 +354,26 @@ impl<'t> Verifier<'t> {
     /// a record whose number the losses reported before it do not explain
     /// is a failure ("records missing without a loss report"). Call it
     /// once, after the last event. (A CPU whose other sources lost every
-    /// record they wrote is judged by the one-source rule too.)
+    /// record they wrote is judged by the one-source rule too.) On every
+    /// CPU, whatever its sources, the gaps in their sequence numbers must
+    /// not exceed the losses reported ("sequence gaps exceed the losses
+    /// reported").
     pub fn finish(&mut self) {
         for cpu in 0..self.cpus.len() {
+            let Some(t) = self.cpus.get_mut(cpu) else {
+                break;
+            };
+            let (gaps, reported) = (t.gaps, t.lost.total());
+            if gaps > reported {
+                t.bad += 1;
+                self.fail(
+                    cpu as u32,
+                    "sequence gaps (all sources) exceed the losses reported",
+                    reported,
+                    gaps,
+                );
+                continue;
+            }
             let Some(t) = self.cpus.get_mut(cpu) else {
                 break;
             };
@@ -480,6 +513,41 @@ mod tests {
         v.finish();
         assert_eq!(v.failures, 0);
         assert!(tallies[0].balanced(4));
+    }
+
+    /// With two sources on a CPU the one-source rule does not apply; a gap
+    /// in either's numbers still needs a loss report by the end.
+    #[test]
+    fn a_gap_with_two_sources_needs_a_loss_report() {
+        for reported in [0, 1] {
+            let mut tallies = [CpuTally::default(); 1];
+            let mut v = Verifier::new(&mut tallies, Mode::NoOverwrite, false);
+            let mut b = [0u8; 32];
+            v.see(&rec(0, 0, 0, 1, &mut b));
+            v.see(&rec(0, 1, 0, 2, &mut b));
+            v.see(&rec(0, 0, 1, 3, &mut b));
+            if reported == 1 {
+                let lost = Lost {
+                    full: 1,
+                    ..Lost::default()
+                };
+                v.see(&Event::Lost {
+                    cpu: 0,
+                    lost,
+                    ts: 4,
+                });
+            }
+            v.see(&rec(0, 1, 2, 4, &mut b)); // source 1 lost its record 1
+            v.finish();
+            assert_eq!(v.failures, 1 - reported, "reported={reported}");
+            if reported == 0 {
+                let m = v.first_failure.unwrap();
+                assert_eq!(
+                    format!("{m}"),
+                    "cpu 0: sequence gaps (all sources) exceed the losses reported (expected 0, found 1)"
+                );
+            }
+        }
     }
 
     #[test]
