@@ -364,19 +364,6 @@ impl<'t> Verifier<'t> {
                 break;
             };
             let (gaps, reported) = (t.gaps, t.lost.total());
-            if gaps > reported {
-                t.bad += 1;
-                self.fail(
-                    cpu as u32,
-                    "sequence gaps (all sources) exceed the losses reported",
-                    reported,
-                    gaps,
-                );
-                continue;
-            }
-            let Some(t) = self.cpus.get_mut(cpu) else {
-                break;
-            };
             let n = t.suspects;
             if let Some((expected, found)) = t.suspect.take() {
                 t.suspects = 0;
@@ -387,6 +374,15 @@ impl<'t> Verifier<'t> {
                     "records missing without a loss report",
                     expected,
                     found,
+                );
+            } else if t.bad == 0 && gaps > reported {
+                // (A CPU that failed otherwise has already said so.)
+                t.bad += 1;
+                self.fail(
+                    cpu as u32,
+                    "sequence gaps (all sources) exceed the losses reported",
+                    reported,
+                    gaps,
                 );
             }
         }
