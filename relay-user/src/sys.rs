@@ -162,7 +162,22 @@ pub fn try_lock_range(file: &File, start: u64, len: u64) -> io::Result<bool> {
     }
     let e = io::Error::last_os_error();
     match e.raw_os_error() {
-        Some(libc::EAGAIN) | Some(libc::EACCES) => Ok(false),
+        Some(libc::EAGAIN) => Ok(false),
+        // EACCES is also a conflict by POSIX, but a kernel without
+        // CONFIG_FILE_LOCKING answers every lock with it: a conflict only
+        // if F_OFD_GETLK shows a lock there.
+        Some(libc::EACCES) => {
+            let mut probe = fl;
+            // SAFETY: as above; GETLK writes the conflicting lock into `probe`.
+            let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut probe) };
+            if r == 0 && probe.l_type != libc::F_UNLCK as libc::c_short {
+                Ok(false)
+            } else {
+                Err(io::Error::other(
+                    "file locks are not available (a kernel without CONFIG_FILE_LOCKING?)",
+                ))
+            }
+        }
         _ => Err(e),
     }
 }
