@@ -31,6 +31,7 @@ fuzz_target!(|data: &[u8]| {
                         let n = d.records().count() as u64;
                         let (seq, lost) = (d.seq, d.lost_before);
                         r.finish(seq, &lost, n);
+                        r.commit();
                         continue;
                     }
                 }
@@ -42,6 +43,7 @@ fuzz_target!(|data: &[u8]| {
                         });
                         let (seq, lost) = (d.seq, d.lost_before);
                         r.finish(seq, &lost, n);
+                        r.commit();
                     }
                     Ok(None) => break,
                     Err(e) => {
@@ -69,6 +71,7 @@ fuzz_target!(|data: &[u8]| {
                         let n = d.records().count() as u64;
                         let (seq, lost) = (d.seq, d.lost_before);
                         s.finish(seq, &lost, n);
+                        s.commit();
                     }
                     Ok(None) => break,
                     Err(e) => {

@@ -90,6 +90,7 @@ fuzz_target!(|input: Input| {
                     let n = d.records().count() as u64;
                     let (seq, lost) = (d.seq, d.lost_before);
                     r.finish(seq, &lost, n);
+                    r.commit();
                 }
             }
             Step::Poke { word, value } => {

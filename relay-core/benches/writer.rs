@@ -110,6 +110,7 @@ fn writer_and_reader(c: &mut Criterion) {
                                 }
                                 let (seq, lost) = (d.seq, d.lost_before);
                                 r.finish(seq, &lost, n);
+                                r.commit();
                                 got += n;
                             }
                             if finished && r.ready().is_none() {

@@ -38,6 +38,7 @@
 //! let payloads: Vec<&[u8]> = d.records().map(|r| r.payload).collect();
 //! assert_eq!(payloads, [b"hello"]);
 //! reader.finish(seq, &lost, 1);
+//! reader.commit(); // publish: the next reader goes on from here
 //! assert_eq!(channel.stats(1).unwrap().consumed_records, 1);
 //! # Ok::<(), relay_core::GeometryError>(())
 //! ```

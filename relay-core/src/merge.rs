@@ -47,6 +47,16 @@ pub enum Event<'r> {
     },
 }
 
+/// What a batch's consumer ([`Merger::next_batch`]) says of each event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Taken: go on.
+    Take,
+    /// Not taken: end the batch before this event, which comes out again
+    /// next time (an output buffer is full, say).
+    Stop,
+}
+
 /// The result of [`Merger::next`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step<'r> {
@@ -73,8 +83,14 @@ struct Loaded<'a> {
     off: usize,
     lost: Option<Lost>,
     ts_begin: u64,
-    delivered: u64,
-    lost_reported: Lost,
+}
+
+/// What [`Cursor::event`] handed out, for [`Cursor::unget`].
+#[derive(Clone, Copy, Debug)]
+enum Taken {
+    Corrupt(ReadError),
+    Lost(Lost),
+    Record,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -151,15 +167,10 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
             }
         }
         // Drop the in-place view before finishing: once the sub-buffer is
-        // consumed a writer may reuse it.
-        if let Some(Loaded {
-            seq,
-            lost_reported,
-            delivered,
-            ..
-        }) = self.loaded.take()
-        {
-            self.reader.finish(seq, &lost_reported, delivered);
+        // consumed (at the next commit) a writer may reuse it. Its records
+        // and losses were recorded as they were handed out.
+        if let Some(Loaded { seq, .. }) = self.loaded.take() {
+            self.reader.finish(seq, &Lost::default(), 0);
         }
         let loaded = if self.reader.reads_in_place() {
             self.reader.peek().map(|d| d.map(|d| (d, false)))
@@ -192,8 +203,6 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
                     off,
                     lost: (!lost.is_zero()).then_some(lost),
                     ts_begin,
-                    delivered: 0,
-                    lost_reported: lost,
                 });
                 true
             }
@@ -262,15 +271,36 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
         let Some(l) = self.loaded.as_mut() else {
             return;
         };
-        if l.lost.take().is_some() {
+        if let Some(lost) = l.lost.take() {
+            self.reader.report_lost(&lost);
             return; // the loss came first; the record is still next
         }
         if let Some(NextRecord { after, .. }) = self.pos.take() {
             l.off = after;
-            l.delivered += 1;
             let (seq, off) = (l.seq, after);
-            self.reader.save_progress(seq, off as u64);
+            self.reader.save_progress(seq, off as u64, 1);
         }
+    }
+
+    /// Takes back the event [`Self::event`] just handed out, which the
+    /// caller did not take: it comes out again next time.
+    fn unget(&mut self, taken: Taken) {
+        match taken {
+            Taken::Corrupt(error) => self.corrupt = Some(error),
+            // A loss before a loaded sub-buffer stays there until stepped
+            // over; a tail loss was taken.
+            Taken::Lost(lost) if self.loaded.as_ref().is_none_or(|l| l.lost.is_none()) => {
+                self.tail = Some(lost)
+            }
+            _ => {}
+        }
+        self.handed_out = false;
+        self.head = None;
+    }
+
+    /// Publishes this CPU's progress (see [`CpuReader::commit`]).
+    pub fn commit(&mut self) {
+        self.reader.commit();
     }
 
     /// The event at the cursor (after `head_ts` returned `Some`).
@@ -309,20 +339,29 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
 
     /// Hands out records of the loaded sub-buffer while their timestamps are
     /// at most `limit` (at least the next one, which `head_ts` vouched
-    /// for), up to `max`; saves progress once. Returns how many.
-    fn run(&mut self, limit: u64, max: usize, f: &mut impl FnMut(Event<'_>)) -> usize {
+    /// for), up to `max`, until `f` declines one; saves progress once.
+    /// Returns how many `f` took, and whether it declined one.
+    fn run(
+        &mut self,
+        limit: u64,
+        max: usize,
+        f: &mut impl FnMut(Event<'_>) -> Flow,
+    ) -> (usize, bool) {
         let cpu = self.cpu();
         let Some(l) = self.loaded.as_ref() else {
-            return 0;
+            return (0, false);
         };
         let (seq, start) = (l.seq, l.off);
         let mut records = Records::resume(self.bytes(l), start);
-        let (mut n, mut off, mut last) = (0, start, self.last_ts);
+        let (mut n, mut off, mut last, mut stopped) = (0, start, self.last_ts, false);
         while n < max {
             match records.next_at() {
                 Some((_, record)) if n == 0 || record.ts <= limit => {
+                    if f(Event::Record { cpu, record }) == Flow::Stop {
+                        stopped = true;
+                        break;
+                    }
                     last = record.ts;
-                    f(Event::Record { cpu, record });
                     n += 1;
                     off = records.offset();
                 }
@@ -335,10 +374,11 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
         self.handed_out = false;
         if let Some(l) = self.loaded.as_mut() {
             l.off = off;
-            l.delivered += n as u64;
         }
-        self.reader.save_progress(seq, off as u64);
-        n
+        if n > 0 {
+            self.reader.save_progress(seq, off as u64, n as u64);
+        }
+        (n, stopped)
     }
 
     /// The time up to which this CPU (which has nothing readable now)
@@ -347,6 +387,25 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
     fn known_empty_until(&self) -> Option<u64> {
         let (barrier, next) = self.flushed?;
         (self.reader.consumed().wrapping_sub(next) < 1 << 63).then_some(barrier)
+    }
+}
+
+/// Which cursors handed out events since the last commit: a commit after
+/// one event touches one cursor, not every CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Touched {
+    None,
+    One(usize),
+    Many,
+}
+
+impl Touched {
+    fn add(&mut self, i: usize) {
+        *self = match *self {
+            Touched::None => Touched::One(i),
+            Touched::One(j) if j == i => Touched::One(i),
+            _ => Touched::Many,
+        };
     }
 }
 
@@ -360,6 +419,8 @@ pub struct Merger<'a, B, C> {
     /// (cursor, ts limit, drain): a run the cursor may continue without a
     /// full scan.
     run: Option<(usize, u64, bool)>,
+    /// The cursors that handed out events since the last commit.
+    uncommitted: Touched,
     _cursor: core::marker::PhantomData<Cursor<'a, B>>,
 }
 
@@ -371,6 +432,7 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]> + 'a, C: AsMut<[Cursor<'a, B>]>> Merger<'a
             last: None,
             ready: None,
             run: None,
+            uncommitted: Touched::None,
             _cursor: core::marker::PhantomData,
         }
     }
@@ -482,6 +544,7 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]> + 'a, C: AsMut<[Cursor<'a, B>]>> Merger<'a
             Ok(i) => {
                 self.ready = None;
                 self.last = Some(i);
+                self.uncommitted.add(i);
                 match self.cursors.as_mut().get_mut(i).and_then(|c| c.event()) {
                     Some(e) => Step::Event(e),
                     None => Step::Idle,
@@ -492,15 +555,15 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]> + 'a, C: AsMut<[Cursor<'a, B>]>> Merger<'a
     }
 
     /// Delivers a batch: every event that is ready now, up to `max`, to `f`,
-    /// in timestamp order. A run of records from one CPU is handed out
-    /// straight from its sub-buffer, with progress saved once per run, so
-    /// this is the fast way to consume. Returns how many events `f` got, or
-    /// why none was ready.
+    /// in timestamp order, until `f` answers [`Flow::Stop`]. A run of
+    /// records from one CPU is handed out straight from its sub-buffer, with
+    /// progress saved once per run, so this is the fast way to consume.
+    /// Returns how many events `f` took, or why none was ready.
     pub fn next_batch(
         &mut self,
         drain: bool,
         max: usize,
-        f: &mut impl FnMut(Event<'_>),
+        f: &mut impl FnMut(Event<'_>) -> Flow,
     ) -> Result<usize, Step<'static>> {
         let mut count = 0;
         while count < max {
@@ -521,18 +584,53 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]> + 'a, C: AsMut<[Cursor<'a, B>]>> Merger<'a
                 && c.loaded.as_ref().is_some_and(|l| l.lost.is_none());
             match limit {
                 Some(limit) if plain => {
-                    count += c.run(limit, max - count, f);
+                    let (n, stopped) = c.run(limit, max - count, f);
+                    count += n;
                     self.last = None;
+                    self.uncommitted.add(i);
+                    if stopped {
+                        break;
+                    }
                 }
                 _ => {
-                    self.last = Some(i);
-                    if let Some(e) = c.event() {
-                        f(e);
-                        count += 1;
+                    let Some(e) = c.event() else { break };
+                    let taken = match e {
+                        Event::Corrupt { error, .. } => Taken::Corrupt(error),
+                        Event::Lost { lost, .. } => Taken::Lost(lost),
+                        Event::Record { .. } => Taken::Record,
+                    };
+                    if f(e) == Flow::Stop {
+                        c.unget(taken);
+                        break;
                     }
+                    self.last = Some(i);
+                    self.uncommitted.add(i);
+                    count += 1;
                 }
             }
         }
         Ok(count)
+    }
+
+    /// Publishes every CPU's progress: the events handed out so far are
+    /// done (see [`CpuReader::commit`]). A consumer calls it once its output
+    /// accepted them; until then a consumer that starts after this one
+    /// would deliver them again.
+    pub fn commit(&mut self) {
+        let cursors = self.cursors.as_mut();
+        if let Some(i) = self.last.take() {
+            if let Some(c) = cursors.get_mut(i) {
+                c.step();
+            }
+        }
+        match core::mem::replace(&mut self.uncommitted, Touched::None) {
+            Touched::None => {}
+            Touched::One(i) => {
+                if let Some(c) = cursors.get_mut(i) {
+                    c.commit();
+                }
+            }
+            Touched::Many => cursors.iter_mut().for_each(Cursor::commit),
+        }
     }
 }

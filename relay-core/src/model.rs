@@ -291,6 +291,7 @@ impl Reading<'_, '_> {
                 }
                 self.delivered += ids.len() as u64;
                 self.reader.finish(seq, &lost, ids.len() as u64);
+                self.reader.commit();
                 self.reported.full += lost.full;
                 self.reported.too_big += lost.too_big;
                 self.reported.overwrite += lost.overwrite;

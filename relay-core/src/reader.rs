@@ -12,14 +12,33 @@
 //!
 //! - No-overwrite: nothing writes a sealed sub-buffer until `consumed` moves
 //!   past it, so the reader reads it in place ([`CpuReader::peek`]) or copies
-//!   it, delivers its records, and only then advances `consumed` with
-//!   [`CpuReader::finish`]. A reader that dies mid-way resumes from the cursor
-//!   saved with [`CpuReader::save_progress`]: nothing is lost or repeated.
+//!   it, delivers its records, marks it done with [`CpuReader::finish`], and
+//!   moves `consumed` past it when it commits.
 //! - Overwrite: a writer may reclaim the sub-buffer at any time, so the reader
 //!   copies it and then claims it with a CAS on `consumed`. The writer moves
 //!   `consumed` with a CAS too before it reuses the slot, so if the claim
 //!   succeeds the copy is intact, and if it fails the writer has counted the
 //!   records as lost to overwrite and the torn copy is dropped.
+//!
+//! # Progress
+//!
+//! The consumer keeps its progress ([`Progress`]: position, resume cursor,
+//! records delivered, losses reported) privately while it reads, and
+//! publishes it with [`CpuReader::commit`] only once its output has accepted
+//! what it delivered. Killed at any point, its successor resumes from the
+//! last commit: nothing is lost, and what was delivered after that commit
+//! is delivered again. The commit stores, in this order: the reported
+//! losses and `consumed_records`, `consumed` (no-overwrite), `cursor_off`,
+//! `cursor_seq` (release). A consumer killed between two of those stores
+//! leaves a state from which its successor repeats only records delivered
+//! after the previous commit: a new `consumed` with an old cursor resumes
+//! at the start of the new sub-buffer, an old `consumed` keeps its old
+//! cursor.
+//!
+//! Overwrite mode claims a sub-buffer when it copies it, before its records
+//! are delivered; a consumer killed after a claim and before its commit
+//! loses the claimed sub-buffers' undelivered records without counting them
+//! (a known gap; the records of a live consumer are never lost this way).
 //!
 //! One *consumer* per CPU buffer at a time: the cursor and the reported-loss
 //! baseline live in the consumer state, not in the reader. Who may consume
@@ -219,18 +238,32 @@ const REPORTED_OVERWRITE: usize = 6;
 /// overwriting writer before it returns (the caller calls again later).
 const OVERRUN_RETRIES: u32 = 8;
 
-/// A snapshot reader's progress, kept privately (see "Snapshots").
+/// A reader's progress: where it is and what it delivered. A reader keeps
+/// it privately while it reads; the consumer publishes it with
+/// [`CpuReader::commit`] once its output has accepted what it read (see
+/// "Progress"), and a snapshot never does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// The next sub-buffer to read (the consumer position).
+    pub next: u64,
+    /// The sub-buffer `cursor_off` refers to.
+    pub cursor_seq: u64,
+    /// Bytes of sub-buffer `cursor_seq` already delivered (0: none).
+    pub cursor_off: u64,
+    /// Records delivered: the consumer's total (`consumed_records`), a
+    /// snapshot's own.
+    pub records: u64,
+    /// Losses reported.
+    pub reported: Lost,
+}
+
+/// What only a snapshot keeps (see "Snapshots").
 #[derive(Clone, Copy, Debug)]
-struct Private {
-    next: u64,
-    cursor_seq: u64,
-    cursor_off: u64,
-    records: u64,
-    reported: Lost,
+struct Snapshot {
     /// Sub-buffers reused by writers before this snapshot could copy them.
     overrun: u64,
     /// Whether a sub-buffer was delivered (the overwrite loss before the
-    /// first one is reported with it; see "Snapshots").
+    /// first one is reported with it).
     started: bool,
     /// The first sub-buffer not closed when the snapshot began: it reads
     /// only those before, so that what it shows of every CPU ends at the
@@ -247,15 +280,34 @@ const SKIP_LIMIT: u32 = 64;
 pub struct CpuReader<'a> {
     b: CpuBuffer<'a>,
     geometry: Geometry,
-    /// `Some` for a snapshot: progress that never reaches the channel.
-    snapshot: Option<Private>,
+    /// Where this reader is: private until [`Self::commit`].
+    local: Progress,
+    /// The consumer: what the consumer state holds (the last commit).
+    committed: Progress,
+    /// `Some` for a snapshot, which never commits.
+    snapshot: Option<Snapshot>,
 }
 
 impl<'a> CpuReader<'a> {
+    /// The consumer: resumes from the consumer state.
     pub(crate) fn new(b: CpuBuffer<'a>, geometry: Geometry) -> Self {
+        let w = |i| load(b.consumer_word(i));
+        let committed = Progress {
+            next: w(consumer::CONSUMED),
+            cursor_seq: w(consumer::CURSOR_SEQ),
+            cursor_off: w(consumer::CURSOR_OFF),
+            records: w(consumer::CONSUMED_RECORDS),
+            reported: Lost {
+                full: w(REPORTED_FULL),
+                too_big: w(REPORTED_TOO_BIG),
+                overwrite: w(REPORTED_OVERWRITE),
+            },
+        };
         CpuReader {
             b,
             geometry,
+            local: committed,
+            committed,
             snapshot: None,
         }
     }
@@ -264,21 +316,15 @@ impl<'a> CpuReader<'a> {
     /// resume and never stores to the channel.
     pub(crate) fn new_snapshot(b: CpuBuffer<'a>, geometry: Geometry) -> Self {
         let mut r = Self::new(b, geometry);
-        let w = |i| load(r.b.consumer_word(i));
-        let private = Private {
-            next: w(consumer::CONSUMED),
-            cursor_seq: w(consumer::CURSOR_SEQ),
-            cursor_off: w(consumer::CURSOR_OFF),
-            records: 0,
-            reported: r.reported(),
+        r.local.records = 0;
+        r.snapshot = Some(Snapshot {
             overrun: 0,
             started: false,
             end: match Head::decode(r.b.head.load(Ordering::Acquire), r.b.shift) {
                 Head::Open { seq, .. } => seq,
                 Head::Closed { next, .. } => next,
             },
-        };
-        r.snapshot = Some(private);
+        });
         r
     }
 
@@ -301,13 +347,52 @@ impl<'a> CpuReader<'a> {
         self.snapshot.map_or(0, |p| p.overrun)
     }
 
-    /// Records this reader delivered (a snapshot's own count; a consumer's
-    /// is the consumer state's `consumed_records`).
+    /// Records this reader delivered: a snapshot's own count; the
+    /// consumer's total, `consumed_records` with what it has not committed.
     pub fn delivered_records(&self) -> u64 {
-        match self.snapshot {
-            Some(p) => p.records,
-            None => load(self.b.consumer_word(consumer::CONSUMED_RECORDS)),
+        self.local.records
+    }
+
+    /// Where this reader is (committed or not).
+    pub fn progress(&self) -> Progress {
+        self.local
+    }
+
+    /// Whether the consumer has progress its last [`Self::commit`] did not
+    /// publish.
+    pub fn uncommitted(&self) -> bool {
+        self.snapshot.is_none() && self.local != self.committed
+    }
+
+    /// Publishes the consumer's progress: everything delivered so far is
+    /// done, and a reader that starts after this resumes after it. Call it
+    /// once the output accepted what was delivered (see "Progress"). Does
+    /// nothing for a snapshot, or when nothing changed.
+    pub fn commit(&mut self) {
+        if !self.uncommitted() {
+            return;
         }
+        let p = self.local;
+        let store = |i, v: u64, order| {
+            if let Some(w) = self.b.consumer_word(i) {
+                w.store(v, order);
+            }
+        };
+        // In this order, so that a consumer killed between two stores
+        // neither loses a record nor repeats one from before this batch
+        // (see "Progress").
+        store(REPORTED_FULL, p.reported.full, Ordering::Relaxed);
+        store(REPORTED_TOO_BIG, p.reported.too_big, Ordering::Relaxed);
+        store(REPORTED_OVERWRITE, p.reported.overwrite, Ordering::Relaxed);
+        store(consumer::CONSUMED_RECORDS, p.records, Ordering::Relaxed);
+        if self.b.mode == Mode::NoOverwrite && p.next != self.committed.next {
+            // Release: the sub-buffers before `next` were read; a writer
+            // that sees the new position may reuse them.
+            store(consumer::CONSUMED, p.next, Ordering::Release);
+        }
+        store(consumer::CURSOR_OFF, p.cursor_off, Ordering::Relaxed);
+        store(consumer::CURSOR_SEQ, p.cursor_seq, Ordering::Release);
+        self.committed = p;
     }
 
     /// The CPU whose buffer this reads.
@@ -334,37 +419,19 @@ impl<'a> CpuReader<'a> {
         (Seal::decode(seal.load(Ordering::Acquire)) == Seal::Sealed(consumed)).then_some(consumed)
     }
 
-    /// Losses already reported to readers (kept in the consumer state, so
-    /// a restarted reader does not report them again). Untrusted.
+    /// Losses already reported by this reader (the consumer's include
+    /// those its predecessors reported and committed, so a restarted one
+    /// does not report them again). Untrusted.
     pub fn lost_reported(&self) -> Lost {
-        self.reported()
+        self.local.reported
     }
 
     fn reported(&self) -> Lost {
-        if let Some(p) = &self.snapshot {
-            return p.reported;
-        }
-        let w = |i| load(self.b.consumer_word(i));
-        Lost {
-            full: w(REPORTED_FULL),
-            too_big: w(REPORTED_TOO_BIG),
-            overwrite: w(REPORTED_OVERWRITE),
-        }
+        self.local.reported
     }
 
     fn resume_offset(&self, seq: u64) -> u64 {
-        let (cursor_seq, cursor_off) = match &self.snapshot {
-            Some(p) => (p.cursor_seq, p.cursor_off),
-            None => (
-                load(self.b.consumer_word(consumer::CURSOR_SEQ)),
-                load(self.b.consumer_word(consumer::CURSOR_OFF)),
-            ),
-        };
-        if cursor_seq == seq && cursor_off != 0 {
-            cursor_off
-        } else {
-            SUBBUF_HEADER_SIZE as u64
-        }
+        cursor_offset(&self.local, seq)
     }
 
     /// `overwritten`: overwrite mode, the writer's count of overwritten
@@ -414,12 +481,14 @@ impl<'a> CpuReader<'a> {
         }
     }
 
-    /// Moves the consumer position from `seq` to `seq + 1`; false if it was
-    /// not at `seq` (a writer pushed it, or another reader moved it).
+    /// Moves the position from `seq` to `seq + 1`; false if it was not at
+    /// `seq` (overwrite mode: a writer pushed it). Only the overwrite
+    /// consumer moves the shared position here, by its claim; every other
+    /// reader moves its own, which the consumer publishes in `commit`.
     fn advance(&mut self, seq: u64) -> bool {
-        if let Some(p) = self.snapshot.as_mut() {
-            if p.next == seq {
-                p.next = seq.wrapping_add(1);
+        if self.b.mode == Mode::NoOverwrite || self.snapshot.is_some() {
+            if self.local.next == seq {
+                self.local.next = seq.wrapping_add(1);
             }
             return true;
         }
@@ -457,43 +526,23 @@ impl<'a> CpuReader<'a> {
     }
 
     /// Records of this CPU that a reader starting now will not be handed:
-    /// those of the sub-buffers earlier readers finished (the consumer
-    /// state's count) and, in no-overwrite mode, those of the next one
-    /// before its saved resume cursor. A restarted reader's first record
-    /// should be the one after them, which is how `relay verify --resume`
-    /// checks that a restart lost nothing. Untrusted, like all consumer
-    /// state.
-    #[cfg(not(loom))]
+    /// those earlier consumers delivered and committed (`consumed_records`,
+    /// which counts every record delivered, up to the resume cursor). A
+    /// restarted reader's first record should be the one after them, which
+    /// is how `relay verify --resume` checks that a restart lost nothing.
+    /// Untrusted, like all consumer state.
     pub fn records_before_resume(&self) -> u64 {
-        let finished = load(self.b.consumer_word(consumer::CONSUMED_RECORDS));
-        let off = self.resume_offset(self.consumed());
-        if self.b.mode != Mode::NoOverwrite || off <= SUBBUF_HEADER_SIZE as u64 {
-            return finished;
-        }
-        let Some(seq) = self.ready() else {
-            return finished;
-        };
-        let bytes = crate::mem::subbuf_bytes(self.b.subbuf_words(self.b.slot(seq)));
-        let Ok(view) = SubbufView::parse(bytes, &self.geometry, seq, self.b.cpu) else {
-            return finished;
-        };
-        let mut records = view.records();
-        let mut before = 0u64;
-        while let Some((at, _)) = records.next_at() {
-            if at as u64 >= off {
-                break;
-            }
-            before += 1;
-        }
-        finished.wrapping_add(before)
+        self.committed.records
     }
 
-    /// The consumer position (the next sub-buffer to read); a snapshot's
-    /// own.
+    /// This reader's position (the next sub-buffer to read): the overwrite
+    /// consumer's is the shared one (its claims and writers' reclaims move
+    /// it); every other reader's is its own until it commits.
     pub fn consumed(&self) -> u64 {
-        match &self.snapshot {
-            Some(p) => p.next,
-            None => load(self.consumed_word()),
+        if self.b.mode == Mode::Overwrite && self.snapshot.is_none() {
+            load(self.consumed_word())
+        } else {
+            self.local.next
         }
     }
 
@@ -581,8 +630,8 @@ impl<'a> CpuReader<'a> {
             } else {
                 overwritten
             };
+            self.local.next = seq.wrapping_add(1);
             if let Some(p) = self.snapshot.as_mut() {
-                p.next = seq.wrapping_add(1);
                 p.started = true;
             }
             return self.deliver(seq, buf, true, overwritten).map(Some);
@@ -594,43 +643,36 @@ impl<'a> CpuReader<'a> {
     /// as overrun.
     fn skip_to(&mut self, seq: u64) {
         if let Some(p) = self.snapshot.as_mut() {
-            p.overrun = p.overrun.wrapping_add(seq.wrapping_sub(p.next));
-            p.next = seq;
+            p.overrun = p.overrun.wrapping_add(seq.wrapping_sub(self.local.next));
+            self.local.next = seq;
         }
     }
 
-    /// Records where delivery of sub-buffer `seq` stopped (`offset` is
-    /// [`crate::format::Records::offset`]), so a reader that restarts resumes
-    /// there instead of repeating records.
-    pub fn save_progress(&mut self, seq: u64, offset: u64) {
-        if let Some(p) = self.snapshot.as_mut() {
-            p.cursor_seq = seq;
-            p.cursor_off = offset;
-            return;
-        }
-        if let Some(w) = self.b.consumer_word(consumer::CURSOR_OFF) {
-            w.store(offset, Ordering::Relaxed);
-        }
-        if let Some(w) = self.b.consumer_word(consumer::CURSOR_SEQ) {
-            w.store(seq, Ordering::Release);
-        }
+    /// Records that `records` more records of sub-buffer `seq` were
+    /// delivered, up to `offset` ([`crate::format::Records::offset`]), so
+    /// that after a commit a reader that restarts resumes there instead of
+    /// repeating them.
+    pub fn save_progress(&mut self, seq: u64, offset: u64, records: u64) {
+        self.local.cursor_seq = seq;
+        self.local.cursor_off = offset;
+        self.local.records = self.local.records.wrapping_add(records);
     }
 
-    /// Marks sub-buffer `delivery.seq` done: `records` of it were delivered.
-    /// Advances the consumer position (no-overwrite), remembers the losses it
-    /// reported, and clears the resume cursor.
+    /// Records that losses `lost` were reported (before the records that
+    /// follow).
+    pub fn report_lost(&mut self, lost: &Lost) {
+        self.local.reported = self.local.reported.plus(lost);
+    }
+
+    /// Marks sub-buffer `seq` done: `records` more of it were delivered and
+    /// `lost_reported` before them (what [`Self::save_progress`] and
+    /// [`Self::report_lost`] did not record yet). Moves the position past it
+    /// (no-overwrite) and clears the resume cursor; [`Self::commit`]
+    /// publishes it.
     pub fn finish(&mut self, seq: u64, lost_reported: &Lost, records: u64) {
-        self.set_reported(&self.reported().plus(lost_reported));
-        match self.snapshot.as_mut() {
-            Some(p) => p.records = p.records.wrapping_add(records),
-            None => {
-                if let Some(w) = self.b.consumer_word(consumer::CONSUMED_RECORDS) {
-                    w.fetch_add(records, Ordering::Relaxed);
-                }
-            }
-        }
-        self.save_progress(seq, 0);
-        if self.reads_in_place() {
+        self.report_lost(lost_reported);
+        self.save_progress(seq, 0, records);
+        if self.b.mode == Mode::NoOverwrite {
             self.advance(seq);
         }
     }
@@ -662,24 +704,17 @@ impl<'a> CpuReader<'a> {
             // sub-buffer (see "Snapshots").
             unreported.overwrite = 0;
         }
-        self.set_reported(&reported.plus(&unreported));
+        self.local.reported = reported.plus(&unreported);
         unreported
     }
+}
 
-    fn set_reported(&mut self, now: &Lost) {
-        if let Some(p) = self.snapshot.as_mut() {
-            p.reported = *now;
-            return;
-        }
-        for (i, v) in [
-            (REPORTED_FULL, now.full),
-            (REPORTED_TOO_BIG, now.too_big),
-            (REPORTED_OVERWRITE, now.overwrite),
-        ] {
-            if let Some(w) = self.b.consumer_word(i) {
-                w.store(v, Ordering::Relaxed);
-            }
-        }
+/// Where delivery of sub-buffer `seq` resumes under progress `p`.
+fn cursor_offset(p: &Progress, seq: u64) -> u64 {
+    if p.cursor_seq == seq && p.cursor_off != 0 {
+        p.cursor_off
+    } else {
+        SUBBUF_HEADER_SIZE as u64
     }
 }
 

@@ -103,6 +103,7 @@ fn read_once(reader: &mut CpuReader<'_>, seen: &mut Seen) -> bool {
     }
     let (seq, lost) = (d.seq, d.lost_before);
     reader.finish(seq, &lost, n);
+    reader.commit();
     true
 }
 

@@ -6,7 +6,7 @@ mod common;
 use std::cell::Cell;
 
 use common::{check_payload, create, geometry, payload, region, Rng};
-use relay_core::merge::{Cursor, Event, Merger, Step};
+use relay_core::merge::{Cursor, Event, Flow, Merger, Step};
 use relay_core::{Channel, Lost};
 
 fn cursors<'a>(ch: &Channel<'a>) -> Vec<Cursor<'a, Vec<u8>>> {
@@ -39,7 +39,10 @@ fn drain_all<'a>(
             }
             Step::Event(Event::Corrupt { cpu, error }) => panic!("cpu {cpu}: {error}"),
             Step::Blocked { .. } => unreachable!("drain never blocks"),
-            Step::Idle => return (out, lost),
+            Step::Idle => {
+                merger.commit();
+                return (out, lost);
+            }
         }
     }
 }
@@ -293,7 +296,8 @@ fn batches_deliver_the_same_stream_as_single_steps() {
                 let mut out = Vec::new();
                 while let Ok(n) = m.next_batch(true, 1 + seed as usize, &mut |e| match e {
                     Event::Record { cpu, record } => {
-                        out.push((cpu, check_payload(record.payload, |_| 24), record.ts))
+                        out.push((cpu, check_payload(record.payload, |_| 24), record.ts));
+                        Flow::Take
                     }
                     other => panic!("{other:?}"),
                 }) {
@@ -304,5 +308,62 @@ fn batches_deliver_the_same_stream_as_single_steps() {
             .collect();
         assert_eq!(streams[0].len(), 300);
         assert_eq!(streams[0], streams[1], "seed {seed}");
+    }
+}
+
+/// A batch that stops at an event leaves it for the next one, and a
+/// commit after a batch publishes exactly what the batches before it
+/// handed out: a consumer started after it goes on from there, with
+/// nothing lost or repeated, whichever way the stream was cut.
+#[test]
+fn commit_publishes_exactly_what_was_taken() {
+    for cut in [1usize, 5, 17, 60, 149] {
+        let geo = geometry(512, 8, 3);
+        let mem = region(&geo);
+        let ch = create(&mem, geo, false);
+        let t = Cell::new(0u64);
+        let mut clock = || {
+            t.set(t.get() + 1);
+            t.get()
+        };
+        let mut rng = Rng(cut as u64);
+        for id in 0..150 {
+            let cpu = rng.below(3) as u32;
+            ch.local_writer(cpu)
+                .unwrap()
+                .write(1, &payload(id, 24), &mut clock)
+                .unwrap();
+        }
+        for cpu in 0..3 {
+            let _ = ch.writer(cpu).unwrap().flush(&mut clock);
+        }
+        let mut ids = Vec::new();
+        {
+            // Takes `cut` events, declines the next, commits, and then
+            // takes more without committing (a consumer killed mid-batch).
+            let mut m = Merger::new(cursors(&ch));
+            let mut taken = 0;
+            while taken < cut {
+                let _ = m.next_batch(true, 7, &mut |e| {
+                    if taken == cut {
+                        return Flow::Stop;
+                    }
+                    if let Event::Record { record, .. } = e {
+                        ids.push(check_payload(record.payload, |_| 24));
+                    }
+                    taken += 1;
+                    Flow::Take
+                });
+            }
+            m.commit();
+            let _ = m.next_batch(true, 40, &mut |_| Flow::Take);
+        }
+        let mut m = Merger::new(cursors(&ch));
+        let (rest, lost) = drain_all(&mut m, 24);
+        assert!(lost.is_zero());
+        ids.extend(rest.iter().map(|r| r.1));
+        assert_eq!(ids, (0..150).collect::<Vec<_>>(), "cut at {cut}");
+        let consumed: u64 = (0..3).map(|c| ch.stats(c).unwrap().consumed_records).sum();
+        assert_eq!(consumed, 150, "consumed_records exact, cut at {cut}");
     }
 }

@@ -39,6 +39,7 @@ fn drain(
         let (seq, l) = (d.seq, d.lost_before);
         reader.finish(seq, &l, (out.len() - n0) as u64);
     }
+    reader.commit();
     (out, lost)
 }
 
@@ -147,13 +148,67 @@ fn reader_restart_resumes_mid_subbuffer() {
             .collect();
         assert_eq!(got, [0, 1]);
         let (seq, off) = (d.seq, it.offset() as u64);
-        r.save_progress(seq, off);
+        r.save_progress(seq, off, 2);
+        r.commit();
     }
     // Second reader: the rest, nothing repeated, nothing lost.
     let mut r = ch.reader(0).unwrap();
     let (recs, lost) = drain(&mut r, |_| 40);
     assert_eq!(recs.iter().map(|r| r.0).collect::<Vec<_>>(), [2, 3, 4, 5]);
     assert!(lost.is_zero());
+}
+
+/// A consumer's progress reaches the channel only when it commits: one
+/// dropped without committing leaves everything to its successor, and one
+/// that commits mid-sub-buffer leaves exactly the rest.
+#[test]
+fn progress_is_published_only_by_commit() {
+    let geo = geometry(512, 4, 1);
+    let mem = region(&geo);
+    let ch = create(&mem, geo, false);
+    let w = ch.writer(0).unwrap();
+    let mut clock = counter();
+    for id in 0..12 {
+        w.write(1, &payload(id, 40), &mut clock).unwrap();
+        if id == 5 {
+            let _ = w.flush(&mut clock);
+        }
+    }
+    let _ = w.flush(&mut clock);
+    let before = words(&mem);
+    {
+        // Reads everything, commits nothing: the channel is unchanged.
+        let mut r = ch.reader(0).unwrap();
+        let mut buf = vec![0u8; 512];
+        while let Some(d) = r.next(&mut buf).unwrap() {
+            let (seq, lost, n) = (d.seq, d.lost_before, d.records().count() as u64);
+            r.finish(seq, &lost, n);
+        }
+        assert!(r.uncommitted());
+    }
+    assert_eq!(words(&mem), before, "no commit, no store");
+    {
+        // The first sub-buffer and two records of the second, committed.
+        let mut r = ch.reader(0).unwrap();
+        let d = r.peek().unwrap().unwrap();
+        let (seq, lost, n) = (d.seq, d.lost_before, d.records().count() as u64);
+        r.finish(seq, &lost, n);
+        let d = r.peek().unwrap().unwrap();
+        let mut it = d.records();
+        it.next();
+        it.next();
+        let (seq, off) = (d.seq, it.offset() as u64);
+        r.save_progress(seq, off, 2);
+        r.commit();
+        assert!(!r.uncommitted());
+        // Then more, not committed.
+        r.save_progress(seq, off + 56, 1);
+    }
+    let mut r = ch.reader(0).unwrap();
+    assert_eq!(r.records_before_resume(), 8);
+    let (recs, _) = drain(&mut r, |_| 40);
+    assert_eq!(recs.iter().map(|r| r.0).collect::<Vec<_>>(), [8, 9, 10, 11]);
+    assert_eq!(ch.stats(0).unwrap().consumed_records, 12);
 }
 
 #[test]
@@ -516,6 +571,7 @@ fn every_seal_is_reported_once() {
                     let (seq, lost, n) = (d.seq, d.lost_before, d.records().count() as u64);
                     reader.finish(seq, &lost, n);
                 }
+                reader.commit();
             }
         }
         reported.extend(w.flush(&mut clock).sealed);
@@ -557,7 +613,8 @@ fn records_before_resume_counts_finished_and_partial() {
             it.next().unwrap();
         }
         let off = it.offset() as u64;
-        reader.save_progress(seq, off);
+        reader.save_progress(seq, off, 4);
+        reader.commit();
     }
     let mut again = channel.reader(0).unwrap();
     assert_eq!(again.records_before_resume(), 14);
@@ -622,7 +679,8 @@ fn snapshot_starts_where_the_consumer_resumes() {
     it.next();
     it.next();
     let (seq, off) = (d.seq, it.offset() as u64);
-    r.save_progress(seq, off);
+    r.save_progress(seq, off, 2);
+    r.commit();
     let snap = drain(&mut ch.snapshot(0).unwrap(), |_| 40);
     let ids: Vec<u64> = snap.0.iter().map(|r| r.0).collect();
     assert_eq!(ids, [2, 3, 4, 5]);

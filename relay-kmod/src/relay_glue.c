@@ -704,7 +704,8 @@ static int relay_file_reader(struct relay_file *rf)
 /*
  * Frames of every record readable now, merged by timestamp (idle CPUs are
  * flushed first); 0 once nothing is readable. A frame may be split across
- * calls; what was copied is consumed.
+ * calls. Progress is committed only for frames copied out whole: a file
+ * closed mid-frame leaves that frame to the next reader.
  */
 static ssize_t relay_chan_read(struct file *file, char __user *buf,
 			       size_t count, loff_t *ppos)

@@ -531,7 +531,14 @@ impl KReader {
 
     /// Encodes events until `want` bytes are pending or nothing is
     /// readable: blocked CPUs and, once, all idle ones are flushed first.
+    /// Encodes nothing while frames are pending: progress is committed when
+    /// every encoded frame was delivered ([`relay_rust_reader_advance`]), so
+    /// the pending ones go out first, and a reader that reads in small
+    /// pieces still commits at every frame boundary it reaches.
     fn fill(&mut self, want: usize) -> Result {
+        if self.tail > self.head {
+            return Ok(());
+        }
         if !self.started {
             let out = self.pending.get_mut(self.tail..).ok_or(EINVAL)?;
             self.tail += frames::encode_start(out).ok_or(EINVAL)?;
@@ -688,7 +695,12 @@ pub unsafe extern "C" fn relay_rust_reader_fill(r: *mut c_void, buf: *mut c_void
     n as isize
 }
 
-/// Consumes `n` bytes that [`relay_rust_reader_fill`] returned.
+/// Consumes `n` bytes that [`relay_rust_reader_fill`] returned, once the
+/// caller delivered them (`copy_to_user` succeeded). When that was the last
+/// pending byte, every event encoded so far was delivered: the channel's
+/// consumer progress is committed. A frame split across reads is committed
+/// only with its last byte, so a file closed between the two halves leaves
+/// the whole frame to the next reader.
 ///
 /// # Safety
 ///
@@ -702,6 +714,7 @@ pub unsafe extern "C" fn relay_rust_reader_advance(r: *mut c_void, n: u64) {
     if r.head == r.tail {
         r.head = 0;
         r.tail = 0;
+        r.merger.commit();
     }
 }
 

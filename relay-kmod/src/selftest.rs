@@ -258,6 +258,7 @@ fn verify(
                 overwrite: reported.overwrite.wrapping_add(lost.overwrite),
             };
             reader.finish(seq, &lost, n);
+            reader.commit();
             delivered += n;
             totals.subbufs += 1;
         }
@@ -637,6 +638,7 @@ fn nested_test() -> Result {
                 n += 1;
             }
             reader.finish(seq, &lost, n);
+            reader.commit();
         }
         let Some(stats) = channel.stats(cpu) else {
             fail!("nested: cpu {cpu}: no statistics");

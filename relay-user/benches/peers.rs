@@ -80,6 +80,7 @@ fn relay(iters: u64, size: usize) -> Duration {
                     }
                     let (seq, lost) = (d.seq, d.lost_before);
                     r.finish(seq, &lost, n);
+                    r.commit();
                     got += n;
                 }
                 if finished && r.ready().is_none() {

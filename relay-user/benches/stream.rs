@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use relay_core::merge::Event;
+use relay_core::merge::{Event, Flow};
 use relay_core::{ChannelFlags, GeometryParams};
 use relay_user::{ChannelFile, Stream, StreamOptions};
 
@@ -65,6 +65,7 @@ fn merged_drain(c: &mut Criterion) {
                         if let Event::Record { record, .. } = e {
                             got += std::hint::black_box(record.payload).len() as u64 / 64;
                         }
+                        Flow::Take
                     })
                     .is_some()
                 {}
@@ -86,6 +87,7 @@ fn merged_drain(c: &mut Criterion) {
                     if let Event::Record { record, .. } = e {
                         got += std::hint::black_box(record.payload).len() as u64 / 64;
                     }
+                    Flow::Take
                 })
                 .is_some()
             {}

@@ -52,5 +52,6 @@ pub use error::Error;
 pub use file::ChannelFile;
 pub use frames::FrameReader;
 pub use relay_core;
+pub use relay_core::merge::{Event, Flow};
 pub use relayfs::RelayfsDir;
 pub use stream::{Stream, StreamOptions};

@@ -20,7 +20,7 @@ use relay_user::blktrace::{self, CpuInput, Decoder, Item, Severity};
 use relay_user::frames::Until;
 use relay_user::kernel;
 use relay_user::sys::monotonic_ns;
-use relay_user::{ChannelFile, Error, FrameReader, RelayfsDir, Stream, StreamOptions};
+use relay_user::{ChannelFile, Error, Flow, FrameReader, RelayfsDir, Stream, StreamOptions};
 
 /// Exit codes (distinct per kind of failure).
 mod exit {
@@ -488,28 +488,57 @@ fn cat(
     } else {
         ChannelFile::open_snapshot(path)?
     };
-    let mut stream = Stream::new(&file, options.clone());
-    let stdout = io::stdout();
+    // A consumer commits a batch once stdout took it, so a batch must fit
+    // in one write a pipe takes whole or refuses (PIPE_BUF), and SIGINT or
+    // SIGTERM end the loop between batches instead of mid-way.
+    let terminating = relay_user::sys::catch_termination().map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        op: "sigaction",
+        source,
+    })?;
+    let chunk = if relay_user::sys::stdout_is_pipe() {
+        relay_user::sys::PIPE_BUF
+    } else {
+        64 * 1024
+    };
+    let mut stream = Stream::new(&file, options.clone()).stop_when(terminating);
     let mut p = Printer {
-        out: io::BufWriter::new(stdout.lock()),
+        out: Vec::with_capacity(2 * chunk),
         path,
         json,
         raw,
         corrupt: 0,
         closed: false,
     };
-    while !p.closed && stream.next_batch(1024, &mut |e| p.print(e)).is_some() {
-        if options.follow {
-            let _ = p.out.flush();
+    while !terminating.load(Ordering::Acquire) {
+        let batch = stream.next_batch(usize::MAX, &mut |e| {
+            let before = p.out.len();
+            let record = matches!(e, Event::Record { .. });
+            p.print(e);
+            if record && before > 0 && p.out.len() > chunk {
+                p.out.truncate(before); // next batch
+                Flow::Stop
+            } else {
+                Flow::Take
+            }
+        });
+        if batch.is_none() {
+            break;
         }
+        if relay_user::sys::write_stdout(&p.out).is_err() {
+            p.closed = true; // e.g. `| head`: what it took stays committed
+            break;
+        }
+        p.out.clear();
+        stream.commit();
     }
-    let _ = p.out.flush();
     for (cpu, n) in stream.overrun_subbufs() {
         eprintln!(
             "relay: {}: cpu {cpu}: {n} sub-buffers were overwritten while this snapshot read them (their records are missing from it)",
             path.display()
         );
     }
+    relay_user::sys::end_by_signal();
     if p.corrupt == 0 {
         Ok(())
     } else {
@@ -1141,7 +1170,8 @@ fn verify_mapped(path: &Path, o: &VerifyOptions) -> Result<bool, Error> {
             if let Event::Corrupt { cpu, error } = e {
                 eprintln!("relay: {}: cpu {cpu}: {error}", path.display());
             }
-            v.see(&e)
+            v.see(&e);
+            Flow::Take
         })
         .is_some()
     {}
@@ -1427,7 +1457,8 @@ fn demo(seconds: f64, overwrite: bool, cpus: Option<u32>) -> ExitCode {
                     if let Event::Record { record, .. } = e {
                         bytes += record.payload.len() as u64;
                     }
-                    v.see(&e)
+                    v.see(&e);
+                    Flow::Take
                 })
                 .is_some()
             {

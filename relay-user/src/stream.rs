@@ -4,6 +4,15 @@
 //! ([`ChannelFile::open_consumer`]) and is a snapshot, changing nothing,
 //! when it was opened with [`ChannelFile::open_snapshot`].
 //!
+//! A consumer's progress is committed to the channel only when the caller
+//! is done with what it was handed: every call that hands out events
+//! ([`Stream::next_event`], [`Stream::next_batch`] and the like) first
+//! commits what the calls before it handed out, and [`Stream::commit`] does
+//! it at once. A program that writes events out asks for the next ones (or
+//! commits) only after its output accepted them; killed at any instant, its
+//! successor repeats at most what it was handed since its last commit, and
+//! loses nothing. Dropping a stream does not commit.
+//!
 //! A CPU with nothing readable holds back newer records of the others until
 //! it is known empty. Plain files wait for their producers' flushes (up to
 //! `latency`); kernel channel files ask the module to flush that CPU
@@ -13,7 +22,7 @@ use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use relay_core::merge::{Cursor, Event, Merger, Step};
+use relay_core::merge::{Cursor, Event, Flow, Merger, Step};
 
 use crate::file::ChannelFile;
 
@@ -116,6 +125,15 @@ impl<'f> Stream<'f> {
             last_ts: 0,
             late: 0,
             backoff: MIN_BACKOFF,
+        }
+    }
+
+    /// Consumers: publishes the progress of everything handed out so far
+    /// (the calls that hand out events do it for the calls before them).
+    /// Snapshots: nothing to do.
+    pub fn commit(&mut self) {
+        if !self.file.is_snapshot() {
+            self.merger.commit();
         }
     }
 
@@ -236,6 +254,7 @@ impl<'f> Stream<'f> {
     /// The next event, or `None` at the end of the stream. Blocks (with a
     /// bounded back-off) in follow mode.
     pub fn next_event(&mut self) -> Option<Event<'_>> {
+        self.commit();
         let drain = loop {
             match self.poll_ready() {
                 Ready::Deliver { drain } => break drain,
@@ -246,10 +265,16 @@ impl<'f> Stream<'f> {
         self.take(drain)
     }
 
-    /// Up to `max` events to `f`, in order, waiting in follow mode until at
-    /// least one is ready; `None` at the end of the stream. Runs of one
-    /// CPU's records go straight from the mapping to `f`: the fast way.
-    pub fn next_batch(&mut self, max: usize, f: &mut impl FnMut(Event<'_>)) -> Option<usize> {
+    /// Up to `max` events to `f`, in order, until `f` answers
+    /// [`Flow::Stop`] (that event comes out again next time), waiting in
+    /// follow mode until at least one is ready; `None` at the end of the
+    /// stream. Runs of one CPU's records go straight from the mapping to
+    /// `f`: the fast way.
+    pub fn next_batch(
+        &mut self,
+        max: usize,
+        f: &mut impl FnMut(Event<'_>) -> Flow,
+    ) -> Option<usize> {
         self.batch_until(None, max, f)
     }
 
@@ -257,7 +282,11 @@ impl<'f> Stream<'f> {
     /// ready yet (follow mode), for event loops that wait on the file
     /// descriptor themselves (a kernel channel file polls readable when a
     /// sub-buffer is sealed).
-    pub fn try_next_batch(&mut self, max: usize, f: &mut impl FnMut(Event<'_>)) -> Option<usize> {
+    pub fn try_next_batch(
+        &mut self,
+        max: usize,
+        f: &mut impl FnMut(Event<'_>) -> Flow,
+    ) -> Option<usize> {
         self.batch_until(Some(Instant::now()), max, f)
     }
 
@@ -267,7 +296,7 @@ impl<'f> Stream<'f> {
         &mut self,
         max: usize,
         timeout: Duration,
-        f: &mut impl FnMut(Event<'_>),
+        f: &mut impl FnMut(Event<'_>) -> Flow,
     ) -> Option<usize> {
         self.batch_until(Some(Instant::now() + timeout), max, f)
     }
@@ -287,8 +316,9 @@ impl<'f> Stream<'f> {
         &mut self,
         deadline: Option<Instant>,
         max: usize,
-        f: &mut impl FnMut(Event<'_>),
+        f: &mut impl FnMut(Event<'_>) -> Flow,
     ) -> Option<usize> {
+        self.commit();
         loop {
             match self.poll_ready() {
                 Ready::Deliver { drain } => {
@@ -326,6 +356,7 @@ impl<'f> Stream<'f> {
     /// instead of blocking the thread.
     #[cfg(feature = "tokio")]
     pub async fn next_event_async(&mut self) -> Option<Event<'_>> {
+        self.commit();
         let drain = loop {
             match self.poll_ready() {
                 Ready::Deliver { drain } => break drain,

@@ -13,6 +13,7 @@ use std::io;
 use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 use relay_core::AtomicU64;
@@ -214,6 +215,90 @@ pub fn process_exists(pid: u32) -> bool {
     let r = unsafe { libc::kill(pid, 0) };
     r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
+
+/// Which termination signal (SIGINT, SIGTERM, SIGHUP) arrived, once
+/// [`catch_termination`] is in force; 0 while none did.
+static TERMINATED_BY: AtomicI32 = AtomicI32::new(0);
+/// Set with [`TERMINATED_BY`], for loops that watch a flag.
+static TERMINATING: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_termination(signal: libc::c_int) {
+    // Async-signal-safe: two atomic stores.
+    TERMINATED_BY.store(signal, Ordering::Relaxed);
+    TERMINATING.store(true, Ordering::Release);
+}
+
+/// Turns the first SIGINT, SIGTERM or SIGHUP into a flag, so that a
+/// consumer can finish writing what it holds, commit it, and then end
+/// ([`end_by_signal`]); a second one kills as usual. Returns the flag.
+pub fn catch_termination() -> io::Result<&'static AtomicBool> {
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: a zeroed sigaction is a valid "no flags, empty mask"
+        // value; the handler only stores to atomics (async-signal-safe),
+        // and SA_RESETHAND restores the default action once it ran.
+        let r = unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_termination as extern "C" fn(libc::c_int) as usize;
+            action.sa_flags = libc::SA_RESETHAND;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, std::ptr::null_mut())
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(&TERMINATING)
+}
+
+/// If a signal caught by [`catch_termination`] arrived, ends the process
+/// the way it would have ended it (so the shell sees "killed by SIGINT").
+pub fn end_by_signal() {
+    let signal = TERMINATED_BY.load(Ordering::Acquire);
+    if signal == 0 {
+        return;
+    }
+    // SAFETY: restoring the default action and raising a signal have no
+    // memory-safety preconditions.
+    unsafe {
+        libc::signal(signal, libc::SIG_DFL);
+        libc::raise(signal);
+    }
+}
+
+/// Writes all of `buf` to standard output with write(2), unbuffered: one
+/// call for a chunk of up to `PIPE_BUF` bytes to a pipe, which the kernel
+/// then takes whole or not at all. Interrupted writes are resumed.
+pub fn write_stdout(buf: &[u8]) -> io::Result<()> {
+    let mut done = 0;
+    while let Some(rest) = buf.get(done..).filter(|r| !r.is_empty()) {
+        // SAFETY: `rest` is valid for `rest.len()` bytes of reads.
+        let n = unsafe { libc::write(libc::STDOUT_FILENO, rest.as_ptr().cast(), rest.len()) };
+        match usize::try_from(n) {
+            Ok(n) => done += n,
+            Err(_) => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether standard output is a pipe or a socket (where a write of up to
+/// `PIPE_BUF` bytes is atomic and a reader may go away).
+pub fn stdout_is_pipe() -> bool {
+    // SAFETY: a zeroed stat is a valid out-buffer for fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is valid for writes for the call's duration.
+    let r = unsafe { libc::fstat(libc::STDOUT_FILENO, &mut st) };
+    let kind = st.st_mode & libc::S_IFMT;
+    r == 0 && (kind == libc::S_IFIFO || kind == libc::S_IFSOCK)
+}
+
+/// Bytes a pipe takes atomically.
+pub const PIPE_BUF: usize = libc::PIPE_BUF;
 
 /// The system page size.
 pub fn page_size() -> usize {

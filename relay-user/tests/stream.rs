@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use relay_core::merge::Event;
+use relay_core::merge::{Event, Flow};
 use relay_core::{ChannelFlags, GeometryParams};
 use relay_user::sys::monotonic_ns;
 use relay_user::{ChannelFile, Stream, StreamOptions};
@@ -150,9 +150,18 @@ fn non_blocking_and_timeout() {
         },
     );
     let mut got = 0;
-    assert_eq!(stream.try_next_batch(16, &mut |_| got += 1), Some(0));
     assert_eq!(
-        stream.next_batch_timeout(16, Duration::from_millis(20), &mut |_| got += 1),
+        stream.try_next_batch(16, &mut |_| {
+            got += 1;
+            Flow::Take
+        }),
+        Some(0)
+    );
+    assert_eq!(
+        stream.next_batch_timeout(16, Duration::from_millis(20), &mut |_| {
+            got += 1;
+            Flow::Take
+        }),
         Some(0)
     );
     for cpu in 0..2 {
@@ -165,7 +174,8 @@ fn non_blocking_and_timeout() {
         let n = stream
             .next_batch_timeout(16, Duration::from_secs(5), &mut |e| {
                 assert!(matches!(e, Event::Record { .. }));
-                got += 1
+                got += 1;
+                Flow::Take
             })
             .unwrap();
         assert!(n > 0, "flushed records did not arrive");

@@ -270,6 +270,7 @@ fn a_resumed_stream_must_start_after_what_was_taken() {
     let d = earlier.peek().unwrap().unwrap();
     let (seq, lost) = (d.seq, d.lost_before);
     earlier.finish(seq, &lost, 10);
+    earlier.commit();
     let (code, out) = verify(&path, &["--resume"]);
     assert_eq!(code, Some(0), "an honest restart verifies: {out}");
 
@@ -281,6 +282,7 @@ fn a_resumed_stream_must_start_after_what_was_taken() {
     let d = earlier.peek().unwrap().unwrap();
     let (seq, lost) = (d.seq, d.lost_before);
     earlier.finish(seq, &lost, 0); // took the sub-buffer, counted nothing
+    earlier.commit();
     let (code, out) = verify(&path, &["--resume"]);
     assert_eq!(code, Some(1), "{out}");
     assert!(

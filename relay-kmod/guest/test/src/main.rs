@@ -435,6 +435,7 @@ fn hostile(m: &Mapped) -> usize {
                         let (seq, lost) = (d.seq, d.lost_before);
                         let n = d.records().count() as u64;
                         reader.finish(seq, &lost, n);
+                        reader.commit();
                     }
                     Ok(None) | Err(_) => break,
                 }
