@@ -20,7 +20,17 @@ fuzz_target!(|data: &[u8]| {
                 // from (up to the padding, which the decoder ignores).
                 let event = match frame {
                     Frame::Record { cpu, record } => Some(Event::Record { cpu, record }),
-                    Frame::Lost { cpu, lost, ts } => Some(Event::Lost { cpu, lost, ts }),
+                    Frame::Lost {
+                        cpu,
+                        lost,
+                        ts,
+                        total,
+                    } => Some(Event::Lost {
+                        cpu,
+                        lost,
+                        ts,
+                        total,
+                    }),
                     _ => None,
                 };
                 if let Some(e) = event {

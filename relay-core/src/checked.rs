@@ -442,6 +442,7 @@ mod tests {
                 ..Lost::default()
             },
             ts: 2,
+            total: Lost::default(),
         });
         v.see(&rec(1, 0, 3, 2, &mut b));
         assert_eq!(v.failures, 0);
@@ -469,6 +470,7 @@ mod tests {
             cpu: 0,
             lost,
             ts: 2,
+            total: Lost::default(),
         });
         v.see(&rec(0, 0, 11, 2, &mut b));
         v.finish();
@@ -502,6 +504,7 @@ mod tests {
             cpu: 0,
             lost,
             ts: 1,
+            total: Lost::default(),
         }); // source 2's record 0
         v.see(&rec(0, 0, 0, 2, &mut b));
         v.see(&rec(0, 0, 1, 3, &mut b));
@@ -531,6 +534,7 @@ mod tests {
                     cpu: 0,
                     lost,
                     ts: 4,
+                    total: Lost::default(),
                 });
             }
             v.see(&rec(0, 1, 2, 4, &mut b)); // source 1 lost its record 1

@@ -20,7 +20,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"RELAYCHN");
 /// Incompatible format changes bump the major version; readers refuse others.
 pub const VERSION_MAJOR: u16 = 1;
 /// Compatible additions bump the minor version; readers accept any.
-pub const VERSION_MINOR: u16 = 0;
+pub const VERSION_MINOR: u16 = 1;
 
 /// Bytes of the channel header at offset 0 (the rest of its page is zero).
 pub const CHANNEL_HEADER_SIZE: usize = 128;
@@ -266,6 +266,15 @@ pub mod consumer {
     /// it claimed (informational and untrusted: the claim itself is a lock
     /// outside the channel; 0 when unknown).
     pub const CLAIM_PID: usize = 7;
+    /// Overwrite mode: records of the sub-buffers consumers claimed, stored
+    /// by the consumer right after each claim, so that a successor knows
+    /// how many records a consumer that died before it committed had in
+    /// hand (format 1.1; 0 in older files).
+    pub const CLAIMED_RECORDS: usize = 8;
+    /// Overwrite mode: records of claimed sub-buffers that writers reused
+    /// before a consumer delivered them, counted lost by the consumer that
+    /// found them (part of `reported_overwrite`; format 1.1).
+    pub const LOST_CLAIMED: usize = 9;
 }
 
 /// The sub-buffer header: the first [`SUBBUF_HEADER_SIZE`] bytes of every

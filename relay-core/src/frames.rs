@@ -19,7 +19,8 @@
 //!
 //! Bodies: *start* (the first frame of every open file) is the 8 bytes
 //! `RELAYSTR` and a `u32` version and a `u32` 0; *record* is the payload;
-//! *lost* is three `u64`: full, too big, overwritten; *corrupt* is the
+//! *lost* is six `u64`: full, too big, overwritten, then the CPU's totals
+//! reported so far in the same order (this loss included); *corrupt* is the
 //! skipped sub-buffer's sequence number (`u64`) and a UTF-8 message.
 //! All integers are little-endian.
 
@@ -32,9 +33,12 @@ pub const FRAME_HEADER_SIZE: usize = 24;
 /// The start frame's magic.
 pub const STREAM_MAGIC: [u8; 8] = *b"RELAYSTR";
 /// The stream format version this code writes and reads.
-pub const STREAM_VERSION: u32 = 1;
+pub const STREAM_VERSION: u32 = 2;
 /// Longest message a corrupt frame carries.
 const MESSAGE_MAX: usize = 160;
+
+/// Bytes of a lost frame's body.
+const LOST_BODY: usize = 48;
 
 const KIND_START: u16 = 0;
 const KIND_RECORD: u16 = 1;
@@ -64,6 +68,8 @@ pub enum Frame<'b> {
         lost: Lost,
         /// Where in the stream.
         ts: u64,
+        /// The CPU's losses reported so far, this one included.
+        total: Lost,
     },
     /// A corrupt sub-buffer of `cpu` was skipped.
     Corrupt {
@@ -132,7 +138,7 @@ pub fn encoded_len(event: &Event<'_>) -> usize {
 fn body_len(event: &Event<'_>) -> usize {
     match event {
         Event::Record { record, .. } => record.payload.len(),
-        Event::Lost { .. } => 24,
+        Event::Lost { .. } => LOST_BODY,
         Event::Corrupt { .. } => 8 + MESSAGE_MAX,
     }
 }
@@ -195,12 +201,26 @@ pub fn encode(event: &Event<'_>, out: &mut [u8]) -> Option<usize> {
             out[FRAME_HEADER_SIZE..len].copy_from_slice(record.payload);
             len
         }
-        Event::Lost { cpu, lost, ts } => {
-            let len = FRAME_HEADER_SIZE + 24;
+        Event::Lost {
+            cpu,
+            lost,
+            ts,
+            total,
+        } => {
+            let len = FRAME_HEADER_SIZE + LOST_BODY;
             put_header(out, len, KIND_LOST, 0, cpu, ts);
-            out[24..32].copy_from_slice(&lost.full.to_le_bytes());
-            out[32..40].copy_from_slice(&lost.too_big.to_le_bytes());
-            out[40..48].copy_from_slice(&lost.overwrite.to_le_bytes());
+            let words = [
+                lost.full,
+                lost.too_big,
+                lost.overwrite,
+                total.full,
+                total.too_big,
+                total.overwrite,
+            ];
+            for (i, w) in words.iter().enumerate() {
+                let at = FRAME_HEADER_SIZE + 8 * i;
+                out[at..at + 8].copy_from_slice(&w.to_le_bytes());
+            }
             len
         }
         Event::Corrupt { cpu, error } => {
@@ -255,7 +275,7 @@ pub fn decode(bytes: &[u8]) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
     let min_body = match kind {
         KIND_START => 16,
         KIND_RECORD => 0,
-        KIND_LOST => 24,
+        KIND_LOST => LOST_BODY,
         KIND_CORRUPT => 8,
         _ => return Err(FrameError::Kind { kind }),
     };
@@ -289,17 +309,19 @@ pub fn decode(bytes: &[u8]) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
             },
         },
         KIND_LOST => {
-            if body.len() != 24 {
+            if body.len() != LOST_BODY {
                 return Err(FrameError::Length { len });
             }
+            let lost_at = |at| Lost {
+                full: u64_at(body, at),
+                too_big: u64_at(body, at + 8),
+                overwrite: u64_at(body, at + 16),
+            };
             Frame::Lost {
                 cpu,
                 ts,
-                lost: Lost {
-                    full: u64_at(body, 0),
-                    too_big: u64_at(body, 8),
-                    overwrite: u64_at(body, 16),
-                },
+                lost: lost_at(0),
+                total: lost_at(24),
             }
         }
         _ => Frame::Corrupt {
@@ -352,11 +374,13 @@ mod tests {
                 cpu: 1,
                 lost,
                 ts: 5,
+                total: lost.plus(&lost),
             },
             Frame::Lost {
                 cpu: 1,
                 lost,
                 ts: 5,
+                total: lost.plus(&lost),
             },
         );
         let error = ReadError::Corrupt {
@@ -410,7 +434,17 @@ mod tests {
                 Ok(Some((frame, n))) => {
                     let event = match frame {
                         Frame::Record { cpu, record } => Some(Event::Record { cpu, record }),
-                        Frame::Lost { cpu, lost, ts } => Some(Event::Lost { cpu, lost, ts }),
+                        Frame::Lost {
+                            cpu,
+                            lost,
+                            ts,
+                            total,
+                        } => Some(Event::Lost {
+                            cpu,
+                            lost,
+                            ts,
+                            total,
+                        }),
                         _ => None,
                     };
                     if let Some(e) = event {

@@ -37,6 +37,11 @@ pub enum Event<'r> {
         lost: Lost,
         /// Where in the stream: the timestamp of the next record of `cpu`.
         ts: u64,
+        /// Every loss of `cpu` reported so far, this one included, since
+        /// the channel was created: a report delivered again after a
+        /// consumer died (see [`Merger::commit`]) repeats or includes an
+        /// earlier one, and the largest total is the CPU's.
+        total: Lost,
     },
     /// A corrupt sub-buffer of `cpu` was skipped (its records are lost).
     Corrupt {
@@ -89,8 +94,8 @@ struct Loaded<'a> {
 #[derive(Clone, Copy, Debug)]
 enum Taken {
     Corrupt(ReadError),
-    Lost(Lost),
-    Record,
+    /// A record or a loss.
+    Other,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -117,6 +122,8 @@ pub struct Cursor<'a, B> {
     pos: Option<NextRecord>,
     /// Losses found at the end of a stream, to deliver as the last event.
     tail: Option<Lost>,
+    /// The tail loss handed out last, marked reported when stepped over.
+    tail_out: Option<Lost>,
     /// Timestamp of the last event delivered (where a tail loss goes).
     last_ts: u64,
 }
@@ -136,6 +143,7 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
             head: None,
             pos: None,
             tail: None,
+            tail_out: None,
             last_ts: 0,
         }
     }
@@ -268,6 +276,10 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
             return;
         }
         self.head = None;
+        if let Some(lost) = self.tail_out.take() {
+            self.reader.report_lost(&lost);
+            return;
+        }
         let Some(l) = self.loaded.as_mut() else {
             return;
         };
@@ -289,10 +301,8 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
             Taken::Corrupt(error) => self.corrupt = Some(error),
             // A loss before a loaded sub-buffer stays there until stepped
             // over; a tail loss was taken.
-            Taken::Lost(lost) if self.loaded.as_ref().is_none_or(|l| l.lost.is_none()) => {
-                self.tail = Some(lost)
-            }
-            _ => {}
+            Taken::Other if self.tail_out.is_some() => self.tail = self.tail_out.take(),
+            Taken::Other => {}
         }
         self.handed_out = false;
         self.head = None;
@@ -312,10 +322,13 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
         }
         if let Some(lost) = self.tail.take() {
             self.head = None;
+            self.tail_out = Some(lost);
+            self.handed_out = true;
             return Some(Event::Lost {
                 cpu,
                 lost,
                 ts: self.last_ts,
+                total: self.reader.lost_reported().plus(&lost),
             });
         }
         self.handed_out = true;
@@ -323,7 +336,13 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
         self.last_ts = ts;
         let l = self.loaded.as_ref()?;
         if let Some(lost) = l.lost {
-            return Some(Event::Lost { cpu, lost, ts });
+            let total = self.reader.lost_reported().plus(&lost);
+            return Some(Event::Lost {
+                cpu,
+                lost,
+                ts,
+                total,
+            });
         }
         let next = self.pos?;
         let payload = self.bytes(l).get(next.payload.0..next.payload.1)?;
@@ -596,8 +615,7 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]> + 'a, C: AsMut<[Cursor<'a, B>]>> Merger<'a
                     let Some(e) = c.event() else { break };
                     let taken = match e {
                         Event::Corrupt { error, .. } => Taken::Corrupt(error),
-                        Event::Lost { lost, .. } => Taken::Lost(lost),
-                        Event::Record { .. } => Taken::Record,
+                        _ => Taken::Other,
                     };
                     if f(e) == Flow::Stop {
                         c.unget(taken);

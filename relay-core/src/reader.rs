@@ -106,7 +106,8 @@ impl Lost {
         }
     }
 
-    fn plus(&self, other: &Lost) -> Lost {
+    /// Both together.
+    pub fn plus(&self, other: &Lost) -> Lost {
         Lost {
             full: self.full.wrapping_add(other.full),
             too_big: self.too_big.wrapping_add(other.too_big),
@@ -246,7 +247,8 @@ const OVERRUN_RETRIES: u32 = 8;
 pub struct Progress {
     /// The next sub-buffer to read (the consumer position).
     pub next: u64,
-    /// The sub-buffer `cursor_off` refers to.
+    /// The sub-buffer `cursor_off` refers to: the first one not delivered
+    /// whole.
     pub cursor_seq: u64,
     /// Bytes of sub-buffer `cursor_seq` already delivered (0: none).
     pub cursor_off: u64,
@@ -255,6 +257,10 @@ pub struct Progress {
     pub records: u64,
     /// Losses reported.
     pub reported: Lost,
+    /// Overwrite mode: records of claimed sub-buffers reused before a
+    /// consumer delivered them (a killed consumer's), counted lost by its
+    /// successor; part of `reported.overwrite` (see "Recovery").
+    pub lost_claimed: u64,
 }
 
 /// What only a snapshot keeps (see "Snapshots").
@@ -269,6 +275,30 @@ struct Snapshot {
     /// only those before, so that what it shows of every CPU ends at the
     /// same moment and merges in timestamp order.
     end: u64,
+}
+
+/// An overwrite consumer re-reading what its predecessor claimed and did
+/// not commit (see "Recovery").
+#[derive(Clone, Copy, Debug)]
+struct Recovery {
+    /// The claim position when this reader started: the first sub-buffer
+    /// not claimed.
+    end: u64,
+    /// Records claimed and neither delivered nor counted lost.
+    owed: u64,
+    /// Records of the claimed sub-buffers re-read intact so far.
+    recovered: u64,
+}
+
+/// Records of claimed sub-buffers found reused by a recovering consumer,
+/// on their way to being reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ClaimedLoss {
+    None,
+    /// To report with the next delivery (or at the end of the stream).
+    Owed(u64),
+    /// Reported in a delivery or a tail loss not yet marked reported.
+    HandedOut(u64),
 }
 
 /// How many reused slots [`CpuReader::next`] skips in one call before it
@@ -286,6 +316,13 @@ pub struct CpuReader<'a> {
     committed: Progress,
     /// `Some` for a snapshot, which never commits.
     snapshot: Option<Snapshot>,
+    /// The overwrite consumer: the records of every sub-buffer consumers
+    /// claimed (`claimed_records`, stored right after each claim).
+    claimed: u64,
+    /// `Some` while the overwrite consumer re-reads its predecessor's
+    /// uncommitted claims.
+    recovery: Option<Recovery>,
+    claimed_loss: ClaimedLoss,
 }
 
 impl<'a> CpuReader<'a> {
@@ -302,13 +339,33 @@ impl<'a> CpuReader<'a> {
                 too_big: w(REPORTED_TOO_BIG),
                 overwrite: w(REPORTED_OVERWRITE),
             },
+            lost_claimed: w(consumer::LOST_CLAIMED),
         };
+        let claimed = w(consumer::CLAIMED_RECORDS);
+        let mut local = committed;
+        // Overwrite: sub-buffers from the cursor up to the claim position
+        // were claimed by a consumer that did not commit them.
+        let recovery = (b.mode == Mode::Overwrite
+            && is_newer(committed.next, committed.cursor_seq))
+        .then(|| {
+            local.next = committed.cursor_seq;
+            Recovery {
+                end: committed.next,
+                owed: claimed
+                    .saturating_sub(committed.records)
+                    .saturating_sub(committed.lost_claimed),
+                recovered: 0,
+            }
+        });
         CpuReader {
             b,
             geometry,
-            local: committed,
+            local,
             committed,
             snapshot: None,
+            claimed,
+            recovery,
+            claimed_loss: ClaimedLoss::None,
         }
     }
 
@@ -316,7 +373,9 @@ impl<'a> CpuReader<'a> {
     /// resume and never stores to the channel.
     pub(crate) fn new_snapshot(b: CpuBuffer<'a>, geometry: Geometry) -> Self {
         let mut r = Self::new(b, geometry);
+        r.local = r.committed;
         r.local.records = 0;
+        r.recovery = None;
         r.snapshot = Some(Snapshot {
             overrun: 0,
             started: false,
@@ -384,6 +443,7 @@ impl<'a> CpuReader<'a> {
         store(REPORTED_FULL, p.reported.full, Ordering::Relaxed);
         store(REPORTED_TOO_BIG, p.reported.too_big, Ordering::Relaxed);
         store(REPORTED_OVERWRITE, p.reported.overwrite, Ordering::Relaxed);
+        store(consumer::LOST_CLAIMED, p.lost_claimed, Ordering::Relaxed);
         store(consumer::CONSUMED_RECORDS, p.records, Ordering::Relaxed);
         if self.b.mode == Mode::NoOverwrite && p.next != self.committed.next {
             // Release: the sub-buffers before `next` were read; a writer
@@ -409,6 +469,16 @@ impl<'a> CpuReader<'a> {
         self.b.consumer_word(consumer::CONSUMED)
     }
 
+    /// Where a reader that copies with a seal check stops: the snapshot's
+    /// end, or the end of a recovery.
+    fn checked_end(&self) -> Option<u64> {
+        match (&self.snapshot, &self.recovery) {
+            (Some(p), _) => Some(p.end),
+            (None, Some(r)) => Some(r.end),
+            (None, None) => None,
+        }
+    }
+
     /// The sequence number of the next sealed, unconsumed sub-buffer.
     pub fn ready(&self) -> Option<u64> {
         let consumed = self.consumed();
@@ -426,58 +496,58 @@ impl<'a> CpuReader<'a> {
         self.local.reported
     }
 
-    fn reported(&self) -> Lost {
-        self.local.reported
+    /// The reported losses the writers' counters are compared with: those
+    /// counted by a recovering consumer were never in them.
+    fn writer_baseline(&self) -> Lost {
+        let mut base = self.local.reported;
+        base.overwrite = base.overwrite.wrapping_sub(self.local.lost_claimed);
+        base
     }
 
     fn resume_offset(&self, seq: u64) -> u64 {
         cursor_offset(&self.local, seq)
     }
 
-    /// `overwritten`: overwrite mode, the writer's count of overwritten
-    /// records read just before the claim.
-    fn deliver<'b>(
+    /// The delivery of validated sub-buffer `seq`. `overwritten`:
+    /// overwrite mode, the writer's count of overwritten records read just
+    /// before the claim (or the copy).
+    fn delivery<'b>(
         &mut self,
         seq: u64,
-        bytes: &'b [u8],
+        view: SubbufView<'b>,
         claimed: bool,
         overwritten: u64,
-    ) -> Result<Delivery<'b>, ReadError> {
-        match SubbufView::parse(bytes, &self.geometry, seq, self.b.cpu) {
-            Ok(view) => {
-                let h = view.header();
-                let now = Lost {
-                    full: h.lost_full,
-                    too_big: h.lost_too_big,
-                    // Overwritten records are older than this sub-buffer when
-                    // counted before the claim: then every sub-buffer before
-                    // it was delivered or reclaimed, and no later one can be
-                    // reclaimed until this one is (reclaims go in order, and
-                    // one of this sub-buffer would have failed the claim). Read
-                    // after the claim, the count could include the next
-                    // sub-buffer's reclaim: a loss reported early. (A reclaim
-                    // whose count lands late is reported with the next one.)
-                    // The header's count is from when this one opened, before
-                    // the reclaims of its predecessors.
-                    overwrite: match self.b.mode {
-                        Mode::Overwrite => overwritten,
-                        Mode::NoOverwrite => h.lost_overwrite,
-                    },
-                };
-                Ok(Delivery {
-                    seq,
-                    view,
-                    lost_before: now.since(&self.reported()),
-                    resume: self.resume_offset(seq),
-                    claimed,
-                })
-            }
-            Err(error) => {
-                if !claimed {
-                    self.advance(seq);
-                }
-                Err(ReadError::Corrupt { seq, error })
-            }
+    ) -> Delivery<'b> {
+        let h = view.header();
+        let now = Lost {
+            full: h.lost_full,
+            too_big: h.lost_too_big,
+            // Overwritten records are older than this sub-buffer when
+            // counted before the claim: then every sub-buffer before it was
+            // delivered or reclaimed, and no later one can be reclaimed
+            // until this one is (reclaims go in order, and one of this
+            // sub-buffer would have failed the claim). Read after the
+            // claim, the count could include the next sub-buffer's
+            // reclaim: a loss reported early. (A reclaim whose count lands
+            // late is reported with the next one.) The header's count is
+            // from when this one opened, before the reclaims of its
+            // predecessors.
+            overwrite: match self.b.mode {
+                Mode::Overwrite => overwritten,
+                Mode::NoOverwrite => h.lost_overwrite,
+            },
+        };
+        let mut lost_before = now.since(&self.writer_baseline());
+        if let ClaimedLoss::Owed(n) = self.claimed_loss {
+            lost_before.overwrite = lost_before.overwrite.wrapping_add(n);
+            self.claimed_loss = ClaimedLoss::HandedOut(n);
+        }
+        Delivery {
+            seq,
+            view,
+            lost_before,
+            resume: self.resume_offset(seq),
+            claimed,
         }
     }
 
@@ -486,7 +556,7 @@ impl<'a> CpuReader<'a> {
     /// consumer moves the shared position here, by its claim; every other
     /// reader moves its own, which the consumer publishes in `commit`.
     fn advance(&mut self, seq: u64) -> bool {
-        if self.b.mode == Mode::NoOverwrite || self.snapshot.is_some() {
+        if self.b.mode == Mode::NoOverwrite || self.checked_end().is_some() {
             if self.local.next == seq {
                 self.local.next = seq.wrapping_add(1);
             }
@@ -514,7 +584,13 @@ impl<'a> CpuReader<'a> {
             return Ok(None);
         };
         let bytes = crate::mem::subbuf_bytes(self.b.subbuf_words(self.b.slot(seq)));
-        self.deliver(seq, bytes, false, 0).map(Some)
+        match SubbufView::parse(bytes, &self.geometry, seq, self.b.cpu) {
+            Ok(view) => Ok(Some(self.delivery(seq, view, false, 0))),
+            Err(error) => {
+                self.advance(seq);
+                Err(ReadError::Corrupt { seq, error })
+            }
+        }
     }
 
     /// The bytes of sealed sub-buffer `seq`, in place, for the merge cursor,
@@ -537,9 +613,10 @@ impl<'a> CpuReader<'a> {
 
     /// This reader's position (the next sub-buffer to read): the overwrite
     /// consumer's is the shared one (its claims and writers' reclaims move
-    /// it); every other reader's is its own until it commits.
+    /// it) once it recovered; every other reader's is its own until it
+    /// commits.
     pub fn consumed(&self) -> u64 {
-        if self.b.mode == Mode::Overwrite && self.snapshot.is_none() {
+        if self.b.mode == Mode::Overwrite && self.checked_end().is_none() {
             load(self.consumed_word())
         } else {
             self.local.next
@@ -560,37 +637,83 @@ impl<'a> CpuReader<'a> {
         let Some(buf) = buf.get_mut(..size) else {
             return Err(ReadError::BufferTooSmall { need: size });
         };
-        if self.snapshot.is_some() {
-            return self.next_snapshot(buf);
+        if self.checked_end().is_some() {
+            if let Some(i) = self.next_checked(buf)? {
+                return self.checked_delivery(buf, i).map(Some);
+            }
+            if self.recovery.is_none() && self.snapshot.is_none() {
+                // Recovered: go on claiming.
+                return self.next_claimed(buf);
+            }
+            return Ok(None);
         }
+        self.next_claimed(buf)
+    }
+
+    /// The consumer's copy: in overwrite mode claimed after the copy.
+    fn next_claimed<'b>(&mut self, buf: &'b mut [u8]) -> Result<Option<Delivery<'b>>, ReadError> {
+        let mut found = None;
         for _ in 0..OVERRUN_RETRIES {
             let Some(seq) = self.ready() else {
                 return Ok(None);
             };
             copy_out(self.b.subbuf_words(self.b.slot(seq)), buf);
-            // Before the claim (see `deliver`); the claim's release keeps
+            // Before the claim (see `delivery`); the claim's release keeps
             // this load before it.
             let overwritten = self.b.load(producer::LOST_OVERWRITE);
-            let claimed = match self.b.mode {
-                Mode::NoOverwrite => false,
-                Mode::Overwrite => {
-                    if !self.advance(seq) {
-                        continue;
-                    }
-                    true
+            if self.b.mode == Mode::Overwrite {
+                if !self.advance(seq) {
+                    continue;
                 }
-            };
-            return self.deliver(seq, buf, claimed, overwritten).map(Some);
+                // Right after the claim, so that a successor knows what it
+                // owes if this consumer dies before it commits: the header's
+                // count, validated below (and taken back if it fails).
+                self.add_claimed(claimed_records(buf, &self.geometry));
+            }
+            found = Some((seq, overwritten));
+            break;
         }
-        Ok(None)
+        let Some((seq, overwritten)) = found else {
+            return Ok(None);
+        };
+        let claimed = self.b.mode == Mode::Overwrite;
+        match SubbufView::parse(buf, &self.geometry, seq, self.b.cpu) {
+            Ok(view) => Ok(Some(self.delivery(seq, view, claimed, overwritten))),
+            Err(error) => {
+                if claimed {
+                    self.add_claimed(claimed_records(buf, &self.geometry).wrapping_neg());
+                } else {
+                    self.advance(seq);
+                }
+                Err(ReadError::Corrupt { seq, error })
+            }
+        }
     }
 
-    /// [`Self::next`] for a snapshot: copy, then check that the seal did not
-    /// change meanwhile (see "Snapshots").
-    fn next_snapshot<'b>(&mut self, buf: &'b mut [u8]) -> Result<Option<Delivery<'b>>, ReadError> {
+    fn add_claimed(&mut self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.claimed = self.claimed.wrapping_add(n);
+        if let Some(w) = self.b.consumer_word(consumer::CLAIMED_RECORDS) {
+            w.store(self.claimed, Ordering::Relaxed);
+        }
+    }
+
+    /// Snapshots and recovery: copies the next sub-buffer before the end,
+    /// checking that its seal did not change meanwhile (see "Snapshots").
+    /// Returns its sequence number and the overwrite count to report
+    /// against, with the copy in `buf`; `None` at the end (which ends a
+    /// recovery) or when nothing more is sealed.
+    fn next_checked(&mut self, buf: &mut [u8]) -> Result<Option<(u64, u64)>, ReadError> {
+        let recovering = self.recovery.is_some();
         for _ in 0..SKIP_LIMIT {
-            let seq = self.consumed();
-            if self.snapshot.is_some_and(|p| !is_newer(p.end, seq)) {
+            let seq = self.local.next;
+            let Some(end) = self.checked_end() else {
+                return Ok(None);
+            };
+            if !is_newer(end, seq) {
+                self.end_recovery();
                 return Ok(None); // closed after the snapshot began
             }
             let Some(seal_word) = self.b.seals.get(self.b.slot(seq)) else {
@@ -611,10 +734,15 @@ impl<'a> CpuReader<'a> {
                     });
                     continue;
                 }
+                // A claimed sub-buffer cannot be unsealed: a hostile value.
+                _ if recovering => {
+                    self.skip_to(seq.wrapping_add(1));
+                    continue;
+                }
                 _ => return Ok(None),
             }
             // Overwrite channels: the count before the copy covers only
-            // sub-buffers older than this one (see `deliver`).
+            // sub-buffers older than this one (see `delivery`).
             let overwritten = self.b.load(producer::LOST_OVERWRITE);
             copy_out(self.b.subbuf_words(self.b.slot(seq)), buf);
             fence(Ordering::Acquire);
@@ -622,11 +750,13 @@ impl<'a> CpuReader<'a> {
                 self.skip_to(seq.wrapping_add(1));
                 continue;
             }
-            let started = self.snapshot.as_ref().is_some_and(|p| p.started);
+            let started = self.snapshot.as_ref().is_none_or(|p| p.started);
             let overwritten = if started {
-                // Reported once, before the first sub-buffer: later reclaims
-                // are of sub-buffers this snapshot delivered or overran.
-                self.reported().overwrite
+                // A snapshot reports overwritten records once, before its
+                // first sub-buffer: later reclaims are of sub-buffers it
+                // delivered or overran. A recovery reports none: what was
+                // overwritten before these claims was reported before them.
+                self.writer_baseline().overwrite
             } else {
                 overwritten
             };
@@ -634,17 +764,46 @@ impl<'a> CpuReader<'a> {
             if let Some(p) = self.snapshot.as_mut() {
                 p.started = true;
             }
-            return self.deliver(seq, buf, true, overwritten).map(Some);
+            return Ok(Some((seq, overwritten)));
         }
         Ok(None)
     }
 
-    /// A snapshot moves on to `seq`, counting the sub-buffers it skipped
-    /// as overrun.
+    /// The delivery of a checked copy (`next_checked`).
+    fn checked_delivery<'b>(
+        &mut self,
+        buf: &'b [u8],
+        (seq, overwritten): (u64, u64),
+    ) -> Result<Delivery<'b>, ReadError> {
+        match SubbufView::parse(buf, &self.geometry, seq, self.b.cpu) {
+            Ok(view) => {
+                let d = self.delivery(seq, view, true, overwritten);
+                if let Some(r) = self.recovery.as_mut() {
+                    r.recovered = r.recovered.wrapping_add(d.records().count() as u64);
+                }
+                Ok(d)
+            }
+            Err(error) => Err(ReadError::Corrupt { seq, error }),
+        }
+    }
+
+    /// A snapshot or a recovery moves on to `seq`; a snapshot counts the
+    /// sub-buffers it skipped as overrun.
     fn skip_to(&mut self, seq: u64) {
         if let Some(p) = self.snapshot.as_mut() {
             p.overrun = p.overrun.wrapping_add(seq.wrapping_sub(self.local.next));
-            self.local.next = seq;
+        }
+        self.local.next = seq;
+    }
+
+    /// A recovery is over: the claimed records it did not find intact are
+    /// lost, to be reported with what comes next.
+    fn end_recovery(&mut self) {
+        if let Some(r) = self.recovery.take() {
+            let lost = r.owed.saturating_sub(r.recovered);
+            if lost > 0 {
+                self.claimed_loss = ClaimedLoss::Owed(lost);
+            }
         }
     }
 
@@ -659,28 +818,36 @@ impl<'a> CpuReader<'a> {
     }
 
     /// Records that losses `lost` were reported (before the records that
-    /// follow).
+    /// follow): those of a delivery's `lost_before` or of
+    /// [`Self::take_unreported_loss`].
     pub fn report_lost(&mut self, lost: &Lost) {
         self.local.reported = self.local.reported.plus(lost);
+        if let ClaimedLoss::HandedOut(n) = self.claimed_loss {
+            if lost.overwrite >= n {
+                self.local.lost_claimed = self.local.lost_claimed.wrapping_add(n);
+                self.claimed_loss = ClaimedLoss::None;
+            }
+        }
     }
 
     /// Marks sub-buffer `seq` done: `records` more of it were delivered and
     /// `lost_reported` before them (what [`Self::save_progress`] and
     /// [`Self::report_lost`] did not record yet). Moves the position past it
-    /// (no-overwrite) and clears the resume cursor; [`Self::commit`]
-    /// publishes it.
+    /// (no-overwrite) and the resume cursor to the next one;
+    /// [`Self::commit`] publishes it.
     pub fn finish(&mut self, seq: u64, lost_reported: &Lost, records: u64) {
         self.report_lost(lost_reported);
-        self.save_progress(seq, 0, records);
+        self.save_progress(seq.wrapping_add(1), 0, records);
         if self.b.mode == Mode::NoOverwrite {
             self.advance(seq);
         }
     }
 
-    /// Losses the writer counted that no delivered sub-buffer reported yet,
-    /// now marked reported. Call it when the CPU has nothing left to read
-    /// (the end of a stream): losses after the last sub-buffer a writer
-    /// opened are only visible this way.
+    /// Losses the writer counted that no delivered sub-buffer reported yet
+    /// (and claimed records a recovery found lost). Report them with
+    /// [`Self::report_lost`] once delivered. Call it when the CPU has
+    /// nothing left to read (the end of a stream): losses after the last
+    /// sub-buffer a writer opened are only visible this way.
     ///
     /// Nothing is reported while records older than those losses are still
     /// to come: while the writer has a sub-buffer open (a write refused for
@@ -688,25 +855,39 @@ impl<'a> CpuReader<'a> {
     /// overwrite, while a closed sub-buffer is not consumed yet. The losses
     /// then come with the next sub-buffer, or after a flush.
     pub fn take_unreported_loss(&mut self) -> Lost {
+        let mut unreported = Lost::default();
+        if let ClaimedLoss::Owed(n) | ClaimedLoss::HandedOut(n) = self.claimed_loss {
+            unreported.overwrite = n;
+            self.claimed_loss = ClaimedLoss::HandedOut(n);
+        }
         match Head::decode(self.b.head.load(Ordering::Acquire), self.b.shift) {
-            Head::Open { .. } => return Lost::default(),
+            Head::Open { .. } => return unreported,
             Head::Closed { next, .. } => {
                 let behind = self.consumed().wrapping_sub(next) >= 1 << 63;
                 if self.b.mode == Mode::NoOverwrite && behind {
-                    return Lost::default();
+                    return unreported;
                 }
             }
         }
-        let reported = self.reported();
-        let mut unreported = self.stats().lost.since(&reported);
+        let mut writers = self.stats().lost.since(&self.writer_baseline());
         if self.snapshot.is_some_and(|p| p.started) && self.b.mode == Mode::Overwrite {
             // A snapshot reports overwritten records only before its first
             // sub-buffer (see "Snapshots").
-            unreported.overwrite = 0;
+            writers.overwrite = 0;
         }
-        self.local.reported = reported.plus(&unreported);
-        unreported
+        unreported.plus(&writers)
     }
+}
+
+/// The record count in the header of a claimed copy (untrusted until the
+/// copy is validated; at most what fits, so a hostile one stays bounded).
+fn claimed_records(buf: &[u8], geometry: &Geometry) -> u64 {
+    let at = crate::format::subbuf::RECORDS * 8;
+    let n = buf
+        .get(at..at + 4)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u32::from_le_bytes);
+    u64::from(n).min(u64::from(geometry.subbuf_size()) / crate::format::RECORD_HEADER_SIZE as u64)
 }
 
 /// Where delivery of sub-buffer `seq` resumes under progress `p`.

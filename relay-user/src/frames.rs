@@ -229,7 +229,17 @@ impl<R: Read + AsFd> FrameReader<R> {
 pub fn event<'b>(frame: &Frame<'b>) -> Option<Event<'b>> {
     match *frame {
         Frame::Record { cpu, record } => Some(Event::Record { cpu, record }),
-        Frame::Lost { cpu, lost, ts } => Some(Event::Lost { cpu, lost, ts }),
+        Frame::Lost {
+            cpu,
+            lost,
+            ts,
+            total,
+        } => Some(Event::Lost {
+            cpu,
+            lost,
+            ts,
+            total,
+        }),
         Frame::Start { .. } | Frame::Corrupt { .. } => None,
     }
 }
@@ -300,6 +310,10 @@ mod tests {
                     ..Lost::default()
                 },
                 ts: 6,
+                total: Lost {
+                    full: 3,
+                    ..Lost::default()
+                },
             },
             Event::Record {
                 cpu: 0,

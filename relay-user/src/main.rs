@@ -509,6 +509,7 @@ fn cat(
         raw,
         corrupt: 0,
         closed: false,
+        notes: Vec::new(),
     };
     while !terminating.load(Ordering::Acquire) {
         let batch = stream.next_batch(usize::MAX, &mut |e| {
@@ -529,6 +530,7 @@ fn cat(
             p.closed = true; // e.g. `| head`: what it took stays committed
             break;
         }
+        p.emit_notes();
         p.out.clear();
         stream.commit();
     }
@@ -616,6 +618,7 @@ fn cat_frames(path: &Path, options: &StreamOptions, json: bool, raw: bool) -> Re
         raw,
         corrupt: 0,
         closed: false,
+        notes: Vec::new(),
     };
     let follow = options.follow;
     let mut source = FrameSource::open(path)?;
@@ -626,6 +629,7 @@ fn cat_frames(path: &Path, options: &StreamOptions, json: bool, raw: bool) -> Re
         };
         if options.cpus.is_empty() || options.cpus.contains(&cpu) {
             p.frame(frame);
+            p.emit_notes();
             if follow {
                 let _ = p.out.flush();
             }
@@ -779,6 +783,8 @@ struct Printer<'p, W: Write> {
     corrupt: u64,
     /// stdout was closed (e.g. `| head`): stop quietly.
     closed: bool,
+    /// Lines for standard error, printed with [`Self::emit_notes`].
+    notes: Vec<String>,
 }
 
 impl<W: Write> Printer<'_, W> {
@@ -820,32 +826,48 @@ impl<W: Write> Printer<'_, W> {
                 record.payload.len(),
                 text(record.payload)
             ),
-            Event::Lost { cpu, lost, ts } => {
-                eprintln!(
-                    "relay: {}: cpu {cpu} lost {} records before ts {ts} (full {}, too big {}, overwritten {})",
+            Event::Lost {
+                cpu,
+                lost,
+                ts,
+                total,
+            } => {
+                self.notes.push(format!(
+                    "relay: {}: cpu {cpu} lost {} records before ts {ts} (full {}, too big {}, overwritten {}; {} in all)",
                     path.display(),
                     lost.total(),
                     lost.full,
                     lost.too_big,
-                    lost.overwrite
-                );
+                    lost.overwrite,
+                    total.total(),
+                ));
                 if json {
                     writeln!(
                         out,
-                        "{{\"ts\":{ts},\"cpu\":{cpu},\"lost\":{{\"full\":{},\"too_big\":{},\"overwrite\":{}}}}}",
-                        lost.full, lost.too_big, lost.overwrite
+                        "{{\"ts\":{ts},\"cpu\":{cpu},\"lost\":{{\"full\":{},\"too_big\":{},\"overwrite\":{}}},\"lost_total\":{{\"full\":{},\"too_big\":{},\"overwrite\":{}}}}}",
+                        lost.full, lost.too_big, lost.overwrite, total.full, total.too_big, total.overwrite
                     )
                 } else {
                     Ok(())
                 }
             }
             Event::Corrupt { cpu, error } => {
-                eprintln!("relay: {}: cpu {cpu}: {error}", path.display());
+                self.notes
+                    .push(format!("relay: {}: cpu {cpu}: {error}", path.display()));
                 self.corrupt += 1;
                 Ok(())
             }
         };
         self.closed = r.is_err();
+    }
+
+    /// Prints the messages for standard error that the events printed so
+    /// far produced (after the output that carries those events was
+    /// written, so that both go out or neither).
+    fn emit_notes(&mut self) {
+        for note in self.notes.drain(..) {
+            eprintln!("{note}");
+        }
     }
 }
 
@@ -1242,9 +1264,19 @@ fn verify_frames(path: &Path, o: &VerifyOptions) -> Result<bool, Error> {
                 }
             }
             Frame::Record { cpu, record } => Event::Record { cpu, record },
-            Frame::Lost { cpu, lost, ts } => {
+            Frame::Lost {
+                cpu,
+                lost,
+                ts,
+                total,
+            } => {
                 overwritten |= lost.overwrite > 0;
-                Event::Lost { cpu, lost, ts }
+                Event::Lost {
+                    cpu,
+                    lost,
+                    ts,
+                    total,
+                }
             }
         };
         for v in &mut verifiers {

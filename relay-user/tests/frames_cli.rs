@@ -72,6 +72,7 @@ fn lost(cpu: u32, ts: u64, full: u64, overwrite: u64) -> Event<'static> {
             overwrite,
         },
         ts,
+        total: Lost::default(),
     }
 }
 
