@@ -213,6 +213,24 @@ impl<'a, S: Sharing> Writer<'a, S> {
         self.b.cpu
     }
 
+    /// Counts `lost` records as lost before the next record this CPU
+    /// writes: for a producer that dropped records itself, or one that
+    /// re-writes a stream with its loss reports (a snapshot file). Readers
+    /// report them with the first record of the next sub-buffer opened
+    /// (flush first to place them right before the next record), or at the
+    /// end of the stream.
+    pub fn count_lost(&self, lost: &crate::reader::Lost) {
+        for (index, n) in [
+            (producer::LOST_FULL, lost.full),
+            (producer::LOST_TOO_BIG, lost.too_big),
+            (producer::LOST_OVERWRITE, lost.overwrite),
+        ] {
+            if n > 0 {
+                self.bump(index, n);
+            }
+        }
+    }
+
     fn bump(&self, index: usize, by: u64) {
         if let Some(w) = self.b.producer_word(index) {
             S::add(w, by);

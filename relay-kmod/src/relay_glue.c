@@ -32,6 +32,7 @@
 #include <linux/debugfs.h>
 #include <linux/cpumask.h>
 #include <linux/delay.h>
+#include <linux/filelock.h>
 #include <linux/fs.h>
 #include <linux/hrtimer.h>
 #include <linux/irq_work.h>
@@ -80,11 +81,12 @@ int relay_rust_load_write(void *k, u32 cpu, u32 source, u64 seq, void *buf,
 			  u64 len);
 int relay_rust_flush(void *k, u32 cpu, bool on_cpu, u64 *barrier, u64 *next);
 int relay_rust_stats(void *k, u32 cpu, struct relay_cpu_stats *out);
-int relay_rust_reader_new(void *k, s32 cpu, void *flusher, void **out);
+int relay_rust_reader_new(void *k, s32 cpu, void *flusher, u32 pid, void **out);
 void relay_rust_reader_free(void *r);
 ssize_t relay_rust_reader_fill(void *r, void *buf, u64 cap);
 void relay_rust_reader_advance(void *r, u64 n);
 bool relay_rust_reader_ready(void *r);
+bool relay_rust_ready(void *k, s32 cpu);
 int relay_rust_selftest(void);
 
 /* Called by Rust. */
@@ -233,6 +235,7 @@ struct relay_chan {
 	struct relay_cpu_dev *cpu;	/* [nr_cpu_ids] */
 	u32 id;				/* in relay_ids, for BPF programs */
 	bool registered;
+	bool destroyed;			/* poll() says EPOLLHUP */
 };
 
 static DEFINE_MUTEX(relay_lock);
@@ -688,17 +691,85 @@ static int relay_chan_release(struct inode *inode, struct file *file)
 	return 0;
 }
 
-/* Under rf->lock. */
-static int relay_file_reader(struct relay_file *rf)
+/* Bytes of consumer state per CPU (FORMAT.md, "Consumer state"). */
+#define RELAY_CONSUMER_BYTES	128
+
+/*
+ * Takes (F_WRLCK) or drops (F_UNLCK) @file's claim on @cpu: the
+ * open-file-description lock a userspace consumer takes on that CPU's
+ * consumer state (FORMAT.md, "Readers"), so that read() consumers and
+ * mapped ones exclude each other. The kernel drops it when the file is
+ * closed. Returns 0 or -EBUSY.
+ */
+static int relay_claim_cpu(struct file *file, struct relay_chan *ch, u32 cpu,
+			   unsigned char type)
 {
+	struct file_lock fl;
+	int err;
+
+	locks_init_lock(&fl);
+	fl.c.flc_flags = FL_POSIX | FL_OFDLCK;
+	fl.c.flc_type = type;
+	fl.c.flc_owner = file;
+	fl.c.flc_pid = -1;
+	fl.c.flc_file = file;
+	fl.fl_start = ch->consumer_offset + (u64)cpu * RELAY_CONSUMER_BYTES;
+	fl.fl_end = fl.fl_start + RELAY_CONSUMER_BYTES - 1;
+	err = vfs_lock_file(file, F_SETLK, &fl, NULL);
+	return err == -EAGAIN || err == -EACCES ? -EBUSY : err;
+}
+
+/* Drops @file's claims on @rf's CPUs below @end. */
+static void relay_unclaim(struct file *file, struct relay_file *rf, u32 end)
+{
+	u32 cpu = rf->cpu < 0 ? 0 : rf->cpu;
+
+	for (; cpu < end; cpu++)
+		relay_claim_cpu(file, rf->ch, cpu, F_UNLCK);
+}
+
+/* Claims every CPU @rf reads, or none. */
+static int relay_claim(struct file *file, struct relay_file *rf)
+{
+	u32 cpu = rf->cpu < 0 ? 0 : rf->cpu;
+	u32 end = rf->cpu < 0 ? nr_cpu_ids : rf->cpu + 1;
+	int err;
+
+	for (; cpu < end; cpu++) {
+		err = relay_claim_cpu(file, rf->ch, cpu, F_WRLCK);
+		if (err) {
+			relay_unclaim(file, rf, cpu);
+			return err;
+		}
+	}
+	return 0;
+}
+
+/*
+ * The reader of @rf, created on the first read(): that makes the file the
+ * consumer of its CPUs (-EBUSY if another file holds one). Under rf->lock.
+ */
+static int relay_file_reader(struct file *file, struct relay_file *rf)
+{
+	int err;
+
 	if (rf->reader)
 		return 0;
 	if (!rf->staging) {
-		rf->staging = kmalloc(RELAY_STAGING, GFP_KERNEL);
+		rf->staging = kmalloc(RELAY_STAGING, GFP_KERNEL_ACCOUNT);
 		if (!rf->staging)
 			return -ENOMEM;
 	}
-	return relay_rust_reader_new(rf->ch->k, rf->cpu, rf->ch->k, &rf->reader);
+	err = relay_claim(file, rf);
+	if (err)
+		return err;
+	err = relay_rust_reader_new(rf->ch->k, rf->cpu, rf->ch->k,
+				    task_tgid_nr(current), &rf->reader);
+	if (err) {
+		rf->reader = NULL;
+		relay_unclaim(file, rf, rf->cpu < 0 ? nr_cpu_ids : rf->cpu + 1);
+	}
+	return err;
 }
 
 /*
@@ -716,7 +787,7 @@ static ssize_t relay_chan_read(struct file *file, char __user *buf,
 
 	if (mutex_lock_interruptible(&rf->lock))
 		return -ERESTARTSYS;
-	err = relay_file_reader(rf);
+	err = relay_file_reader(file, rf);
 	while (!err && done < count) {
 		ssize_t n = relay_rust_reader_fill(rf->reader, rf->staging,
 						   min_t(size_t, count - done,
@@ -758,16 +829,27 @@ static ssize_t relay_chan_write_file(struct file *file, const char __user *buf,
 	return r ? r : count;
 }
 
+/*
+ * Readable: frames pending in this file's reader, or a sealed sub-buffer
+ * at the consumer position of one of its CPUs. Polling claims nothing and
+ * allocates nothing (snapshot readers and mapped consumers poll too);
+ * EPOLLHUP once the channel was destroyed.
+ */
 static __poll_t relay_chan_poll(struct file *file, poll_table *wait)
 {
 	struct relay_file *rf = file->private_data;
 	__poll_t mask = 0;
+	bool ready;
 
 	poll_wait(file, &rf->ch->wq, wait);
 	mutex_lock(&rf->lock);
-	if (!relay_file_reader(rf) && relay_rust_reader_ready(rf->reader))
-		mask = EPOLLIN | EPOLLRDNORM;
+	ready = rf->reader ? relay_rust_reader_ready(rf->reader) :
+			     relay_rust_ready(rf->ch->k, rf->cpu);
 	mutex_unlock(&rf->lock);
+	if (ready)
+		mask |= EPOLLIN | EPOLLRDNORM;
+	if (READ_ONCE(rf->ch->destroyed))
+		mask |= EPOLLHUP;
 	return mask;
 }
 
@@ -1071,6 +1153,9 @@ static long relay_chan_ioctl(struct file *file, unsigned int cmd,
 		struct relay_flush f;
 		int err;
 
+		/* A flush changes the channel (it closes sub-buffers). */
+		if (!(file->f_mode & FMODE_WRITE))
+			return -EBADF;
 		if (copy_from_user(&f, uarg, sizeof(f)))
 			return -EFAULT;
 		if (f.reserved)
@@ -1169,6 +1254,8 @@ static void relay_unregister_chan(struct relay_chan *ch)
 		misc_deregister(&ch->cpu[cpu].misc);
 	if (ch->registered)
 		misc_deregister(&ch->misc);
+	WRITE_ONCE(ch->destroyed, true);
+	wake_up_interruptible_all(&ch->wq);
 	relay_chan_put(ch);
 }
 

@@ -511,7 +511,13 @@ impl AsMut<[Cursor<'static, CopyBuf>]> for Cursors {
 struct KReader {
     /// The glue's handle for flushes (the channel's `k`).
     k: *mut c_void,
+    channel: &'static Channel<'static>,
     merger: Merger<'static, CopyBuf, Cursors>,
+    /// Per cursor, the round that last flushed its CPU: a CPU is flushed
+    /// at most once until an event is delivered (a round).
+    flushed_in: KVec<u64>,
+    /// Events delivered, plus one: rounds start at 1.
+    round: u64,
     /// Encoded frames; `pending[head..tail]` not yet handed out.
     pending: VVec<u8>,
     head: usize,
@@ -520,13 +526,23 @@ struct KReader {
 }
 
 impl KReader {
-    fn flush(&mut self, cpu: u32) {
+    /// Flushes the CPU of cursor `i` (an IPI to it) unless this round
+    /// already did; false if it did.
+    fn flush_once(&mut self, i: usize) -> bool {
+        let Some(cpu) = self.merger.cursors().get(i).map(|c| c.cpu()) else {
+            return false;
+        };
+        match self.flushed_in.get_mut(i) {
+            Some(f) if *f != self.round => *f = self.round,
+            _ => return false,
+        }
         let (mut barrier, mut next) = (0u64, 0u64);
         // SAFETY: `self.k` is the live channel this reader reads (the file
         // holds a reference); the out pointers are valid.
         if unsafe { glue::relay_glue_flush_cpu(self.k, cpu, &mut barrier, &mut next) } >= 0 {
             self.merger.flushed(cpu, barrier, next);
         }
+        true
     }
 
     /// Encodes events until `want` bytes are pending or nothing is
@@ -544,31 +560,33 @@ impl KReader {
             self.tail += frames::encode_start(out).ok_or(EINVAL)?;
             self.started = true;
         }
-        let cursors = self.merger.cursors().len();
+        self.round = self.round.wrapping_add(1);
         let mut flushed_all = false;
-        let mut stuck = 0usize;
         while self.tail - self.head < want {
             let drain = match self.merger.poll(false) {
                 None => false,
-                Some(Step::Blocked { cpu }) if stuck <= 2 * cursors + 2 => {
-                    stuck += 1;
-                    self.flush(cpu);
-                    continue;
+                Some(Step::Blocked { cpu }) => {
+                    let i = self.merger.cursors().iter().position(|c| c.cpu() == cpu);
+                    if i.is_some_and(|i| self.flush_once(i)) {
+                        continue;
+                    }
+                    // Still blocked after its flush, with nothing delivered
+                    // since: a writer on that CPU was interrupted
+                    // mid-commit. Deliver what is here.
+                    true
                 }
-                // Still blocked after flushing: a writer on that CPU was
-                // interrupted mid-commit. Deliver what is here.
-                Some(Step::Blocked { .. }) => true,
                 Some(_) if !flushed_all => {
+                    // Idle: close the open sub-buffers, once per fill, of
+                    // the CPUs that have one and were not flushed this
+                    // round (a read() that finds nothing sends no IPI to a
+                    // CPU with nothing open).
                     flushed_all = true;
-                    let cpus: KVec<u32> = {
-                        let mut v = KVec::with_capacity(cursors, GFP_KERNEL)?;
-                        for c in self.merger.cursors().iter() {
-                            v.push(c.cpu(), GFP_KERNEL)?;
+                    for i in 0..self.merger.cursors().len() {
+                        let cpu = self.merger.cursors()[i].cpu();
+                        let open = self.channel.stats(cpu).is_some_and(|s| s.open_seq.is_some());
+                        if open {
+                            self.flush_once(i);
                         }
-                        v
-                    };
-                    for cpu in cpus.iter() {
-                        self.flush(*cpu);
                     }
                     continue;
                 }
@@ -589,7 +607,8 @@ impl KReader {
             }
             let out = self.pending.get_mut(self.tail..).ok_or(EINVAL)?;
             self.tail += frames::encode(&event, out).ok_or(EINVAL)?;
-            stuck = 0;
+            // Progress: a CPU blocking again may need a newer barrier.
+            self.round = self.round.wrapping_add(1);
         }
         Ok(())
     }
@@ -606,6 +625,7 @@ pub unsafe extern "C" fn relay_rust_reader_new(
     k: *mut c_void,
     cpu: i32,
     flusher: *mut c_void,
+    pid: u32,
     out: *mut *mut c_void,
 ) -> c_int {
     errno((|| {
@@ -622,29 +642,42 @@ pub unsafe extern "C" fn relay_rust_reader_new(
                 continue;
             }
             let reader = channel.reader(c).ok_or(EINVAL)?;
+            // The glue claimed `c` for this file: say who holds it.
+            channel.set_claim_pid(c, pid.into());
             let buf = if overwrite {
-                VVec::from_elem(0u8, size, GFP_KERNEL)?
+                VVec::from_elem(0u8, size, GFP_KERNEL_ACCOUNT)?
             } else {
                 VVec::new()
             };
-            cursors.push(Cursor::new(reader, CopyBuf(buf)), GFP_KERNEL)?;
+            cursors.push(Cursor::new(reader, CopyBuf(buf)), GFP_KERNEL_ACCOUNT)?;
         }
         if cursors.is_empty() {
             return Err(EINVAL);
         }
         // The largest frame, plus one read() chunk (a page).
         let max_frame = size + frames::FRAME_HEADER_SIZE + 8;
-        let pending = VVec::from_elem(0u8, max_frame + 2 * kernel::page::PAGE_SIZE, GFP_KERNEL)?;
+        let pending = VVec::from_elem(
+            0u8,
+            max_frame + 2 * kernel::page::PAGE_SIZE,
+            GFP_KERNEL_ACCOUNT,
+        )?;
+        let mut flushed_in = KVec::with_capacity(cursors.len(), GFP_KERNEL_ACCOUNT)?;
+        for _ in 0..cursors.len() {
+            flushed_in.push(0u64, GFP_KERNEL_ACCOUNT)?;
+        }
         let r = KBox::new(
             KReader {
                 k: flusher,
+                channel,
                 merger: Merger::new(Cursors(cursors)),
+                flushed_in,
+                round: 1,
                 pending,
                 head: 0,
                 tail: 0,
                 started: false,
             },
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )?;
         // SAFETY: the caller's contract.
         unsafe { *out = KBox::into_raw(r).cast::<c_void>() };
@@ -716,6 +749,22 @@ pub unsafe extern "C" fn relay_rust_reader_advance(r: *mut c_void, n: u64) {
         r.tail = 0;
         r.merger.commit();
     }
+}
+
+/// Whether the consumer of `cpu` (every CPU when negative) has a sealed
+/// sub-buffer to read, for poll() on a file that has no reader: creates
+/// no reader and stores nothing.
+///
+/// # Safety
+///
+/// `k` as for [`kchannel`].
+#[no_mangle]
+pub unsafe extern "C" fn relay_rust_ready(k: *mut c_void, cpu: i32) -> bool {
+    // SAFETY: the caller's contract.
+    let channel = &unsafe { kchannel(k) }.channel;
+    (0..channel.geometry().cpu_count())
+        .filter(|&c| cpu < 0 || c == cpu as u32)
+        .any(|c| channel.reader(c).is_some_and(|r| r.ready().is_some()))
 }
 
 /// Whether a read would return data without flushing: frames pending or a

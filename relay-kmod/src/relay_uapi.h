@@ -14,15 +14,20 @@
  *     read   every CPU's records merged in timestamp order, as frames
  *            (relay-core's frames module, docs/FORMAT.md "Frames"); returns
  *            0 once nothing is readable (flushing idle CPUs first), like a
- *            relay file;
+ *            relay file. The first read() makes the open file the consumer
+ *            of its CPUs (EBUSY if another open file, mapped or read,
+ *            holds one: the claim of docs/FORMAT.md "Readers"); progress
+ *            is committed once every frame encoded was copied out whole;
  *     poll   POLLIN when a sub-buffer is ready (writers wake readers at
  *            sub-buffer boundaries through irq_work, never from NMI);
+ *            POLLHUP once the channel is destroyed; claims nothing;
  *     write  each write() is one record (type 1) on the current CPU;
- *     ioctl  RELAY_IOC_FLUSH, RELAY_IOC_STATS, RELAY_IOC_LOAD.
+ *     ioctl  RELAY_IOC_FLUSH (needs the file open for writing: EBADF
+ *            otherwise), RELAY_IOC_STATS, RELAY_IOC_LOAD.
  *   /dev/relay/NAME.cpuN   the same read/poll for CPU N only.
  *
- * Readers of one channel share its consumer positions: one consumer per
- * channel (or per CPU), as with relay.
+ * One consumer per CPU buffer at a time; snapshot readers map the file
+ * read-only and change nothing.
  */
 #ifndef RELAY_UAPI_H
 #define RELAY_UAPI_H

@@ -85,8 +85,9 @@ pub enum Error {
     Busy {
         /// The file.
         path: PathBuf,
-        /// The CPU.
-        cpu: u32,
+        /// The CPU, where known (a kernel channel's `read()` says only
+        /// EBUSY).
+        cpu: Option<u32>,
         /// The holder's process id, where the channel says and that process
         /// still exists.
         holder: Option<u32>,
@@ -132,7 +133,11 @@ impl fmt::Display for Error {
             ),
             Error::Read { path, cpu, source } => write!(f, "{}: cpu {cpu}: {source}", path.display()),
             Error::Busy { path, cpu, holder } => {
-                write!(f, "{}: cpu {cpu}: another consumer is reading it", path.display())?;
+                write!(f, "{}: ", path.display())?;
+                if let Some(cpu) = cpu {
+                    write!(f, "cpu {cpu}: ")?;
+                }
+                f.write_str("another consumer is reading it")?;
                 if let Some(pid) = holder {
                     write!(f, " (pid {pid})")?;
                 }

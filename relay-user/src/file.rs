@@ -34,6 +34,10 @@ pub struct ChannelFile {
     writable: bool,
     /// Opened read-only: readers of it are snapshots.
     snapshot: bool,
+    /// A kernel channel opened read-only: the same device opened for
+    /// writing, when the caller may, for RELAY_IOC_FLUSH (which changes the
+    /// channel, so the module wants write access).
+    flusher: Option<File>,
 }
 
 /// The size of the channel in `file`: its length for a plain file; for a
@@ -130,6 +134,7 @@ impl ChannelFile {
             kernel: false,
             writable: true,
             snapshot: false,
+            flusher: None,
         })
     }
 
@@ -156,6 +161,9 @@ impl ChannelFile {
             kernel,
             writable: false,
             snapshot: true,
+            flusher: kernel
+                .then(|| std::fs::OpenOptions::new().write(true).open(path).ok())
+                .flatten(),
         };
         // A snapshot starts at the consumer position: it must be sane.
         file.check_consumers()?;
@@ -191,7 +199,7 @@ impl ChannelFile {
                 .filter(|&pid| crate::sys::process_exists(pid));
             return Err(Error::Busy {
                 path: self.path.clone(),
-                cpu,
+                cpu: Some(cpu),
                 holder,
             });
         }
@@ -248,6 +256,7 @@ impl ChannelFile {
             kernel,
             writable: producer,
             snapshot: false,
+            flusher: None,
         };
         file.check_consumers()?;
         Ok(file)
@@ -275,7 +284,8 @@ impl ChannelFile {
         if !self.kernel {
             return None;
         }
-        crate::kernel::flush(self.file.as_fd(), cpu).ok()
+        let file = self.flusher.as_ref().unwrap_or(&self.file);
+        crate::kernel::flush(file.as_fd(), cpu).ok()
     }
 
     /// The open file (a kernel channel file's `write()` is one record).

@@ -154,6 +154,15 @@ impl<R: Read> FrameReader<R> {
                     return Ok(n);
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                // A kernel channel file whose CPUs another open file
+                // consumes (mapped or read).
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    return Err(Error::Busy {
+                        path: self.path.clone(),
+                        cpu: None,
+                        holder: None,
+                    })
+                }
                 Err(e) => return Err(io(&self.path, "read")(e)),
             }
         }

@@ -45,6 +45,7 @@ pub mod file;
 pub mod frames;
 pub mod kernel;
 pub mod relayfs;
+pub mod snapshot;
 pub mod stream;
 pub mod sys;
 

@@ -50,6 +50,7 @@ const EXAMPLES: &str = "Examples:
   relay cat /sys/kernel/debug/block/sda       an existing relay channel's per-CPU files, raw
   relay cat --format blktrace DIR             blktrace's per-CPU files (trace0..N or
                                               sda.blktrace.0..N) as blkparse prints them
+  relay snapshot /dev/shm/t.relay -o s.relay save what it holds now as a channel file
   relay stat /dev/shm/t.relay                 per-CPU produced/consumed/lost/fill
   relay verify /dev/shm/t.relay               check checked payloads and the loss accounting
 
@@ -158,6 +159,24 @@ enum Command {
         /// A line per CPU.
         #[arg(long, short)]
         verbose: bool,
+    },
+    /// Save what a channel holds now as a channel file of its own (the
+    /// flight recorder's snapshot): every relay command reads FILE later as
+    /// it would have read the channel now. Read-only, like `relay cat`:
+    /// consumes nothing; a kernel channel is flushed first where you may
+    /// write to it.
+    Snapshot {
+        /// The channel file (or kernel channel file).
+        path: PathBuf,
+        /// The new channel file (must not exist).
+        #[arg(long, short)]
+        output: PathBuf,
+        /// Only this CPU (repeatable).
+        #[arg(long = "cpu")]
+        cpus: Vec<u32>,
+        /// Flush every CPU first (a plain channel file, as a producer).
+        #[arg(long)]
+        flush: bool,
     },
     /// Per-CPU statistics (read-only: needs no write access, changes nothing).
     Stat {
@@ -396,6 +415,12 @@ fn main() -> ExitCode {
             }
         }
         Command::Kernel { command } => kernel_command(command),
+        Command::Snapshot {
+            path,
+            output,
+            cpus,
+            flush,
+        } => snapshot(&path, &output, cpus, flush),
         Command::Stat { path, json } => stat(&path, json),
         Command::Write { path, cpu, rtype } => write(&path, cpu, rtype),
         Command::Flush { path } => flush(&path),
@@ -868,6 +893,39 @@ impl<W: Write> Printer<'_, W> {
         for note in self.notes.drain(..) {
             eprintln!("{note}");
         }
+    }
+}
+
+fn snapshot(path: &Path, output: &Path, cpus: Vec<u32>, flush: bool) -> Result<(), Error> {
+    if flush {
+        flush_all(&ChannelFile::open(path, true)?);
+    }
+    let source = ChannelFile::open_snapshot(path)?;
+    let options = StreamOptions {
+        cpus,
+        ..StreamOptions::default()
+    };
+    let s = relay_user::snapshot::write_snapshot(&source, output, options)?;
+    println!(
+        "{}: {} records, {} lost, to {}",
+        path.display(),
+        s.records,
+        s.lost.total(),
+        output.display()
+    );
+    for (cpu, n) in s.overrun {
+        eprintln!(
+            "relay: {}: cpu {cpu}: {n} sub-buffers were overwritten while the snapshot read them (their records are missing from it)",
+            path.display()
+        );
+    }
+    if s.corrupt == 0 {
+        Ok(())
+    } else {
+        Err(Error::Corrupt {
+            path: path.to_path_buf(),
+            subbufs: s.corrupt,
+        })
     }
 }
 

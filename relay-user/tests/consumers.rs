@@ -239,3 +239,42 @@ fn snapshots_beside_a_consumer_and_writers_see_ordered_valid_records() {
     consumer.kill().unwrap();
     consumer.wait().unwrap();
 }
+
+/// `relay snapshot` saves what a channel holds as a channel file of its
+/// own: reading the copy later prints what reading the channel printed
+/// then (records, and loss reports where they were), and the source is
+/// unchanged.
+#[test]
+fn snapshot_file_reads_as_the_channel_read() {
+    for overwrite in [false, true] {
+        // Overwrite: 3000 lines per CPU lap the 64 sub-buffers: losses.
+        let per_cpu = if overwrite { 12000 } else { 3000 };
+        let p = channel(&format!("snap-{overwrite}.relay"), 2, per_cpu, overwrite);
+        let s = p.to_str().unwrap();
+        let copy = tmp(&format!("snap-{overwrite}.copy.relay"));
+        let before = std::fs::read(&p).unwrap();
+        let saved = ok(&run(&["snapshot", s, "-o", copy.to_str().unwrap()]));
+        assert!(saved.contains(" records, "), "{saved}");
+        assert_eq!(std::fs::read(&p).unwrap(), before, "the source changed");
+        let source = run(&["cat", s]);
+        let from_copy = run(&["cat", copy.to_str().unwrap()]);
+        assert!(source.status.success() && from_copy.status.success());
+        assert!(!source.stdout.is_empty());
+        assert_eq!(
+            String::from_utf8_lossy(&from_copy.stdout),
+            String::from_utf8_lossy(&source.stdout),
+            "overwrite={overwrite}: records"
+        );
+        let losses = |o: &Output| -> Vec<String> {
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .filter_map(|l| l.split_once(": cpu ").map(|(_, rest)| rest.to_string()))
+                .collect()
+        };
+        assert_eq!(losses(&from_copy), losses(&source), "overwrite={overwrite}: losses");
+        assert_eq!(!losses(&source).is_empty(), overwrite, "{:?}", losses(&source));
+        // A second snapshot to the same file is refused, naming it.
+        let again = run(&["snapshot", s, "-o", copy.to_str().unwrap()]);
+        assert!(!again.status.success());
+    }
+}

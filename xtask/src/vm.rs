@@ -145,6 +145,14 @@ const REQUIRED: &[(&str, &str)] = &[
         "the same in overwrite mode",
     ),
     (
+        "relay-guest: readers ok mode=no-overwrite",
+        "read() commits whole frames; a second consumer gets EBUSY",
+    ),
+    (
+        "relay-guest: readers ok mode=overwrite",
+        "read() commits whole frames; a second consumer gets EBUSY",
+    ),
+    (
         "relay-guest: late-reader ok mode=no-overwrite",
         "no reader, then a late one: oldest kept, rest counted",
     ),
