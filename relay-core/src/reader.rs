@@ -35,10 +35,18 @@
 //! at the start of the new sub-buffer, an old `consumed` keeps its old
 //! cursor.
 //!
+//! # Recovery
+//!
 //! Overwrite mode claims a sub-buffer when it copies it, before its records
-//! are delivered; a consumer killed after a claim and before its commit
-//! loses the claimed sub-buffers' undelivered records without counting them
-//! (a known gap; the records of a live consumer are never lost this way).
+//! are delivered, so a consumer killed after a claim and before its commit
+//! leaves claimed sub-buffers no writer counts lost and no claim reaches
+//! again. The consumer adds each claimed sub-buffer's record count to
+//! `claimed_records` right after the claim; a successor that finds the
+//! committed cursor before the claim position owes `claimed_records -
+//! consumed_records - lost_claimed` records. It re-reads those sub-buffers
+//! like a snapshot (seal, copy, fence, seal), delivers the intact ones,
+//! and reports what it owes and did not find as overwritten, counted in
+//! `lost_claimed` when it commits (docs/FORMAT.md, "Recovery").
 //!
 //! One *consumer* per CPU buffer at a time: the cursor and the reported-loss
 //! baseline live in the consumer state, not in the reader. Who may consume
@@ -50,8 +58,9 @@
 //! A snapshot reader ([`crate::Channel::snapshot`]) changes nothing in the
 //! channel: it stores no shared word, so it works on a read-only mapping,
 //! and any number may run beside the consumer and the writers. It starts
-//! where the consumer would resume (the consumer state's position, cursor
-//! and reported losses, loaded once), ends before the sub-buffer each
+//! where a consumer starting now would resume (the consumer state's
+//! position, cursor and reported losses, loaded once; in overwrite mode the
+//! consumer's uncommitted claims too, see "Recovery"), ends before the sub-buffer each
 //! writer had open when it began (so every CPU's part ends at the same
 //! moment and the merge stays in timestamp order; flush first to include
 //! those), keeps its progress privately, and
@@ -275,6 +284,10 @@ struct Snapshot {
     /// only those before, so that what it shows of every CPU ends at the
     /// same moment and merges in timestamp order.
     end: u64,
+    /// Overwrite mode: the claim position when it began. Sub-buffers
+    /// before it that are gone were the consumer's (delivered or counted),
+    /// not overrun by this snapshot.
+    claimed: u64,
 }
 
 /// An overwrite consumer re-reading what its predecessor claimed and did
@@ -373,11 +386,17 @@ impl<'a> CpuReader<'a> {
     /// resume and never stores to the channel.
     pub(crate) fn new_snapshot(b: CpuBuffer<'a>, geometry: Geometry) -> Self {
         let mut r = Self::new(b, geometry);
+        let claimed = r.committed.next;
         r.local = r.committed;
         r.local.records = 0;
-        r.recovery = None;
+        if r.recovery.take().is_some() {
+            // Overwrite: what the consumer claimed and did not commit is
+            // where a consumer starting now would resume (see "Recovery").
+            r.local.next = r.committed.cursor_seq;
+        }
         r.snapshot = Some(Snapshot {
             overrun: 0,
+            claimed,
             started: false,
             end: match Head::decode(r.b.head.load(Ordering::Acquire), r.b.shift) {
                 Head::Open { seq, .. } => seq,
@@ -791,7 +810,14 @@ impl<'a> CpuReader<'a> {
     /// sub-buffers it skipped as overrun.
     fn skip_to(&mut self, seq: u64) {
         if let Some(p) = self.snapshot.as_mut() {
-            p.overrun = p.overrun.wrapping_add(seq.wrapping_sub(self.local.next));
+            let from = if is_newer(p.claimed, self.local.next) {
+                p.claimed
+            } else {
+                self.local.next
+            };
+            if is_newer(seq, from) {
+                p.overrun = p.overrun.wrapping_add(seq.wrapping_sub(from));
+            }
         }
         self.local.next = seq;
     }

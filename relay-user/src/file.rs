@@ -118,7 +118,8 @@ impl ChannelFile {
                 "channel larger than the address space",
             ))
         })?;
-        let mapping = Mapping::new(&file, len, Access::ReadWrite).map_err(io(path, "map"))?;
+        let mut mapping = Mapping::new(&file, len, Access::ReadWrite).map_err(io(path, "map"))?;
+        mapping.name(path);
         Channel::create(mapping.words(), geometry, flags, Clock::Monotonic).map_err(|source| {
             Error::Format {
                 path: path.to_path_buf(),
@@ -151,7 +152,8 @@ impl ChannelFile {
         let (geometry, flags) = validate(&file, path, size)?;
         let len = usize::try_from(geometry.total_size())
             .map_err(|_| io(path, "map")(std::io::Error::other("file too large")))?;
-        let mapping = Mapping::new(&file, len, Access::ReadOnly).map_err(io(path, "map"))?;
+        let mut mapping = Mapping::new(&file, len, Access::ReadOnly).map_err(io(path, "map"))?;
+        mapping.name(path);
         let file = ChannelFile {
             path: path.to_path_buf(),
             file,
@@ -246,7 +248,8 @@ impl ChannelFile {
                 len: consumer_len as usize,
             }
         };
-        let mapping = Mapping::new(&file, len, access).map_err(io(path, "map"))?;
+        let mut mapping = Mapping::new(&file, len, access).map_err(io(path, "map"))?;
+        mapping.name(path);
         let file = ChannelFile {
             path: path.to_path_buf(),
             file,

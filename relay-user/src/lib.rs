@@ -18,7 +18,7 @@
 //! - [`kernel`]: the kernel module's ioctls (create, destroy, flush,
 //!   statistics, load generator, benchmark).
 //!
-//! All `unsafe` code is in [`sys`].
+//! All `unsafe` code is in [`sys`] and [`truncation`] (the SIGBUS handler).
 //!
 //! ```no_run
 //! use relay_user::{ChannelFile, Stream, StreamOptions};
@@ -48,6 +48,7 @@ pub mod relayfs;
 pub mod snapshot;
 pub mod stream;
 pub mod sys;
+pub mod truncation;
 
 pub use error::Error;
 pub use file::ChannelFile;

@@ -306,6 +306,11 @@ fn usage_error(msg: String) -> ! {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A channel file truncated under us: a clear error and exit 3, not a
+    // death by SIGBUS.
+    if let Err(e) = relay_user::truncation::exit_on_truncation("relay", exit::IO) {
+        eprintln!("relay: sigaction(SIGBUS): {e}");
+    }
     let result = match cli.command {
         Command::Create {
             path,

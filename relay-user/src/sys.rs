@@ -23,6 +23,8 @@ use relay_core::AtomicU64;
 pub struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
+    /// Names the file if a truncation takes pages from under it.
+    truncation: Option<crate::truncation::Registration>,
 }
 
 // SAFETY: the mapping is plain shared memory accessed only through
@@ -79,6 +81,7 @@ impl Mapping {
         let mapping = Mapping {
             ptr: NonNull::new(ptr.cast()).ok_or_else(io::Error::last_os_error)?,
             len,
+            truncation: None,
         };
         if let Access::ReadOnlyExcept { offset, len: wlen } = access {
             let end = offset.checked_add(wlen).filter(|&end| end <= len);
@@ -132,10 +135,20 @@ impl Mapping {
     }
 }
 
+impl Mapping {
+    /// Registers this mapping as the file at `path` for
+    /// [`crate::truncation::exit_on_truncation`].
+    pub fn name(&mut self, path: &std::path::Path) {
+        let start = self.ptr.as_ptr() as usize;
+        self.truncation = Some(crate::truncation::register(start, self.len, path));
+    }
+}
+
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: `ptr..ptr + len` is the mapping this value created and
-        // still owns; borrows of it (`words`) cannot outlive `self`.
+        drop(self.truncation.take()); // before its address range goes
+                                      // SAFETY: `ptr..ptr + len` is the mapping this value created and
+                                      // still owns; borrows of it (`words`) cannot outlive `self`.
         unsafe {
             libc::munmap(self.ptr.as_ptr().cast(), self.len);
         }

@@ -271,10 +271,86 @@ fn snapshot_file_reads_as_the_channel_read() {
                 .filter_map(|l| l.split_once(": cpu ").map(|(_, rest)| rest.to_string()))
                 .collect()
         };
-        assert_eq!(losses(&from_copy), losses(&source), "overwrite={overwrite}: losses");
-        assert_eq!(!losses(&source).is_empty(), overwrite, "{:?}", losses(&source));
+        assert_eq!(
+            losses(&from_copy),
+            losses(&source),
+            "overwrite={overwrite}: losses"
+        );
+        assert_eq!(
+            !losses(&source).is_empty(),
+            overwrite,
+            "{:?}",
+            losses(&source)
+        );
         // A second snapshot to the same file is refused, naming it.
         let again = run(&["snapshot", s, "-o", copy.to_str().unwrap()]);
         assert!(!again.status.success());
+    }
+}
+
+/// A channel file truncated under a follower and under a writer: each ends
+/// with exit 3 and a message naming the file, not a death by SIGBUS.
+#[test]
+fn truncation_under_a_reader_and_a_writer_is_a_clear_error() {
+    use std::os::unix::process::ExitStatusExt;
+    let p = channel("trunc.relay", 2, 100, false);
+    let s = p.to_str().unwrap().to_string();
+    let mut follower = relay()
+        .args(["cat", "--follow", "--latency", "5", &s])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_consumed(&p, 2);
+    let mut writer = relay()
+        .args(["write", &s, "--cpu", "0"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = writer.stdin.take().unwrap();
+    writeln!(stdin, "before").unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    // The writer touches the mapping with its next record.
+    for _ in 0..100 {
+        if writeln!(stdin, "after").is_err() {
+            break;
+        }
+    }
+    drop(stdin);
+    for (name, child) in [("follower", &mut follower), ("writer", &mut writer)] {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{name} did not end"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert_eq!(status.signal(), None, "{name}: killed by a signal: {err}");
+        assert_eq!(status.code(), Some(3), "{name}: {err}");
+        assert!(
+            err.contains(&format!(
+                "relay: {s}: the file was truncated under this process"
+            )),
+            "{name}: {err}"
+        );
     }
 }

@@ -63,16 +63,18 @@ fn rec(cpu: u32, ts: u64, payload: &[u8]) -> Event<'_> {
     }
 }
 
+/// A loss event, the first its CPU reports (its total is itself).
 fn lost(cpu: u32, ts: u64, full: u64, overwrite: u64) -> Event<'static> {
+    let lost = Lost {
+        full,
+        too_big: 0,
+        overwrite,
+    };
     Event::Lost {
         cpu,
-        lost: Lost {
-            full,
-            too_big: 0,
-            overwrite,
-        },
+        lost,
         ts,
-        total: Lost::default(),
+        total: lost,
     }
 }
 
@@ -98,7 +100,7 @@ fn cat_dash_prints_frames_like_merged_events() {
     );
     assert!(
         text(&out.stderr).contains(
-            "relay: <stdin>: cpu 1 lost 3 records before ts 11 (full 3, too big 0, overwritten 0)"
+            "relay: <stdin>: cpu 1 lost 3 records before ts 11 (full 3, too big 0, overwritten 0; 3 in all)"
         ),
         "{}",
         text(&out.stderr)
@@ -108,7 +110,7 @@ fn cat_dash_prints_frames_like_merged_events() {
     assert_eq!(
         text(&out.stdout),
         "{\"ts\":10,\"cpu\":0,\"type\":7,\"len\":5,\"payload_hex\":\"68656c6c6f\"}\n\
-         {\"ts\":11,\"cpu\":1,\"lost\":{\"full\":3,\"too_big\":0,\"overwrite\":0}}\n\
+         {\"ts\":11,\"cpu\":1,\"lost\":{\"full\":3,\"too_big\":0,\"overwrite\":0},\"lost_total\":{\"full\":3,\"too_big\":0,\"overwrite\":0}}\n\
          {\"ts\":11,\"cpu\":1,\"type\":7,\"len\":3,\"payload_hex\":\"610a62\"}\n\
          {\"ts\":12,\"cpu\":0,\"type\":7,\"len\":2,\"payload_hex\":\"ff00\"}\n"
     );

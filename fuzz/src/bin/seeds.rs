@@ -187,6 +187,11 @@ fn frames_seeds() {
                 overwrite: 1,
             },
             ts: 7,
+            total: Lost {
+                full: 5,
+                too_big: 0,
+                overwrite: 1,
+            },
         },
     ];
     for e in &events {
