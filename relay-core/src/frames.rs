@@ -225,7 +225,9 @@ pub fn encode(event: &Event<'_>, out: &mut [u8]) -> Option<usize> {
         }
         Event::Corrupt { cpu, error } => {
             let seq = match error {
-                crate::ReadError::Corrupt { seq, .. } => seq,
+                crate::ReadError::Corrupt { seq, .. } | crate::ReadError::Changed { seq, .. } => {
+                    seq
+                }
                 _ => u64::MAX,
             };
             let (head, body) = out.split_at_mut(FRAME_HEADER_SIZE + 8);

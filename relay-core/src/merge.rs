@@ -88,6 +88,10 @@ struct Loaded<'a> {
     off: usize,
     lost: Option<Lost>,
     ts_begin: u64,
+    /// Records from the resume point on, as validated.
+    expected: u64,
+    /// Records handed out since.
+    delivered: u64,
 }
 
 /// What [`Cursor::event`] handed out, for [`Cursor::unget`].
@@ -189,18 +193,35 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
         };
         let loaded = loaded.map(|d| {
             d.map(|(d, copied)| {
+                let h = d.view.header();
+                // Validation counted them all; those before a resume point
+                // were delivered earlier (rare: walk them only then).
+                let before = if d.records().offset() > crate::format::SUBBUF_HEADER_SIZE {
+                    let mut all = d.view.records();
+                    let mut n = 0u64;
+                    while all
+                        .next_at()
+                        .is_some_and(|(at, _)| at < d.records().offset())
+                    {
+                        n += 1;
+                    }
+                    n
+                } else {
+                    0
+                };
                 (
                     d.seq,
                     copied,
-                    d.view.header().content_size as usize,
+                    h.content_size as usize,
                     d.records().offset(),
                     d.lost_before,
-                    d.view.header().ts_begin,
+                    h.ts_begin,
+                    u64::from(h.records).saturating_sub(before),
                 )
             })
         });
         match loaded {
-            Ok(Some((seq, copied, content, off, lost, ts_begin))) => {
+            Ok(Some((seq, copied, content, off, lost, ts_begin, expected))) => {
                 self.loaded = Some(Loaded {
                     seq,
                     // Valid until this cursor finishes the sub-buffer, which
@@ -211,6 +232,8 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
                     off,
                     lost: (!lost.is_zero()).then_some(lost),
                     ts_begin,
+                    expected,
+                    delivered: 0,
                 });
                 true
             }
@@ -261,8 +284,19 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
                     return Some(ts_begin);
                 }
                 None => {
-                    // Only discarded records were left: finish this one.
+                    // Only discarded records were left: finish this one,
+                    // unless its records changed since it was validated
+                    // (read in place, by a process outside the protocol):
+                    // then the walk stopped early, or found other records.
+                    let end = records.offset();
                     if let Some(l) = self.loaded.as_mut() {
+                        if end != l.content || l.delivered != l.expected {
+                            self.corrupt = Some(ReadError::Changed {
+                                seq: l.seq,
+                                records: l.expected,
+                                delivered: l.delivered,
+                            });
+                        }
                         l.off = l.content;
                     }
                 }
@@ -289,6 +323,7 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
         }
         if let Some(NextRecord { after, .. }) = self.pos.take() {
             l.off = after;
+            l.delivered += 1;
             let (seq, off) = (l.seq, after);
             self.reader.save_progress(seq, off as u64, 1);
         }
@@ -393,6 +428,7 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
         self.handed_out = false;
         if let Some(l) = self.loaded.as_mut() {
             l.off = off;
+            l.delivered += n as u64;
         }
         if n > 0 {
             self.reader.save_progress(seq, off as u64, n as u64);

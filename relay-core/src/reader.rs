@@ -144,6 +144,18 @@ pub enum ReadError {
         /// Bytes needed (the sub-buffer size).
         need: usize,
     },
+    /// Sub-buffer `seq`, read in place, changed after it was validated
+    /// (only a process outside the protocol writes a sealed sub-buffer):
+    /// `delivered` of its `records` records were delivered, the rest are
+    /// lost.
+    Changed {
+        /// The sub-buffer.
+        seq: u64,
+        /// Records it held when validated.
+        records: u64,
+        /// Records delivered from it.
+        delivered: u64,
+    },
 }
 
 impl core::fmt::Display for ReadError {
@@ -156,6 +168,15 @@ impl core::fmt::Display for ReadError {
             ReadError::BufferTooSmall { need } => {
                 write!(f, "buf: must hold a whole sub-buffer ({need} bytes)")
             }
+            ReadError::Changed {
+                seq,
+                records,
+                delivered,
+            } => write!(
+                f,
+                "sub-buffer {seq} changed after it was validated: {delivered} of its {records} records delivered, {} lost",
+                records.saturating_sub(*delivered)
+            ),
         }
     }
 }

@@ -251,8 +251,40 @@ impl<'a, S: Sharing> Writer<'a, S> {
 
     /// Reserves room for a record of `payload_len` bytes. `clock` is called
     /// once per attempt; the record gets the time of the attempt that won.
+    /// A refusal counts the record lost (`lost_full`, `lost_too_big`).
     #[inline]
     pub fn reserve(
+        &self,
+        payload_len: usize,
+        clock: &mut impl FnMut() -> u64,
+    ) -> Result<Grant<'_, 'a, S>, WriteError> {
+        self.reserve_counting::<true>(payload_len, clock)
+    }
+
+    /// [`Self::reserve`] that counts nothing when it refuses: for a
+    /// producer that waits for room and tries again, and counts the record
+    /// lost itself ([`Self::count_lost`]) if it gives up.
+    #[inline]
+    pub fn try_reserve(
+        &self,
+        payload_len: usize,
+        clock: &mut impl FnMut() -> u64,
+    ) -> Result<Grant<'_, 'a, S>, WriteError> {
+        self.reserve_counting::<false>(payload_len, clock)
+    }
+
+    /// A refusal, counted if `COUNT`.
+    #[inline(always)]
+    fn refused<const COUNT: bool>(&self, e: WriteError) -> WriteError {
+        if COUNT {
+            self.refuse(e)
+        } else {
+            e
+        }
+    }
+
+    #[inline(always)]
+    fn reserve_counting<const COUNT: bool>(
         &self,
         payload_len: usize,
         clock: &mut impl FnMut() -> u64,
@@ -261,7 +293,7 @@ impl<'a, S: Sharing> Writer<'a, S> {
         let size = b.size();
         let total = match record_total(payload_len) {
             Some(t) if t as u64 <= size - HDR => t as u64,
-            _ => return Err(self.refuse(WriteError::TooBig)),
+            _ => return Err(self.refused::<COUNT>(WriteError::TooBig)),
         };
         // The sub-buffer whose slot this call took (seal `Opening`), if any.
         let mut owned: Option<u64> = None;
@@ -295,7 +327,7 @@ impl<'a, S: Sharing> Writer<'a, S> {
                         // meanwhile): decide again from the new head.
                         continue;
                     }
-                    return Err(self.refuse(e));
+                    return Err(self.refused::<COUNT>(e));
                 }
                 owned = Some(target);
             }
@@ -328,6 +360,20 @@ impl<'a, S: Sharing> Writer<'a, S> {
         clock: &mut impl FnMut() -> u64,
     ) -> Result<Committed, WriteError> {
         let mut grant = self.reserve(payload.len(), clock)?;
+        grant.write_payload(payload);
+        Ok(grant.commit(rtype))
+    }
+
+    /// [`Self::write`] with [`Self::try_reserve`]: a refused record is not
+    /// counted lost (the caller retries, or counts it).
+    #[inline]
+    pub fn try_write(
+        &self,
+        rtype: u16,
+        payload: &[u8],
+        clock: &mut impl FnMut() -> u64,
+    ) -> Result<Committed, WriteError> {
+        let mut grant = self.try_reserve(payload.len(), clock)?;
         grant.write_payload(payload);
         Ok(grant.commit(rtype))
     }

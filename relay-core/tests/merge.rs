@@ -367,3 +367,60 @@ fn commit_publishes_exactly_what_was_taken() {
         assert_eq!(consumed, 150, "consumed_records exact, cut at {cut}");
     }
 }
+
+/// A sub-buffer read in place that a process outside the protocol changes
+/// after it was validated (here: a record's length) is not cut short
+/// silently: the records delivered before the change stay delivered, and a
+/// corrupt event says how many of its records were lost.
+#[test]
+fn a_subbuffer_changed_after_validation_is_reported() {
+    let geo = geometry(512, 4, 1);
+    let mem = region(&geo);
+    let ch = create(&mem, geo, false);
+    let t = Cell::new(0u64);
+    let mut clock = || {
+        t.set(t.get() + 1);
+        t.get()
+    };
+    let w = ch.writer(0).unwrap();
+    for id in 0..6 {
+        w.write(1, &payload(id, 24), &mut clock).unwrap();
+    }
+    let _ = w.flush(&mut clock);
+    let mut m = Merger::new(cursors(&ch));
+    let mut ids = Vec::new();
+    match m.next(true) {
+        Step::Event(Event::Record { record, .. }) => {
+            ids.push(check_payload(record.payload, |_| 24))
+        }
+        other => panic!("{other:?}"),
+    }
+    // Record 2 (72 + 2 * 40 bytes into sub-buffer 0) now claims to run
+    // past the end of the sub-buffer.
+    let word = (geo.data_offset() as usize + 72 + 2 * 40) / 8;
+    let w0 = mem[word].load(std::sync::atomic::Ordering::Relaxed);
+    mem[word].store(
+        (w0 & !0xffff_ffff) | 4000,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let mut corrupt = None;
+    loop {
+        match m.next(true) {
+            Step::Event(Event::Record { record, .. }) => {
+                ids.push(check_payload(record.payload, |_| 24))
+            }
+            Step::Event(Event::Corrupt { error, .. }) => corrupt = Some(error),
+            Step::Event(e) => panic!("{e:?}"),
+            _ => break,
+        }
+    }
+    assert_eq!(ids, [0, 1]);
+    assert_eq!(
+        corrupt,
+        Some(relay_core::ReadError::Changed {
+            seq: 0,
+            records: 6,
+            delivered: 2
+        })
+    );
+}

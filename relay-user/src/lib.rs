@@ -44,6 +44,7 @@ pub mod error;
 pub mod file;
 pub mod frames;
 pub mod kernel;
+pub mod producer;
 pub mod relayfs;
 pub mod snapshot;
 pub mod stream;

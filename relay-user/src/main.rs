@@ -193,6 +193,11 @@ enum Command {
         /// Record type.
         #[arg(long = "type", default_value_t = 1)]
         rtype: u16,
+        /// When the channel is full, wait for a consumer to make room (at
+        /// most MS milliseconds per record; without a value, as long as it
+        /// takes) instead of refusing the record and counting it lost.
+        #[arg(long, value_name = "MS", num_args = 0..=1, default_missing_value = "18446744073709551615")]
+        block: Option<u64>,
     },
     /// Close every CPU's open sub-buffer so readers get it.
     Flush { path: PathBuf },
@@ -427,7 +432,12 @@ fn main() -> ExitCode {
             flush,
         } => snapshot(&path, &output, cpus, flush),
         Command::Stat { path, json } => stat(&path, json),
-        Command::Write { path, cpu, rtype } => write(&path, cpu, rtype),
+        Command::Write {
+            path,
+            cpu,
+            rtype,
+            block,
+        } => write(&path, cpu, rtype, block.map(Duration::from_millis)),
         Command::Flush { path } => flush(&path),
         Command::Demo {
             seconds,
@@ -1001,9 +1011,18 @@ fn stat(path: &Path, json: bool) -> Result<(), Error> {
     Ok(())
 }
 
-fn write(path: &Path, cpu: u32, rtype: u16) -> Result<(), Error> {
+fn write(path: &Path, cpu: u32, rtype: u16, block: Option<Duration>) -> Result<(), Error> {
     let file = ChannelFile::open(path, true)?;
     if file.is_kernel() {
+        if block.is_some() {
+            return Err(Error::Io {
+                path: path.to_path_buf(),
+                op: "write",
+                source: io::Error::other(
+                    "--block: a kernel channel's writers never wait (they may run in NMI context)",
+                ),
+            });
+        }
         return write_kernel(&file, cpu, rtype);
     }
     let Some(w) = file.writer(cpu) else {
@@ -1023,7 +1042,17 @@ fn write(path: &Path, cpu: u32, rtype: u16) -> Result<(), Error> {
             op: "read",
             source,
         })?;
-        match w.write(rtype, line.as_bytes(), &mut monotonic_ns) {
+        let done = match block {
+            Some(timeout) => relay_user::producer::write_waiting(
+                &w,
+                rtype,
+                line.as_bytes(),
+                &mut monotonic_ns,
+                timeout,
+            ),
+            None => w.write(rtype, line.as_bytes(), &mut monotonic_ns),
+        };
+        match done {
             Ok(_) => written += 1,
             Err(e) => {
                 refused += 1;

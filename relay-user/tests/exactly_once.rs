@@ -347,3 +347,80 @@ fn consumer_killed_200_times_loses_nothing() {
 fn overwrite_consumer_killed_200_times_loses_nothing() {
     kill_loop(true);
 }
+
+/// `relay write --block` into a channel far smaller than what it writes,
+/// with a consumer reading: it waits for room instead of losing, so every
+/// line arrives, in order, and nothing is counted lost.
+#[test]
+fn a_blocking_writer_loses_nothing() {
+    let p = tmp("block.relay");
+    let s = p.to_str().unwrap();
+    ok(&relay()
+        .args([
+            "create",
+            s,
+            "--subbuf-size",
+            "4096",
+            "--subbufs",
+            "4",
+            "--cpus",
+            "1",
+        ])
+        .output()
+        .unwrap());
+    let mut consumer = relay()
+        .args(["cat", "--consume", "--follow", "--latency", "5", s])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = consumer.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        out.read_to_string(&mut s).unwrap();
+        s
+    });
+    let lines = 20000u32;
+    let mut w = relay()
+        .args(["write", s, "--cpu", "0", "--block"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = w.stdin.take().unwrap();
+    for i in 0..lines {
+        writeln!(stdin, "cpu0-{i:05}").unwrap();
+    }
+    drop(stdin);
+    let wout = w.wait_with_output().unwrap();
+    let werr = String::from_utf8_lossy(&wout.stderr);
+    assert!(wout.status.success(), "{werr}");
+    assert!(
+        werr.contains(&format!("{lines} records written, 0 refused")),
+        "{werr}"
+    );
+    // The consumer drains what is left, then SIGINT ends it cleanly.
+    let start = std::time::Instant::now();
+    loop {
+        let stat = ok(&relay().args(["stat", "--json", s]).output().unwrap());
+        if stat.contains(&format!("\"produced\":{lines},\"consumed\":{lines},")) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{stat}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = libc::pid_t::try_from(consumer.id()).unwrap();
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    consumer.wait().unwrap();
+    let mut err = String::new();
+    consumer
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let got = parse(&reader.join().unwrap(), &err);
+    assert_eq!(got.ids[0], (0..lines).collect::<Vec<_>>());
+    assert!(got.lost.is_empty(), "{err}");
+}
