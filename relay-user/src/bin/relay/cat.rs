@@ -1,0 +1,320 @@
+//! `relay cat`: a channel file (snapshot or consumer), frames from
+//! read(), relayfs directories, blktrace.
+
+use super::*;
+
+pub(crate) fn cat(
+    path: &Path,
+    options: &StreamOptions,
+    json: bool,
+    raw: bool,
+    flush: bool,
+    consume: bool,
+) -> Result<(), Error> {
+    if path.is_dir() {
+        return cat_relayfs(path, options, json, raw);
+    }
+    if flush {
+        // As a producer (a kernel channel file is flushed by the module).
+        flush_all(&ChannelFile::open(path, true)?);
+    }
+    let file = if consume {
+        ChannelFile::open_consumer(path, &options.cpus)?
+    } else {
+        ChannelFile::open_snapshot(path)?
+    };
+    // A consumer commits a batch once stdout took it, so a batch must fit
+    // in one write a pipe takes whole or refuses (PIPE_BUF), and SIGINT or
+    // SIGTERM end the loop between batches instead of mid-way.
+    let terminating = relay_user::sys::catch_termination().map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        op: "sigaction",
+        source,
+    })?;
+    let chunk = if relay_user::sys::stdout_is_pipe() {
+        relay_user::sys::PIPE_BUF
+    } else {
+        64 * 1024
+    };
+    let mut stream = Stream::new(&file, options.clone()).stop_when(terminating);
+    let mut p = Printer {
+        out: Vec::with_capacity(2 * chunk),
+        path,
+        json,
+        raw,
+        corrupt: 0,
+        closed: false,
+        notes: Vec::new(),
+    };
+    while !terminating.load(Ordering::Acquire) {
+        let batch = stream.next_batch(usize::MAX, &mut |e| {
+            let before = p.out.len();
+            let record = matches!(e, Event::Record { .. });
+            p.print(e);
+            if record && before > 0 && p.out.len() > chunk {
+                p.out.truncate(before); // next batch
+                Flow::Stop
+            } else {
+                Flow::Take
+            }
+        });
+        if batch.is_none() {
+            break;
+        }
+        if relay_user::sys::write_stdout(&p.out).is_err() {
+            p.closed = true; // e.g. `| head`: what it took stays committed
+            break;
+        }
+        p.emit_notes();
+        p.out.clear();
+        stream.commit();
+    }
+    for (cpu, n) in stream.overrun_subbufs() {
+        eprintln!(
+            "relay: {}: cpu {cpu}: {n} sub-buffers were overwritten while this snapshot read them (their records are missing from it)",
+            path.display()
+        );
+    }
+    relay_user::sys::end_by_signal();
+    if p.corrupt == 0 {
+        Ok(())
+    } else {
+        Err(Error::Corrupt {
+            path: path.to_path_buf(),
+            subbufs: p.corrupt,
+        })
+    }
+}
+
+/// Where frames come from: standard input (`-`) or a file read().
+pub(crate) enum FrameSource {
+    Stdin(FrameReader<io::StdinLock<'static>>),
+    File(FrameReader<File>),
+}
+
+impl FrameSource {
+    pub(crate) fn open(path: &Path) -> Result<Self, Error> {
+        if path.as_os_str() == "-" {
+            return Ok(FrameSource::Stdin(FrameReader::new(
+                io::stdin().lock(),
+                "<stdin>",
+            )));
+        }
+        let file = File::open(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            op: "open",
+            source,
+        })?;
+        Ok(FrameSource::File(FrameReader::new(file, path)))
+    }
+
+    /// Every frame to `f`. A pipe ends at its end, follow or not; a file
+    /// read() in follow mode is polled again (until idle that long, if
+    /// given).
+    pub(crate) fn run(
+        &mut self,
+        follow: bool,
+        latency: Duration,
+        until_idle: Option<Duration>,
+        f: impl FnMut(Frame<'_>) -> bool,
+    ) -> Result<(), Error> {
+        let until = match (follow, until_idle) {
+            (false, _) => Until::Eof,
+            (true, None) => Until::Follow(latency),
+            (true, Some(idle)) => Until::Idle { latency, idle },
+        };
+        match self {
+            FrameSource::Stdin(r) => r.for_each(Until::Eof, f),
+            FrameSource::File(r) => r.for_each(until, f),
+        }
+    }
+
+    pub(crate) fn file(&self) -> Option<&File> {
+        match self {
+            FrameSource::Stdin(_) => None,
+            FrameSource::File(r) => Some(r.get_ref()),
+        }
+    }
+}
+
+/// `relay cat -` and `relay cat --read PATH`: decoded frames, printed like
+/// merged events.
+pub(crate) fn cat_frames(
+    path: &Path,
+    options: &StreamOptions,
+    json: bool,
+    raw: bool,
+) -> Result<(), Error> {
+    let name = if path.as_os_str() == "-" {
+        Path::new("<stdin>")
+    } else {
+        path
+    };
+    let stdout = io::stdout();
+    let mut p = Printer {
+        out: io::BufWriter::new(stdout.lock()),
+        path: name,
+        json,
+        raw,
+        corrupt: 0,
+        closed: false,
+        notes: Vec::new(),
+    };
+    let follow = options.follow;
+    let mut source = FrameSource::open(path)?;
+    source.run(follow, options.latency, None, |frame| {
+        let cpu = match frame {
+            Frame::Record { cpu, .. } | Frame::Lost { cpu, .. } | Frame::Corrupt { cpu, .. } => cpu,
+            Frame::Start { .. } => return true,
+        };
+        if options.cpus.is_empty() || options.cpus.contains(&cpu) {
+            p.frame(frame);
+            p.emit_notes();
+            if follow {
+                let _ = p.out.flush();
+            }
+        }
+        !p.closed
+    })?;
+    let _ = p.out.flush();
+    if p.corrupt == 0 {
+        Ok(())
+    } else {
+        Err(Error::Corrupt {
+            path: name.to_path_buf(),
+            subbufs: p.corrupt,
+        })
+    }
+}
+
+/// `relay cat DIR`: the per-CPU files of an existing relay channel, raw
+/// (no common framing): each chunk tagged with its CPU.
+pub(crate) fn cat_relayfs(
+    dir: &Path,
+    options: &StreamOptions,
+    json: bool,
+    raw: bool,
+) -> Result<(), Error> {
+    let (follow, cpus) = (options.follow, &options.cpus);
+    let mut files = RelayfsDir::open(dir)?;
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let mut offsets = vec![0u64; files.cpus().iter().max().map_or(0, |&m| m as usize + 1)];
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        let mut closed = false;
+        let n = files.read_available(|cpu, bytes| {
+            let off = offsets.get(cpu as usize).copied().unwrap_or(0);
+            let r = if !cpus.is_empty() && !cpus.contains(&cpu) {
+                Ok(())
+            } else if raw {
+                out.write_all(bytes)
+            } else if json {
+                writeln!(
+                    out,
+                    "{{\"cpu\":{cpu},\"offset\":{off},\"len\":{},\"data_hex\":\"{}\"}}",
+                    bytes.len(),
+                    hex(bytes)
+                )
+            } else {
+                writeln!(
+                    out,
+                    "cpu{cpu} offset={off} len={} {}",
+                    bytes.len(),
+                    text(bytes)
+                )
+            };
+            closed |= r.is_err();
+            if let Some(o) = offsets.get_mut(cpu as usize) {
+                *o += bytes.len() as u64;
+            }
+        })?;
+        if closed || !follow {
+            break;
+        }
+        let _ = out.flush();
+        if n == 0 {
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_millis(100));
+        } else {
+            backoff = Duration::from_millis(1);
+        }
+    }
+    let _ = out.flush();
+    Ok(())
+}
+
+/// `relay cat --format blktrace DIR...`: every directory's per-CPU files
+/// (one device each) decoded and merged as blkparse merges them; text as
+/// blkparse prints it, or one JSON object per event. Records that cannot be
+/// decoded are reported on stderr as they come; skipped ones are warnings,
+/// malformed or unreadable ones make the exit code non-zero at the end.
+pub(crate) fn cat_blktrace(
+    dirs: &[PathBuf],
+    options: blktrace::Options,
+    json: bool,
+    cpus: &[u32],
+) -> Result<(), Error> {
+    let mut inputs = Vec::new();
+    for dir in dirs {
+        for (cpu, path, reader) in RelayfsDir::open(dir)?.into_files() {
+            inputs.push(CpuInput { path, cpu, reader });
+        }
+    }
+    let mut decoder = Decoder::new(inputs, options);
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let mut line = Vec::new();
+    let (mut malformed, mut unreadable) = (0u64, 0u64);
+    let mut first_bad: Option<PathBuf> = None;
+    let mut backoff = Duration::from_millis(1);
+    while let Some(item) = decoder.next_item() {
+        match item {
+            Item::Event(e) => {
+                backoff = Duration::from_millis(1);
+                if !cpus.is_empty() && !cpus.contains(&e.cpu) {
+                    continue;
+                }
+                line.clear();
+                if json {
+                    e.write_json(&mut line);
+                } else {
+                    e.write_blkparse(&mut line);
+                }
+                if out.write_all(&line).is_err() {
+                    break; // stdout closed (e.g. `| head`)
+                }
+            }
+            Item::Problem(p) => {
+                match p.severity {
+                    Severity::Skipped => {
+                        eprintln!("relay: warning: {p}");
+                        continue;
+                    }
+                    Severity::Malformed => malformed += 1,
+                    Severity::Io => unreadable += 1,
+                }
+                eprintln!("relay: {p}");
+                if first_bad.is_none() {
+                    first_bad = Some(p.path.parent().unwrap_or(&p.path).to_path_buf());
+                }
+            }
+            Item::Idle => {
+                if out.flush().is_err() {
+                    break;
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_millis(100));
+            }
+        }
+    }
+    let _ = out.flush();
+    match first_bad {
+        None => Ok(()),
+        Some(path) => Err(Error::Decode {
+            path,
+            malformed,
+            unreadable,
+        }),
+    }
+}

@@ -1,0 +1,515 @@
+//! `relay`: create, read, verify, inspect and demo relay channels, and
+//! drive the kernel module.
+
+#![forbid(unsafe_code)]
+
+mod cat;
+mod demo;
+mod kmod;
+mod print;
+mod snapshot;
+mod stat;
+mod verify;
+mod write;
+
+use cat::*;
+use demo::*;
+use kmod::*;
+use print::*;
+use snapshot::*;
+use stat::*;
+use verify::*;
+use write::*;
+
+use std::fs::File;
+use std::io::{self, BufRead, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use relay_core::checked::{self, CpuTally, Verifier};
+use relay_core::frames::Frame;
+use relay_core::merge::Event;
+use relay_core::{ChannelFlags, FormatError, GeometryParams, Lost, Mode, ReadError};
+use relay_user::blktrace::{self, CpuInput, Decoder, Item, Severity};
+use relay_user::frames::Until;
+use relay_user::kernel;
+use relay_user::sys::monotonic_ns;
+use relay_user::{ChannelFile, Error, Flow, FrameReader, RelayfsDir, Stream, StreamOptions};
+
+/// Exit codes (distinct per kind of failure).
+mod exit {
+    pub const VERIFY: u8 = 1;
+    pub const IO: u8 = 3;
+    pub const FORMAT: u8 = 4;
+    /// Another consumer holds a CPU of the channel.
+    pub const BUSY: u8 = 5;
+}
+
+#[derive(Parser)]
+#[command(name = "relay", version, about = "Per-CPU relay channels, read through one file", after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+const EXAMPLES: &str = "Examples:
+  relay demo                                  writers on every CPU + a verified merged reader
+  relay create /dev/shm/t.relay --subbuf-size 65536 --subbufs 8
+  echo hello | relay write /dev/shm/t.relay --cpu 0
+  relay cat /dev/shm/t.relay                  all CPUs, merged by timestamp (a snapshot:
+                                              changes nothing, may run beside a consumer)
+  relay cat --consume /dev/shm/t.relay        the same, consumed: the next reader goes on
+  relay cat /dev/shm/t.relay --json --cpu 0   one JSON object per line
+  relay cat /dev/shm/t.relay --follow         keep reading new records (consumes)
+  relay cat /sys/kernel/debug/block/sda       an existing relay channel's per-CPU files, raw
+  relay cat --format blktrace DIR             blktrace's per-CPU files (trace0..N or
+                                              sda.blktrace.0..N) as blkparse prints them
+  relay snapshot /dev/shm/t.relay -o s.relay save what it holds now as a channel file
+  relay stat /dev/shm/t.relay                 per-CPU produced/consumed/lost/fill
+  relay verify /dev/shm/t.relay               check checked payloads and the loss accounting
+
+Kernel module (root):
+  relay kernel create t --subbuf-size 65536 --subbufs 8
+  relay kernel load /dev/relay/t --records 100000 --irq
+  relay verify /dev/relay/t                   the mapping; or: relay verify --read /dev/relay/t
+  cat /dev/relay/t | relay cat -              frames from read(), decoded
+  relay cat --read --follow /dev/relay/t.cpu1 one CPU, read() and poll()
+  relay kernel bench --records 1000000        relay-kmod vs relay_write()
+  relay kernel destroy t";
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a channel file.
+    Create {
+        path: PathBuf,
+        /// Bytes per sub-buffer (a power of two, 128 ..= 1 GiB).
+        #[arg(long, default_value_t = 65536)]
+        subbuf_size: u64,
+        /// Sub-buffers per CPU (0 means 8).
+        #[arg(long, default_value_t = 8)]
+        subbufs: u64,
+        /// Flight-recorder mode: overwrite the oldest data when full.
+        #[arg(long)]
+        overwrite: bool,
+        /// Number of per-CPU buffers (default: the CPUs of this machine).
+        #[arg(long)]
+        cpus: Option<u32>,
+    },
+    /// Print the records of all CPUs, merged by timestamp. A channel file is
+    /// read as a snapshot (read-only; nothing changes, any number may run
+    /// beside the consumer) unless --consume or --follow make it the
+    /// channel's consumer (one per CPU at a time; what it prints is gone for
+    /// the next consumer).
+    Cat {
+        /// Channel files, relayfs directories, or `-`: frames on standard
+        /// input (what a kernel channel file's read() returns).
+        paths: Vec<PathBuf>,
+        /// read() each PATH and decode frames instead of mapping it (a
+        /// kernel channel file, its .cpuN files, or saved frames).
+        #[arg(long)]
+        read: bool,
+        /// How to decode directories: `raw` (each CPU's bytes, tagged) or
+        /// `blktrace` (blk_io_trace records merged by time and printed as
+        /// Debian's blkparse prints them; several directories are several
+        /// devices, as blkparse -i dev1 -i dev2).
+        #[arg(long, value_enum, default_value_t = Format::Raw)]
+        format: Format,
+        /// One JSON object per line.
+        #[arg(long, conflicts_with = "raw")]
+        json: bool,
+        /// Payload bytes only, nothing else (not with --format blktrace).
+        #[arg(long)]
+        raw: bool,
+        /// Keep waiting for new records, as the channel's consumer.
+        #[arg(long, short)]
+        follow: bool,
+        /// Consume what is printed (claims each CPU read; a second consumer
+        /// is refused, exit code 5).
+        #[arg(long)]
+        consume: bool,
+        /// Only this CPU (repeatable).
+        #[arg(long = "cpu")]
+        cpus: Vec<u32>,
+        /// Follow mode: how long an idle CPU may hold back the others (ms).
+        #[arg(long, default_value_t = 100)]
+        latency: u64,
+        /// Flush every CPU first (for channels whose producers have exited
+        /// or use shared writers).
+        #[arg(long)]
+        flush: bool,
+    },
+    /// Check a stream of checked payloads (relay demo, relay kernel load)
+    /// against the loss accounting; exit 1 if anything is off. Consumes
+    /// (a mapped channel is claimed, as by relay cat --consume).
+    Verify {
+        /// A channel file (mapped), or `-`: frames on standard input.
+        path: PathBuf,
+        /// read() PATH and decode frames instead of mapping it.
+        #[arg(long)]
+        read: bool,
+        /// Keep reading new records (until idle, see --until-idle).
+        #[arg(long, short)]
+        follow: bool,
+        /// Follow mode: end once nothing came for this long (ms).
+        #[arg(long, default_value_t = 2000)]
+        until_idle: u64,
+        /// Follow mode: how long an idle CPU may hold back the others (ms);
+        /// with --read, the poll timeout.
+        #[arg(long, default_value_t = 100)]
+        latency: u64,
+        /// The stream may begin after records an earlier reader consumed.
+        #[arg(long)]
+        resume: bool,
+        /// Fail unless the losses reported add up to N.
+        #[arg(long, value_name = "N")]
+        expect_lost: Option<u64>,
+        /// Fail unless N records were delivered.
+        #[arg(long, value_name = "N")]
+        expect_records: Option<u64>,
+        /// The channel's mode (default: the channel header's; for frames
+        /// without one, overwrite if a loss to overwriting is reported).
+        #[arg(long, value_enum)]
+        mode: Option<ModeArg>,
+        /// A line per CPU.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Save what a channel holds now as a channel file of its own (the
+    /// flight recorder's snapshot): every relay command reads FILE later as
+    /// it would have read the channel now. Read-only, like `relay cat`:
+    /// consumes nothing; a kernel channel is flushed first where you may
+    /// write to it.
+    Snapshot {
+        /// The channel file (or kernel channel file).
+        path: PathBuf,
+        /// The new channel file (must not exist).
+        #[arg(long, short)]
+        output: PathBuf,
+        /// Only this CPU (repeatable).
+        #[arg(long = "cpu")]
+        cpus: Vec<u32>,
+        /// Flush every CPU first (a plain channel file, as a producer).
+        #[arg(long)]
+        flush: bool,
+    },
+    /// Per-CPU statistics (read-only: needs no write access, changes nothing).
+    Stat {
+        path: PathBuf,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write each line of standard input as a record on one CPU buffer.
+    Write {
+        path: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        cpu: u32,
+        /// Record type.
+        #[arg(long = "type", default_value_t = 1)]
+        rtype: u16,
+        /// When the channel is full, wait for a consumer to make room (at
+        /// most MS milliseconds per record; without a value, as long as it
+        /// takes) instead of refusing the record and counting it lost.
+        #[arg(long, value_name = "MS", num_args = 0..=1, default_missing_value = "18446744073709551615")]
+        block: Option<u64>,
+    },
+    /// Close every CPU's open sub-buffer so readers get it.
+    Flush { path: PathBuf },
+    /// The kernel module: create and destroy channels, load, benchmark.
+    Kernel {
+        #[command(subcommand)]
+        command: KernelCommand,
+    },
+    /// Writers on every CPU and one merged reader, then a verified summary.
+    Demo {
+        /// How long the writers run.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Flight-recorder mode.
+        #[arg(long)]
+        overwrite: bool,
+        /// Number of CPU buffers and writer threads.
+        #[arg(long)]
+        cpus: Option<u32>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KernelCommand {
+    /// Create channel NAME: /dev/relay/NAME (and NAME.cpuN).
+    Create {
+        /// 1 ..= 31 of A-Z a-z 0-9 _ -.
+        name: String,
+        /// Bytes per sub-buffer (a power of two, 128 ..= 1 GiB).
+        #[arg(long, default_value_t = 65536)]
+        subbuf_size: u64,
+        /// Sub-buffers per CPU (0 means 8).
+        #[arg(long, default_value_t = 8)]
+        subbufs: u64,
+        /// Flight-recorder mode.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Destroy channel NAME (open files keep its memory until closed).
+    Destroy {
+        /// NAME or /dev/relay/NAME.
+        name: String,
+    },
+    /// Write checked payloads from a kthread on every CPU, in the kernel.
+    Load {
+        /// The channel file, /dev/relay/NAME.
+        path: PathBuf,
+        /// Records per CPU.
+        #[arg(long)]
+        records: u64,
+        /// Payload bytes (32 ..= 65536).
+        #[arg(long, default_value_t = 64)]
+        size: u32,
+        /// Records per second per CPU (0: as fast as possible).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// Also write from a hard-IRQ timer on every CPU.
+        #[arg(long)]
+        irq: bool,
+        /// Also write from NMI (sent by that timer to the next CPU).
+        #[arg(long)]
+        nmi: bool,
+    },
+    /// Time relay-kmod's writer against the kernel's relay_write().
+    Bench {
+        /// Records per CPU, each way.
+        #[arg(long)]
+        records: u64,
+        /// Payload bytes (8 ..= 4096, at most half a sub-buffer).
+        #[arg(long, default_value_t = 64)]
+        size: u32,
+        /// Sub-buffer size of both channels (overwrite mode, no reader).
+        #[arg(long, default_value_t = 65536)]
+        subbuf_size: u64,
+        /// Sub-buffers per CPU of both channels.
+        #[arg(long, default_value_t = 8)]
+        subbufs: u64,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    NoOverwrite,
+    Overwrite,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Mode {
+        match m {
+            ModeArg::NoOverwrite => Mode::NoOverwrite,
+            ModeArg::Overwrite => Mode::Overwrite,
+        }
+    }
+}
+
+/// How `relay cat` decodes a directory of per-CPU files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// Each CPU's bytes as they are, tagged with the CPU.
+    Raw,
+    /// blktrace records, merged and printed like blkparse.
+    Blktrace,
+}
+
+/// Exits with clap's usage error (exit code 2).
+fn usage_error(msg: String) -> ! {
+    Cli::command()
+        .error(clap::error::ErrorKind::ArgumentConflict, msg)
+        .exit()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A channel file truncated under us: a clear error and exit 3, not a
+    // death by SIGBUS.
+    if let Err(e) = relay_user::truncation::exit_on_truncation("relay", exit::IO) {
+        eprintln!("relay: sigaction(SIGBUS): {e}");
+    }
+    let result = match cli.command {
+        Command::Create {
+            path,
+            subbuf_size,
+            subbufs,
+            overwrite,
+            cpus,
+        } => create(&path, subbuf_size, subbufs, overwrite, cpus).map(|f| {
+            let g = f.geometry();
+            println!(
+                "{}: {} CPUs x {} x {} bytes, {} mode, {} bytes",
+                path.display(),
+                g.cpu_count(),
+                g.subbuf_count(),
+                g.subbuf_size(),
+                if overwrite {
+                    "overwrite"
+                } else {
+                    "no-overwrite"
+                },
+                g.total_size()
+            );
+        }),
+        Command::Cat {
+            paths,
+            format: Format::Blktrace,
+            json,
+            raw,
+            follow,
+            cpus,
+            latency,
+            ..
+        } => {
+            if raw {
+                usage_error("--raw cannot be used with --format blktrace".into());
+            }
+            if let Some(p) = paths.iter().find(|p| p.exists() && !p.is_dir()) {
+                usage_error(format!(
+                    "--format blktrace reads directories of per-CPU files; {} is not one",
+                    p.display()
+                ));
+            }
+            let options = blktrace::Options {
+                follow,
+                latency: Duration::from_millis(latency),
+                cgroup: json,
+            };
+            cat_blktrace(&paths, options, json, &cpus)
+        }
+        Command::Cat {
+            paths,
+            format: Format::Raw,
+            read,
+            json,
+            raw,
+            follow,
+            consume,
+            cpus,
+            latency,
+            flush,
+        } => {
+            let options = StreamOptions {
+                cpus,
+                follow,
+                latency: Duration::from_millis(latency),
+                until_idle: None,
+            };
+            paths.iter().try_for_each(|p| {
+                if p.as_os_str() == "-" || read {
+                    cat_frames(p, &options, json, raw)
+                } else {
+                    cat(p, &options, json, raw, flush, consume || follow)
+                }
+            })
+        }
+        Command::Verify {
+            path,
+            read,
+            follow,
+            until_idle,
+            latency,
+            resume,
+            expect_lost,
+            expect_records,
+            mode,
+            verbose,
+        } => {
+            let o = VerifyOptions {
+                follow,
+                until_idle: Duration::from_millis(until_idle),
+                latency: Duration::from_millis(latency),
+                resume,
+                expect_lost,
+                expect_records,
+                mode: mode.map(Mode::from),
+                verbose,
+            };
+            let r = if path.as_os_str() == "-" || read {
+                verify_frames(&path, &o)
+            } else {
+                verify_mapped(&path, &o)
+            };
+            match r {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::from(exit::VERIFY),
+                Err(e) => Err(e),
+            }
+        }
+        Command::Kernel { command } => kernel_command(command),
+        Command::Snapshot {
+            path,
+            output,
+            cpus,
+            flush,
+        } => snapshot(&path, &output, cpus, flush),
+        Command::Stat { path, json } => stat(&path, json),
+        Command::Write {
+            path,
+            cpu,
+            rtype,
+            block,
+        } => write(&path, cpu, rtype, block.map(Duration::from_millis)),
+        Command::Flush { path } => flush(&path),
+        Command::Demo {
+            seconds,
+            overwrite,
+            cpus,
+        } => return demo(seconds, overwrite, cpus),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("relay: {e}");
+            ExitCode::from(match e {
+                Error::Io { .. } | Error::Kernel(_) => exit::IO,
+                Error::Decode { unreadable, .. } if unreadable > 0 => exit::IO,
+                Error::Busy { .. } => exit::BUSY,
+                _ => exit::FORMAT,
+            })
+        }
+    }
+}
+
+fn cpu_count(cpus: Option<u32>) -> u32 {
+    cpus.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
+}
+
+fn create(
+    path: &Path,
+    subbuf_size: u64,
+    subbufs: u64,
+    overwrite: bool,
+    cpus: Option<u32>,
+) -> Result<ChannelFile, Error> {
+    let flags = if overwrite {
+        ChannelFlags::OVERWRITE
+    } else {
+        ChannelFlags::empty()
+    };
+    let params = GeometryParams {
+        subbuf_size,
+        subbuf_count: subbufs,
+        cpu_count: cpu_count(cpus),
+        page_size: 0,
+    };
+    ChannelFile::create(path, params, flags)
+}
+
+/// Closes every CPU's open sub-buffer: through the module for a kernel
+/// channel file, as a producer otherwise.
+fn flush_all(file: &ChannelFile) {
+    for cpu in 0..file.geometry().cpu_count() {
+        if file.is_kernel() {
+            let _ = file.flush_cpu(cpu);
+        } else if let Some(w) = file.writer(cpu) {
+            let _ = w.flush(&mut monotonic_ns);
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Printing merged events: text, JSON or raw payloads.
+
+use super::*;
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub(crate) fn text(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .flat_map(|&b| std::ascii::escape_default(b))
+        .map(char::from)
+        .collect()
+}
+
+/// `relay cat`'s output.
+pub(crate) struct Printer<'p, W: Write> {
+    pub(crate) out: W,
+    pub(crate) path: &'p Path,
+    pub(crate) json: bool,
+    pub(crate) raw: bool,
+    pub(crate) corrupt: u64,
+    /// stdout was closed (e.g. `| head`): stop quietly.
+    pub(crate) closed: bool,
+    /// Lines for standard error, printed with [`Self::emit_notes`].
+    pub(crate) notes: Vec<String>,
+}
+
+impl<W: Write> Printer<'_, W> {
+    /// A decoded frame, printed as the merged event it carries.
+    pub(crate) fn frame(&mut self, frame: Frame<'_>) {
+        match frame {
+            Frame::Corrupt { cpu, message, .. } => {
+                eprintln!("relay: {}: cpu {cpu}: {message}", self.path.display());
+                self.corrupt += 1;
+            }
+            f => {
+                if let Some(e) = relay_user::frames::event(&f) {
+                    self.print(e);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn print(&mut self, event: Event<'_>) {
+        if self.closed {
+            return;
+        }
+        let (out, path, json) = (&mut self.out, self.path, self.json);
+        let r = match event {
+            Event::Record { record, .. } if self.raw => out.write_all(record.payload),
+            Event::Record { cpu, record } if json => writeln!(
+                out,
+                "{{\"ts\":{},\"cpu\":{cpu},\"type\":{},\"len\":{},\"payload_hex\":\"{}\"}}",
+                record.ts,
+                record.rtype,
+                record.payload.len(),
+                hex(record.payload)
+            ),
+            Event::Record { cpu, record } => writeln!(
+                out,
+                "{} cpu{cpu} type={} len={} {}",
+                record.ts,
+                record.rtype,
+                record.payload.len(),
+                text(record.payload)
+            ),
+            Event::Lost {
+                cpu,
+                lost,
+                ts,
+                total,
+            } => {
+                self.notes.push(format!(
+                    "relay: {}: cpu {cpu} lost {} records before ts {ts} (full {}, too big {}, overwritten {}; {} in all)",
+                    path.display(),
+                    lost.total(),
+                    lost.full,
+                    lost.too_big,
+                    lost.overwrite,
+                    total.total(),
+                ));
+                if json {
+                    writeln!(
+                        out,
+                        "{{\"ts\":{ts},\"cpu\":{cpu},\"lost\":{{\"full\":{},\"too_big\":{},\"overwrite\":{}}},\"lost_total\":{{\"full\":{},\"too_big\":{},\"overwrite\":{}}}}}",
+                        lost.full, lost.too_big, lost.overwrite, total.full, total.too_big, total.overwrite
+                    )
+                } else {
+                    Ok(())
+                }
+            }
+            Event::Corrupt { cpu, error } => {
+                self.notes
+                    .push(format!("relay: {}: cpu {cpu}: {error}", path.display()));
+                self.corrupt += 1;
+                Ok(())
+            }
+        };
+        self.closed = r.is_err();
+    }
+
+    /// Prints the messages for standard error that the events printed so
+    /// far produced (after the output that carries those events was
+    /// written, so that both go out or neither).
+    pub(crate) fn emit_notes(&mut self) {
+        for note in self.notes.drain(..) {
+            eprintln!("{note}");
+        }
+    }
+}

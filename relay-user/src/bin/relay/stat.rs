@@ -1,0 +1,70 @@
+//! `relay stat`: per-CPU statistics, read-only.
+
+use super::*;
+
+pub(crate) fn stat(path: &Path, json: bool) -> Result<(), Error> {
+    let file = ChannelFile::open_snapshot(path)?;
+    let g = *file.geometry();
+    let rows: Vec<_> = (0..g.cpu_count())
+        .filter_map(|cpu| file.stats(cpu).map(|s| (cpu, s)))
+        .collect();
+    // The module also says how much memory the channel holds.
+    let memory = if file.is_kernel() {
+        let (_, bytes) =
+            kernel::stats(file.as_fd()).map_err(|e| e.with_target(path.display().to_string()))?;
+        Some(bytes)
+    } else {
+        None
+    };
+    if json {
+        for (cpu, s) in rows {
+            println!(
+                "{{\"cpu\":{cpu},\"produced\":{},\"consumed\":{},\"lost_full\":{},\"lost_too_big\":{},\"lost_overwrite\":{},\"ready_subbufs\":{},\"subbufs\":{}}}",
+                s.produced, s.consumed_records, s.lost.full, s.lost.too_big, s.lost.overwrite, s.ready_subbufs, g.subbuf_count()
+            );
+        }
+        if let Some(bytes) = memory {
+            println!("{{\"memory_bytes\":{bytes}}}");
+        }
+        return Ok(());
+    }
+    println!(
+        "{}: {} CPUs x {} x {} bytes, {}",
+        path.display(),
+        g.cpu_count(),
+        g.subbuf_count(),
+        g.subbuf_size(),
+        if file.flags().contains(ChannelFlags::OVERWRITE) {
+            "overwrite"
+        } else {
+            "no-overwrite"
+        }
+    );
+    println!(" cpu     produced     consumed    lost:full  lost:too_big  lost:overwrite   fill");
+    let mut total = (0, 0, Lost::default());
+    for (cpu, s) in rows {
+        println!(
+            " {cpu:>3} {:>12} {:>12} {:>12} {:>13} {:>15}   {}/{}",
+            s.produced,
+            s.consumed_records,
+            s.lost.full,
+            s.lost.too_big,
+            s.lost.overwrite,
+            s.ready_subbufs,
+            g.subbuf_count()
+        );
+        total.0 += s.produced;
+        total.1 += s.consumed_records;
+        total.2.full += s.lost.full;
+        total.2.too_big += s.lost.too_big;
+        total.2.overwrite += s.lost.overwrite;
+    }
+    println!(
+        " all {:>12} {:>12} {:>12} {:>13} {:>15}",
+        total.0, total.1, total.2.full, total.2.too_big, total.2.overwrite
+    );
+    if let Some(bytes) = memory {
+        println!("memory: {bytes} bytes");
+    }
+    Ok(())
+}

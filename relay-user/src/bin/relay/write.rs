@@ -1,0 +1,122 @@
+//! `relay write` and `relay flush`: the userspace producer side.
+
+use super::*;
+
+pub(crate) fn write(
+    path: &Path,
+    cpu: u32,
+    rtype: u16,
+    block: Option<Duration>,
+) -> Result<(), Error> {
+    let file = ChannelFile::open(path, true)?;
+    if file.is_kernel() {
+        if block.is_some() {
+            return Err(Error::Io {
+                path: path.to_path_buf(),
+                op: "write",
+                source: io::Error::other(
+                    "--block: a kernel channel's writers never wait (they may run in NMI context)",
+                ),
+            });
+        }
+        return write_kernel(&file, cpu, rtype);
+    }
+    let Some(w) = file.writer(cpu) else {
+        return Err(Error::Io {
+            path: path.to_path_buf(),
+            op: "write",
+            source: io::Error::other(format!(
+                "cpu: {cpu} is not below cpu_count {}",
+                file.geometry().cpu_count()
+            )),
+        });
+    };
+    let (mut written, mut refused) = (0u64, 0u64);
+    for line in io::stdin().lock().lines() {
+        let line = line.map_err(|source| Error::Io {
+            path: PathBuf::from("<stdin>"),
+            op: "read",
+            source,
+        })?;
+        let done = match block {
+            Some(timeout) => relay_user::producer::write_waiting(
+                &w,
+                rtype,
+                line.as_bytes(),
+                &mut monotonic_ns,
+                timeout,
+            ),
+            None => w.write(rtype, line.as_bytes(), &mut monotonic_ns),
+        };
+        match done {
+            Ok(_) => written += 1,
+            Err(e) => {
+                refused += 1;
+                eprintln!(
+                    "relay: {}: record {}: {e}",
+                    path.display(),
+                    written + refused
+                );
+            }
+        }
+    }
+    let _ = w.flush(&mut monotonic_ns);
+    eprintln!(
+        "relay: {}: cpu {cpu}: {written} records written, {refused} refused",
+        path.display()
+    );
+    Ok(())
+}
+
+/// `relay write` on a kernel channel file: each write() is one record (of
+/// type 1) on the CPU the thread runs on, so run on `cpu`.
+pub(crate) fn write_kernel(file: &ChannelFile, cpu: u32, rtype: u16) -> Result<(), Error> {
+    let path = file.path();
+    let problem = |op, source| Error::Io {
+        path: path.to_path_buf(),
+        op,
+        source,
+    };
+    if rtype != 1 {
+        return Err(problem(
+            "write",
+            io::Error::other(format!(
+                "type: a kernel channel file's write() records have type 1, not {rtype}"
+            )),
+        ));
+    }
+    relay_user::sys::pin_to_cpu(cpu).map_err(|e| problem("run on cpu", e))?;
+    let (mut written, mut refused) = (0u64, 0u64);
+    let mut out = file.file();
+    for line in io::stdin().lock().lines() {
+        let line = line.map_err(|source| Error::Io {
+            path: PathBuf::from("<stdin>"),
+            op: "read",
+            source,
+        })?;
+        match out.write(line.as_bytes()) {
+            Ok(n) if n == line.len() => written += 1,
+            r => {
+                refused += 1;
+                let why = r.map_or_else(|e| e.to_string(), |n| format!("{n} bytes taken"));
+                eprintln!(
+                    "relay: {}: record {}: {why}",
+                    path.display(),
+                    written + refused
+                );
+            }
+        }
+    }
+    let _ = file.flush_cpu(cpu);
+    eprintln!(
+        "relay: {}: cpu {cpu}: {written} records written, {refused} refused",
+        path.display()
+    );
+    Ok(())
+}
+
+pub(crate) fn flush(path: &Path) -> Result<(), Error> {
+    let file = ChannelFile::open(path, true)?;
+    flush_all(&file);
+    Ok(())
+}
