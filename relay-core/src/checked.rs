@@ -267,6 +267,7 @@ impl<'t> Verifier<'t> {
                     t.lost.full = t.lost.full.wrapping_add(lost.full);
                     t.lost.too_big = t.lost.too_big.wrapping_add(lost.too_big);
                     t.lost.overwrite = t.lost.overwrite.wrapping_add(lost.overwrite);
+                    t.lost.abandoned = t.lost.abandoned.wrapping_add(lost.abandoned);
                 }
                 None => self.fail(cpu, "lost event of an unknown CPU", 0, u64::from(cpu)),
             },

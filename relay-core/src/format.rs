@@ -240,6 +240,9 @@ pub mod producer {
     pub const LOST_FULL: usize = 8;
     /// Records dropped because they exceed the largest payload (cumulative).
     pub const LOST_TOO_BIG: usize = 9;
+    /// Records whose writer died before committing them, or that a repair
+    /// could not reach after such a record (cumulative; format 1.1).
+    pub const LOST_ABANDONED: usize = 13;
     /// Records in sub-buffers reclaimed before a reader consumed them.
     pub const LOST_OVERWRITE: usize = 10;
     /// Records in sealed sub-buffers (cumulative): what readers can get.
@@ -275,6 +278,8 @@ pub mod consumer {
     /// before a consumer delivered them, counted lost by the consumer that
     /// found them (part of `reported_overwrite`; format 1.1).
     pub const LOST_CLAIMED: usize = 9;
+    /// Abandoned records already reported (format 1.1).
+    pub const REPORTED_ABANDONED: usize = 10;
 }
 
 /// The sub-buffer header: the first [`SUBBUF_HEADER_SIZE`] bytes of every
@@ -314,8 +319,9 @@ pub struct SubbufHeader {
     pub close_flags: u32,
     /// Records committed in this sub-buffer (discarded reservations excluded).
     pub records: u32,
-    /// Zero.
-    pub reserved: u32,
+    /// Records of this sub-buffer lost because their writer died (set by
+    /// a repair, with [`close_flags::ABANDONED`]; 0 otherwise).
+    pub abandoned: u32,
 }
 
 const_assert_eq!(core::mem::size_of::<SubbufHeader>(), SUBBUF_HEADER_SIZE);
@@ -339,7 +345,7 @@ const_assert_eq!(
     subbuf::CONTENT * 8 + 4
 );
 const_assert_eq!(offset_of!(SubbufHeader, records), subbuf::RECORDS * 8);
-const_assert_eq!(offset_of!(SubbufHeader, reserved), subbuf::RECORDS * 8 + 4);
+const_assert_eq!(offset_of!(SubbufHeader, abandoned), subbuf::RECORDS * 8 + 4);
 
 /// Word indices of the sub-buffer header, grouped by who writes them.
 pub mod subbuf {
@@ -359,7 +365,8 @@ pub mod subbuf {
     pub const TS_END: usize = 6;
     /// Closer: content size (low half) and close flags (high half).
     pub const CONTENT: usize = 7;
-    /// Sealer: record count (low half).
+    /// Sealer: record count (low half); a repair: records abandoned (high
+    /// half, format 1.1).
     pub const RECORDS: usize = 8;
 }
 
@@ -367,6 +374,8 @@ pub mod subbuf {
 pub mod close_flags {
     /// Closed by a flush rather than by a record that did not fit.
     pub const FLUSHED: u32 = 1;
+    /// Closed and sealed by a repair after its writer died (format 1.1).
+    pub const ABANDONED: u32 = 2;
 }
 
 /// The record header, [`RECORD_HEADER_SIZE`] bytes in front of each payload.
@@ -403,6 +412,12 @@ const_assert_eq!(offset_of!(RecordHeader, ts), 8);
 pub mod record_flags {
     /// The producer reserved this space and then discarded it: skip it.
     pub const DISCARDED: u16 = 1;
+    /// Reserved and not committed yet: the writer stores `len` with this
+    /// flag right after its reservation, and the final flags when it
+    /// commits, so that a repair can tell a dead writer's reservation from
+    /// committed records (see `Writer::repair_abandoned`). Never in a sealed
+    /// sub-buffer.
+    pub const RESERVED: u16 = 2;
 }
 
 impl RecordHeader {
@@ -664,7 +679,7 @@ impl<'b> SubbufView<'b> {
             content_size: lo(word(subbuf::CONTENT)),
             close_flags: hi(word(subbuf::CONTENT)),
             records: lo(word(subbuf::RECORDS)),
-            reserved: hi(word(subbuf::RECORDS)),
+            abandoned: hi(word(subbuf::RECORDS)),
         };
         check("subbuf.seq", 0, header.seq, Rule::Equals(seq))?;
         check("subbuf.cpu", 8, header.cpu.into(), Rule::Equals(cpu.into()))?;
@@ -692,7 +707,7 @@ impl<'b> SubbufView<'b> {
             "subbuf.close_flags",
             60,
             header.close_flags.into(),
-            Rule::KnownBits(close_flags::FLUSHED.into()),
+            Rule::KnownBits((close_flags::FLUSHED | close_flags::ABANDONED).into()),
         )?;
         let content_bytes = bytes.get(..content).unwrap_or(&[]);
 
@@ -1006,7 +1021,7 @@ mod tests {
         assert_eq!(bad(&|b| put(b, 56, 80)).field, "subbuf.content_size");
         assert_eq!(bad(&|b| put(b, 56, 124)).field, "subbuf.content_size");
         assert_eq!(
-            bad(&|b| put(b, 56, 120 | 2 << 32)).field,
+            bad(&|b| put(b, 56, 120 | 4 << 32)).field,
             "subbuf.close_flags"
         );
         assert_eq!(bad(&|b| put(b, 64, 3)).field, "subbuf.records");
@@ -1014,6 +1029,11 @@ mod tests {
         assert_eq!(bad(&|b| put(b, 72, 1000)).field, "record.len");
         assert_eq!(
             bad(&|b| put(b, 72, RecordHeader::word0(24, 0, 4))).field,
+            "record.flags"
+        );
+        // Reserved and never committed: never in a sealed sub-buffer.
+        assert_eq!(
+            bad(&|b| put(b, 72, RecordHeader::word0(24, 0, record_flags::RESERVED))).field,
             "record.flags"
         );
         let e = SubbufView::parse(&good[..255], &g, 5, 0).unwrap_err();

@@ -19,8 +19,9 @@
 //!
 //! Bodies: *start* (the first frame of every open file) is the 8 bytes
 //! `RELAYSTR` and a `u32` version and a `u32` 0; *record* is the payload;
-//! *lost* is six `u64`: full, too big, overwritten, then the CPU's totals
-//! reported so far in the same order (this loss included); *corrupt* is the
+//! *lost* is eight `u64`: full, too big, overwritten, abandoned, then the
+//! CPU's totals reported so far in the same order (this loss included);
+//! *corrupt* is the
 //! skipped sub-buffer's sequence number (`u64`) and a UTF-8 message.
 //! All integers are little-endian.
 
@@ -38,7 +39,7 @@ pub const STREAM_VERSION: u32 = 2;
 const MESSAGE_MAX: usize = 160;
 
 /// Bytes of a lost frame's body.
-const LOST_BODY: usize = 48;
+const LOST_BODY: usize = 64;
 
 const KIND_START: u16 = 0;
 const KIND_RECORD: u16 = 1;
@@ -213,9 +214,11 @@ pub fn encode(event: &Event<'_>, out: &mut [u8]) -> Option<usize> {
                 lost.full,
                 lost.too_big,
                 lost.overwrite,
+                lost.abandoned,
                 total.full,
                 total.too_big,
                 total.overwrite,
+                total.abandoned,
             ];
             for (i, w) in words.iter().enumerate() {
                 let at = FRAME_HEADER_SIZE + 8 * i;
@@ -318,12 +321,13 @@ pub fn decode(bytes: &[u8]) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
                 full: u64_at(body, at),
                 too_big: u64_at(body, at + 8),
                 overwrite: u64_at(body, at + 16),
+                abandoned: u64_at(body, at + 24),
             };
             Frame::Lost {
                 cpu,
                 ts,
                 lost: lost_at(0),
-                total: lost_at(24),
+                total: lost_at(32),
             }
         }
         _ => Frame::Corrupt {
@@ -370,6 +374,7 @@ mod tests {
             full: 1,
             too_big: 2,
             overwrite: 3,
+            abandoned: 4,
         };
         roundtrip(
             Event::Lost {

@@ -75,5 +75,5 @@ pub use policy::{ChannelFlags, Mode};
 pub use reader::{CpuReader, CpuStats, Delivery, Lost, ReadError};
 pub use sync::AtomicU64;
 pub use writer::{
-    Committed, CpuLocal, Detached, Flushed, Grant, Shared, Sharing, WriteError, Writer,
+    Committed, CpuLocal, Detached, Flushed, Grant, Repaired, Shared, Sharing, WriteError, Writer,
 };

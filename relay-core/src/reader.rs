@@ -90,6 +90,9 @@ pub struct Lost {
     pub too_big: u64,
     /// Reclaimed by the writer before any reader consumed them.
     pub overwrite: u64,
+    /// Their writer died before committing them (or they sat after such a
+    /// record in a sub-buffer a repair closed).
+    pub abandoned: u64,
 }
 
 impl Lost {
@@ -98,6 +101,7 @@ impl Lost {
         self.full
             .wrapping_add(self.too_big)
             .wrapping_add(self.overwrite)
+            .wrapping_add(self.abandoned)
     }
 
     /// Whether nothing was lost.
@@ -112,6 +116,7 @@ impl Lost {
             full: self.full.saturating_sub(earlier.full),
             too_big: self.too_big.saturating_sub(earlier.too_big),
             overwrite: self.overwrite.saturating_sub(earlier.overwrite),
+            abandoned: self.abandoned.saturating_sub(earlier.abandoned),
         }
     }
 
@@ -121,6 +126,7 @@ impl Lost {
             full: self.full.wrapping_add(other.full),
             too_big: self.too_big.wrapping_add(other.too_big),
             overwrite: self.overwrite.wrapping_add(other.overwrite),
+            abandoned: self.abandoned.wrapping_add(other.abandoned),
         }
     }
 }
@@ -240,6 +246,7 @@ impl CpuStats {
                 full: b.load(producer::LOST_FULL),
                 too_big: b.load(producer::LOST_TOO_BIG),
                 overwrite: b.load(producer::LOST_OVERWRITE),
+                abandoned: b.load(producer::LOST_ABANDONED),
             },
             sealed_subbufs: sealed,
             consumed_subbufs: consumed,
@@ -264,6 +271,7 @@ fn load(w: Option<&AtomicU64>) -> u64 {
 const REPORTED_FULL: usize = 4;
 const REPORTED_TOO_BIG: usize = 5;
 const REPORTED_OVERWRITE: usize = 6;
+const REPORTED_ABANDONED: usize = consumer::REPORTED_ABANDONED;
 
 /// How many times [`CpuReader::next`] retries after losing a race with an
 /// overwriting writer before it returns (the caller calls again later).
@@ -372,6 +380,7 @@ impl<'a> CpuReader<'a> {
                 full: w(REPORTED_FULL),
                 too_big: w(REPORTED_TOO_BIG),
                 overwrite: w(REPORTED_OVERWRITE),
+                abandoned: w(REPORTED_ABANDONED),
             },
             lost_claimed: w(consumer::LOST_CLAIMED),
         };
@@ -483,6 +492,7 @@ impl<'a> CpuReader<'a> {
         store(REPORTED_FULL, p.reported.full, Ordering::Relaxed);
         store(REPORTED_TOO_BIG, p.reported.too_big, Ordering::Relaxed);
         store(REPORTED_OVERWRITE, p.reported.overwrite, Ordering::Relaxed);
+        store(REPORTED_ABANDONED, p.reported.abandoned, Ordering::Relaxed);
         store(consumer::LOST_CLAIMED, p.lost_claimed, Ordering::Relaxed);
         store(consumer::CONSUMED_RECORDS, p.records, Ordering::Relaxed);
         if self.b.mode == Mode::NoOverwrite && p.next != self.committed.next {
@@ -540,6 +550,7 @@ impl<'a> CpuReader<'a> {
     /// counted by a recovering consumer were never in them.
     fn writer_baseline(&self) -> Lost {
         let mut base = self.local.reported;
+        base.abandoned = 0; // never compared with a writer's count
         base.overwrite = base.overwrite.wrapping_sub(self.local.lost_claimed);
         base
     }
@@ -576,8 +587,14 @@ impl<'a> CpuReader<'a> {
                 Mode::Overwrite => overwritten,
                 Mode::NoOverwrite => h.lost_overwrite,
             },
+            abandoned: 0,
         };
         let mut lost_before = now.since(&self.writer_baseline());
+        // Abandoned records are counted in the sub-buffer that held them:
+        // reported with its first record (not again when resuming in it).
+        if self.resume_offset(seq) == SUBBUF_HEADER_SIZE as u64 {
+            lost_before.abandoned = h.abandoned.into();
+        }
         if let ClaimedLoss::Owed(n) = self.claimed_loss {
             lost_before.overwrite = lost_before.overwrite.wrapping_add(n);
             self.claimed_loss = ClaimedLoss::HandedOut(n);
@@ -917,6 +934,8 @@ impl<'a> CpuReader<'a> {
             }
         }
         let mut writers = self.stats().lost.since(&self.writer_baseline());
+        // Reported in place, with the sub-buffers that held them.
+        writers.abandoned = 0;
         if self.snapshot.is_some_and(|p| p.started) && self.b.mode == Mode::Overwrite {
             // A snapshot reports overwritten records only before its first
             // sub-buffer (see "Snapshots").

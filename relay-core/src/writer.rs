@@ -37,6 +37,11 @@
 //! 4. No store into a sub-buffer is ordered before the seal change that took
 //!    its slot: a release fence follows the head CAS of every reservation,
 //!    so a snapshot reader's copy that saw a new byte also sees the new seal.
+//! 5. Right after its reservation a writer stores the record's `len` with flag
+//!    `RESERVED`, and its commit stores the final flags: in an unsealed
+//!    sub-buffer every reservation but one interrupted in between can be
+//!    told committed or not, which is what lets a repair close what a dead
+//!    writer left ([`Writer::repair_abandoned`]).
 
 use crate::channel::CpuBuffer;
 use crate::format::{
@@ -44,7 +49,10 @@ use crate::format::{
     RECORD_HEADER_SIZE, SUBBUF_HEADER_SIZE,
 };
 use crate::policy::{may_open, reclaim_push, required_seal, Mode, RECLAIM_ATTEMPTS};
+
+mod abandoned;
 use crate::sync::{fence, AtomicU64, Ordering};
+pub use abandoned::Repaired;
 
 /// How the writer's read-modify-write operations on producer words are
 /// atomic: across CPUs ([`Shared`]) or only within one CPU ([`CpuLocal`]).
@@ -573,9 +581,17 @@ impl<'a, S: Sharing> Writer<'a, S> {
     #[cold]
     #[inline(never)]
     fn seal(&self, seq: u64, slot: usize, records: u32) -> Committed {
+        self.seal_records(seq, slot, records, 0)
+    }
+
+    /// [`Self::seal`], with the records a repair counted abandoned.
+    fn seal_records(&self, seq: u64, slot: usize, records: u32, abandoned: u32) -> Committed {
         let b = &self.b;
         if let Some(w) = b.subbuf_words(slot).get(subbuf::RECORDS) {
-            w.store(records.into(), Ordering::Relaxed);
+            w.store(
+                u64::from(records) | u64::from(abandoned) << 32,
+                Ordering::Relaxed,
+            );
         }
         self.bump(producer::PRODUCED, records.into());
         self.bump(producer::SEALED_SUBBUFS, 1);
@@ -597,13 +613,24 @@ impl<'w, 'a, S: Sharing> Grant<'w, 'a, S> {
         opened: bool,
     ) -> Self {
         let slot = writer.b.slot(seq);
+        let words = writer.b.subbuf_words(slot);
+        // `off <= size <= 2^30`: the cast is lossless.
+        let at = (off / 8) as usize;
+        if let Some(w) = words.get(at) {
+            // Marks the reservation (see `record_flags::RESERVED`). The
+            // payload is at most a sub-buffer: `len` fits a `u32`.
+            let len = (payload_len + RECORD_HEADER_SIZE) as u32;
+            w.store(
+                RecordHeader::word0(len, 0, crate::format::record_flags::RESERVED),
+                Ordering::Relaxed,
+            );
+        }
         Grant {
             writer,
             seq,
             slot,
-            words: writer.b.subbuf_words(slot),
-            // `off <= size <= 2^30`: the cast is lossless.
-            at: (off / 8) as usize,
+            words,
+            at,
             total,
             payload_len,
             ts,

@@ -90,6 +90,7 @@ fn read_once(reader: &mut CpuReader<'_>, seen: &mut Seen) -> bool {
     seen.lost.full += d.lost_before.full;
     seen.lost.too_big += d.lost_before.too_big;
     seen.lost.overwrite += d.lost_before.overwrite;
+    seen.lost.abandoned += d.lost_before.abandoned;
     // Ids count every attempt from 1: the records before this sub-buffer's
     // first are delivered or reported lost by now, and a loss is never
     // reported before the records it comes after (never early).
@@ -306,5 +307,45 @@ fn snapshot_vs_overwrite_reclaim() {
         // The snapshot reported nothing as consumed.
         let ch = Channel::open(&mem).unwrap();
         assert_eq!(ch.stats(0).unwrap().consumed_records, 0);
+    });
+}
+
+/// A writer died holding a reservation (between records 1 and 3 of one
+/// sub-buffer); a repair (no writer alive) races a consumer that polls:
+/// the consumer gets nothing until the seal, then records 1 and 3, whole,
+/// and the dead one counted abandoned, once.
+#[test]
+fn repair_vs_reader() {
+    model(|| {
+        let mem = setup(Mode::NoOverwrite);
+        let clk = Arc::new(LoomU64::new(0));
+        {
+            let ch = Channel::open(&mem).unwrap();
+            let w = ch.writer(0).unwrap();
+            let mut clock = clock(&clk);
+            w.write(1, &1u64.to_le_bytes(), &mut clock).unwrap();
+            let dead = w.reserve(8, &mut clock).unwrap();
+            std::mem::forget(dead);
+            w.write(3, &3u64.to_le_bytes(), &mut clock).unwrap();
+        }
+        let (m2, c2) = (mem.clone(), clk.clone());
+        let repairer = thread::spawn(move || {
+            let ch = Channel::open(&m2).unwrap();
+            ch.writer(0).unwrap().repair_abandoned(&mut clock(&c2))
+        });
+        let mut seen = Seen::default();
+        {
+            let ch = Channel::open(&mem).unwrap();
+            let mut reader = ch.reader(0).unwrap();
+            read_once(&mut reader, &mut seen);
+        }
+        let repaired = repairer.join().unwrap();
+        assert_eq!((repaired.subbufs, repaired.records), (1, 1));
+        let ch = Channel::open(&mem).unwrap();
+        let mut reader = ch.reader(0).unwrap();
+        while read_once(&mut reader, &mut seen) {}
+        let ids: Vec<u64> = seen.records.iter().map(|r| r.0).collect();
+        assert_eq!(ids, [1, 3]);
+        assert_eq!(seen.lost.abandoned, 1);
     });
 }

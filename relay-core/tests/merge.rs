@@ -176,9 +176,8 @@ fn losses_appear_where_they_happened() {
     assert_eq!(
         cpu0[0].2,
         Some(Lost {
-            full: 0,
-            too_big: 0,
-            overwrite: 24
+            overwrite: 24,
+            ..Lost::default()
         })
     );
     let ids: Vec<u64> = cpu0[1..].iter().map(|e| e.1.unwrap()).collect();

@@ -252,11 +252,7 @@ fn verify(
                 next_seq = rseq.wrapping_add(1);
                 n += 1;
             }
-            reported = Lost {
-                full: reported.full.wrapping_add(lost.full),
-                too_big: reported.too_big.wrapping_add(lost.too_big),
-                overwrite: reported.overwrite.wrapping_add(lost.overwrite),
-            };
+            reported = reported.plus(&lost);
             reader.finish(seq, &lost, n);
             reader.commit();
             delivered += n;

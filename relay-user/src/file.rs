@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use relay_core::{
     AtomicU64, Channel, ChannelError, ChannelFlags, Clock, CpuLocal, CpuStats, Geometry,
-    GeometryParams, Writer,
+    GeometryParams, Repaired, Writer,
 };
 
 use crate::error::{io, Error};
@@ -38,7 +38,14 @@ pub struct ChannelFile {
     /// writing, when the caller may, for RELAY_IOC_FLUSH (which changes the
     /// channel, so the module wants write access).
     flusher: Option<File>,
+    /// What opening as a producer repaired (see [`Self::repaired`]).
+    repaired: Vec<(u32, Repaired)>,
 }
+
+/// The bytes every userspace producer holds a shared lock on while it has
+/// the channel open (docs/FORMAT.md, "Producers that die"): the channel
+/// header's first word, which no consumer locks.
+const PRODUCER_LOCK: (u64, u64) = (0, 8);
 
 /// The size of the channel in `file`: its length for a plain file; for a
 /// character device (whose `st_size` is 0) what the header on its first
@@ -126,6 +133,8 @@ impl ChannelFile {
                 source,
             }
         })?;
+        crate::sys::lock_range_shared(&file, PRODUCER_LOCK.0, PRODUCER_LOCK.1)
+            .map_err(io(path, "lock"))?;
         Ok(ChannelFile {
             path: path.to_path_buf(),
             file,
@@ -136,6 +145,7 @@ impl ChannelFile {
             writable: true,
             snapshot: false,
             flusher: None,
+            repaired: Vec::new(),
         })
     }
 
@@ -166,6 +176,7 @@ impl ChannelFile {
             flusher: kernel
                 .then(|| std::fs::OpenOptions::new().write(true).open(path).ok())
                 .flatten(),
+            repaired: Vec::new(),
         };
         // A snapshot starts at the consumer position: it must be sane.
         file.check_consumers()?;
@@ -250,7 +261,7 @@ impl ChannelFile {
         };
         let mut mapping = Mapping::new(&file, len, access).map_err(io(path, "map"))?;
         mapping.name(path);
-        let file = ChannelFile {
+        let mut file = ChannelFile {
             path: path.to_path_buf(),
             file,
             mapping,
@@ -260,9 +271,43 @@ impl ChannelFile {
             writable: producer,
             snapshot: false,
             flusher: None,
+            repaired: Vec::new(),
         };
         file.check_consumers()?;
+        if producer {
+            file.join_producers()?;
+        }
         Ok(file)
+    }
+
+    /// A producer joins the channel's producers: if it is the only one (the
+    /// exclusive producer lock is free: every other producer is dead), it
+    /// first repairs what dead writers left unfinished; then it holds the
+    /// shared producer lock for as long as the file is open.
+    fn join_producers(&mut self) -> Result<(), Error> {
+        let (start, len) = PRODUCER_LOCK;
+        let alone =
+            crate::sys::try_lock_range(&self.file, start, len).map_err(io(&self.path, "lock"))?;
+        if alone {
+            // No other producer holds the lock: no writer of this channel
+            // is alive, and none starts until the lock is shared.
+            for cpu in 0..self.geometry.cpu_count() {
+                if let Some(w) = self.channel().writer(cpu) {
+                    let r = w.repair_abandoned(&mut crate::sys::monotonic_ns);
+                    if r != Repaired::default() {
+                        self.repaired.push((cpu, r));
+                    }
+                }
+            }
+        }
+        crate::sys::lock_range_shared(&self.file, start, len).map_err(io(&self.path, "lock"))
+    }
+
+    /// What opening as a producer repaired: per CPU, the sub-buffers dead
+    /// writers had left unfinished, now sealed, and their records counted
+    /// abandoned (docs/FORMAT.md, "Producers that die").
+    pub fn repaired(&self) -> &[(u32, Repaired)] {
+        &self.repaired
     }
 
     /// The geometry and flags of the channel in `path`, checked, without

@@ -341,7 +341,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("frame at byte 144: len: truncated: the stream ends 100016 bytes into a frame of 100024 bytes"),
+            e.contains("frame at byte 160: len: truncated: the stream ends 100016 bytes into a frame of 100024 bytes"),
             "{e}"
         );
         let e = decode_all(&bytes[..50]).unwrap_err().to_string();

@@ -155,6 +155,32 @@ impl Drop for Mapping {
     }
 }
 
+/// Takes a shared open-file-description lock (`F_RDLCK`) on bytes
+/// `start..start + len` of `file`, waiting while another open file
+/// description holds an exclusive one there (`F_OFD_SETLKW`). An exclusive
+/// lock this description holds there becomes shared, atomically.
+pub fn lock_range_shared(file: &File, start: u64, len: u64) -> io::Result<()> {
+    let too_big = || io::Error::new(io::ErrorKind::InvalidInput, "lock range too large");
+    // SAFETY: `flock` is plain old data; all-zero is a valid value.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_RDLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = libc::off_t::try_from(start).map_err(|_| too_big())?;
+    fl.l_len = libc::off_t::try_from(len).map_err(|_| too_big())?;
+    loop {
+        // SAFETY: a valid open fd and a pointer to a live, initialized
+        // `flock` that fcntl reads and does not keep.
+        let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLKW, &fl) };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// Takes an exclusive open-file-description lock (`F_OFD_SETLK`) on bytes
 /// `start..start + len` of `file` (opened for writing). `Ok(false)`: another
 /// open file description holds a lock there. The kernel drops the lock when

@@ -67,8 +67,8 @@ fn rec(cpu: u32, ts: u64, payload: &[u8]) -> Event<'_> {
 fn lost(cpu: u32, ts: u64, full: u64, overwrite: u64) -> Event<'static> {
     let lost = Lost {
         full,
-        too_big: 0,
         overwrite,
+        ..Lost::default()
     };
     Event::Lost {
         cpu,
@@ -110,7 +110,7 @@ fn cat_dash_prints_frames_like_merged_events() {
     assert_eq!(
         text(&out.stdout),
         "{\"ts\":10,\"cpu\":0,\"type\":7,\"len\":5,\"payload_hex\":\"68656c6c6f\"}\n\
-         {\"ts\":11,\"cpu\":1,\"lost\":{\"full\":3,\"too_big\":0,\"overwrite\":0},\"lost_total\":{\"full\":3,\"too_big\":0,\"overwrite\":0}}\n\
+         {\"ts\":11,\"cpu\":1,\"lost\":{\"full\":3,\"too_big\":0,\"overwrite\":0,\"abandoned\":0},\"lost_total\":{\"full\":3,\"too_big\":0,\"overwrite\":0,\"abandoned\":0}}\n\
          {\"ts\":11,\"cpu\":1,\"type\":7,\"len\":3,\"payload_hex\":\"610a62\"}\n\
          {\"ts\":12,\"cpu\":0,\"type\":7,\"len\":2,\"payload_hex\":\"ff00\"}\n"
     );

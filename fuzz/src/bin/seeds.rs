@@ -185,12 +185,14 @@ fn frames_seeds() {
                 full: 3,
                 too_big: 0,
                 overwrite: 1,
+                abandoned: 2,
             },
             ts: 7,
             total: Lost {
                 full: 5,
                 too_big: 0,
                 overwrite: 1,
+                abandoned: 2,
             },
         },
     ];

@@ -16,7 +16,7 @@ pub(crate) fn cat(
     }
     if flush {
         // As a producer (a kernel channel file is flushed by the module).
-        flush_all(&ChannelFile::open(path, true)?);
+        flush_all(&open_producer(path)?);
     }
     let file = if consume {
         ChannelFile::open_consumer(path, &options.cpus)?

@@ -504,6 +504,21 @@ fn create(
 
 /// Closes every CPU's open sub-buffer: through the module for a kernel
 /// channel file, as a producer otherwise.
+/// Opens `path` as a producer, saying on stderr what the open repaired (a
+/// dead producer's unfinished sub-buffers).
+fn open_producer(path: &Path) -> Result<ChannelFile, Error> {
+    let file = ChannelFile::open(path, true)?;
+    for (cpu, r) in file.repaired() {
+        eprintln!(
+            "relay: {}: cpu {cpu}: a dead producer left {} sub-buffers unfinished: sealed them, {} records abandoned",
+            path.display(),
+            r.subbufs + r.slots,
+            r.records
+        );
+    }
+    Ok(file)
+}
+
 fn flush_all(file: &ChannelFile) {
     for cpu in 0..file.geometry().cpu_count() {
         if file.is_kernel() {

@@ -72,8 +72,13 @@ impl<W: Write> Printer<'_, W> {
                 ts,
                 total,
             } => {
+                let abandoned = if lost.abandoned > 0 {
+                    format!(", abandoned {}", lost.abandoned)
+                } else {
+                    String::new()
+                };
                 self.notes.push(format!(
-                    "relay: {}: cpu {cpu} lost {} records before ts {ts} (full {}, too big {}, overwritten {}; {} in all)",
+                    "relay: {}: cpu {cpu} lost {} records before ts {ts} (full {}, too big {}, overwritten {}{abandoned}; {} in all)",
                     path.display(),
                     lost.total(),
                     lost.full,
@@ -82,10 +87,17 @@ impl<W: Write> Printer<'_, W> {
                     total.total(),
                 ));
                 if json {
+                    let causes = |l: &Lost| {
+                        format!(
+                            "{{\"full\":{},\"too_big\":{},\"overwrite\":{},\"abandoned\":{}}}",
+                            l.full, l.too_big, l.overwrite, l.abandoned
+                        )
+                    };
                     writeln!(
                         out,
-                        "{{\"ts\":{ts},\"cpu\":{cpu},\"lost\":{{\"full\":{},\"too_big\":{},\"overwrite\":{}}},\"lost_total\":{{\"full\":{},\"too_big\":{},\"overwrite\":{}}}}}",
-                        lost.full, lost.too_big, lost.overwrite, total.full, total.too_big, total.overwrite
+                        "{{\"ts\":{ts},\"cpu\":{cpu},\"lost\":{},\"lost_total\":{}}}",
+                        causes(&lost),
+                        causes(&total)
                     )
                 } else {
                     Ok(())

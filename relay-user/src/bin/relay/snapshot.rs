@@ -9,7 +9,7 @@ pub(crate) fn snapshot(
     flush: bool,
 ) -> Result<(), Error> {
     if flush {
-        flush_all(&ChannelFile::open(path, true)?);
+        flush_all(&open_producer(path)?);
     }
     let source = ChannelFile::open_snapshot(path)?;
     let options = StreamOptions {

@@ -15,7 +15,8 @@ pub(crate) struct VerifyOptions {
 }
 
 /// Per CPU, what the channel counts: every write attempted is produced or
-/// lost for lack of room (`produced + lost_full + lost_too_big`).
+/// lost for lack of room or abandoned by a dead writer (`produced + lost_full +
+/// lost_too_big + lost_abandoned`).
 type Attempts = Vec<Option<u64>>;
 
 pub(crate) fn mode_name(mode: Mode) -> &'static str {
@@ -55,6 +56,7 @@ pub(crate) fn verify_report(
         total.1.full += t.lost.full;
         total.1.too_big += t.lost.too_big;
         total.1.overwrite += t.lost.overwrite;
+        total.1.abandoned += t.lost.abandoned;
         let balanced = a.map(|a| t.balanced(a));
         if o.verbose {
             let acct = match (a, balanced) {
@@ -108,8 +110,13 @@ pub(crate) fn verify_report(
     } else {
         " stats=none"
     };
+    let abandoned = if total.1.abandoned > 0 {
+        format!(", abandoned {}", total.1.abandoned)
+    } else {
+        String::new()
+    };
     let summary = format!(
-        "records={} lost={} (full {}, too big {}, overwritten {}) cpus={cpus} late={} mode={}{stats}",
+        "records={} lost={} (full {}, too big {}, overwritten {}{abandoned}) cpus={cpus} late={} mode={}{stats}",
         total.0,
         total.1.total(),
         total.1.full,
@@ -171,7 +178,7 @@ pub(crate) fn verify_mapped(path: &Path, o: &VerifyOptions) -> Result<bool, Erro
     let attempts: Attempts = (0..n)
         .map(|cpu| {
             file.stats(cpu)
-                .map(|s| s.produced + s.lost.full + s.lost.too_big)
+                .map(|s| s.produced + s.lost.full + s.lost.too_big + s.lost.abandoned)
         })
         .collect();
     Ok(verify_report(

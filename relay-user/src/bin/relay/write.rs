@@ -8,7 +8,7 @@ pub(crate) fn write(
     rtype: u16,
     block: Option<Duration>,
 ) -> Result<(), Error> {
-    let file = ChannelFile::open(path, true)?;
+    let file = open_producer(path)?;
     if file.is_kernel() {
         if block.is_some() {
             return Err(Error::Io {
@@ -116,7 +116,7 @@ pub(crate) fn write_kernel(file: &ChannelFile, cpu: u32, rtype: u16) -> Result<(
 }
 
 pub(crate) fn flush(path: &Path) -> Result<(), Error> {
-    let file = ChannelFile::open(path, true)?;
+    let file = open_producer(path)?;
     flush_all(&file);
     Ok(())
 }
