@@ -19,8 +19,8 @@ pub(crate) fn stat(path: &Path, json: bool) -> Result<(), Error> {
     if json {
         for (cpu, s) in rows {
             println!(
-                "{{\"cpu\":{cpu},\"produced\":{},\"consumed\":{},\"lost_full\":{},\"lost_too_big\":{},\"lost_overwrite\":{},\"ready_subbufs\":{},\"subbufs\":{}}}",
-                s.produced, s.consumed_records, s.lost.full, s.lost.too_big, s.lost.overwrite, s.ready_subbufs, g.subbuf_count()
+                "{{\"cpu\":{cpu},\"produced\":{},\"consumed\":{},\"lost_full\":{},\"lost_too_big\":{},\"lost_overwrite\":{},\"lost_abandoned\":{},\"ready_subbufs\":{},\"subbufs\":{}}}",
+                s.produced, s.consumed_records, s.lost.full, s.lost.too_big, s.lost.overwrite, s.lost.abandoned, s.ready_subbufs, g.subbuf_count()
             );
         }
         if let Some(bytes) = memory {
@@ -40,16 +40,29 @@ pub(crate) fn stat(path: &Path, json: bool) -> Result<(), Error> {
             "no-overwrite"
         }
     );
-    println!(" cpu     produced     consumed    lost:full  lost:too_big  lost:overwrite   fill");
+    // The abandoned column only where a dead producer left some.
+    let abandoned = rows.iter().any(|(_, s)| s.lost.abandoned > 0);
+    let extra = |n: u64| {
+        if abandoned {
+            format!(" {n:>15}")
+        } else {
+            String::new()
+        }
+    };
+    println!(
+        " cpu     produced     consumed    lost:full  lost:too_big  lost:overwrite{}   fill",
+        if abandoned { " lost:abandoned" } else { "" }
+    );
     let mut total = (0, 0, Lost::default());
     for (cpu, s) in rows {
         println!(
-            " {cpu:>3} {:>12} {:>12} {:>12} {:>13} {:>15}   {}/{}",
+            " {cpu:>3} {:>12} {:>12} {:>12} {:>13} {:>15}{}   {}/{}",
             s.produced,
             s.consumed_records,
             s.lost.full,
             s.lost.too_big,
             s.lost.overwrite,
+            extra(s.lost.abandoned),
             s.ready_subbufs,
             g.subbuf_count()
         );
@@ -58,10 +71,16 @@ pub(crate) fn stat(path: &Path, json: bool) -> Result<(), Error> {
         total.2.full += s.lost.full;
         total.2.too_big += s.lost.too_big;
         total.2.overwrite += s.lost.overwrite;
+        total.2.abandoned += s.lost.abandoned;
     }
     println!(
-        " all {:>12} {:>12} {:>12} {:>13} {:>15}",
-        total.0, total.1, total.2.full, total.2.too_big, total.2.overwrite
+        " all {:>12} {:>12} {:>12} {:>13} {:>15}{}",
+        total.0,
+        total.1,
+        total.2.full,
+        total.2.too_big,
+        total.2.overwrite,
+        extra(total.2.abandoned)
     );
     if let Some(bytes) = memory {
         println!("memory: {bytes} bytes");
