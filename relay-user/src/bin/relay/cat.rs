@@ -45,6 +45,7 @@ pub(crate) fn cat(
         corrupt: 0,
         closed: false,
         notes: Vec::new(),
+        line: Vec::new(),
     };
     while !terminating.load(Ordering::Acquire) {
         let batch = stream.next_batch(usize::MAX, &mut |e| {
@@ -159,6 +160,7 @@ pub(crate) fn cat_frames(
         corrupt: 0,
         closed: false,
         notes: Vec::new(),
+        line: Vec::new(),
     };
     let follow = options.follow;
     let mut source = FrameSource::open(path)?;

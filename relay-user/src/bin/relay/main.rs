@@ -5,6 +5,7 @@
 
 mod cat;
 mod demo;
+mod fmt;
 mod kmod;
 mod print;
 mod snapshot;

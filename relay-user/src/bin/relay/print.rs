@@ -3,15 +3,15 @@
 use super::*;
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = Vec::new();
+    crate::fmt::push_hex(&mut out, bytes);
+    String::from_utf8(out).unwrap_or_default()
 }
 
 pub(crate) fn text(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .flat_map(|&b| std::ascii::escape_default(b))
-        .map(char::from)
-        .collect()
+    let mut out = Vec::new();
+    crate::fmt::push_escaped(&mut out, bytes);
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// `relay cat`'s output.
@@ -25,6 +25,8 @@ pub(crate) struct Printer<'p, W: Write> {
     pub(crate) closed: bool,
     /// Lines for standard error, printed with [`Self::emit_notes`].
     pub(crate) notes: Vec<String>,
+    /// The line being formatted (reused: no allocation per record).
+    pub(crate) line: Vec<u8>,
 }
 
 impl<W: Write> Printer<'_, W> {
@@ -50,22 +52,36 @@ impl<W: Write> Printer<'_, W> {
         let (out, path, json) = (&mut self.out, self.path, self.json);
         let r = match event {
             Event::Record { record, .. } if self.raw => out.write_all(record.payload),
-            Event::Record { cpu, record } if json => writeln!(
-                out,
-                "{{\"ts\":{},\"cpu\":{cpu},\"type\":{},\"len\":{},\"payload_hex\":\"{}\"}}",
-                record.ts,
-                record.rtype,
-                record.payload.len(),
-                hex(record.payload)
-            ),
-            Event::Record { cpu, record } => writeln!(
-                out,
-                "{} cpu{cpu} type={} len={} {}",
-                record.ts,
-                record.rtype,
-                record.payload.len(),
-                text(record.payload)
-            ),
+            Event::Record { cpu, record } => {
+                use crate::fmt::{push_escaped, push_hex, push_u64};
+                let l = &mut self.line;
+                l.clear();
+                if json {
+                    l.extend_from_slice(b"{\"ts\":");
+                    push_u64(l, record.ts);
+                    l.extend_from_slice(b",\"cpu\":");
+                    push_u64(l, cpu.into());
+                    l.extend_from_slice(b",\"type\":");
+                    push_u64(l, record.rtype.into());
+                    l.extend_from_slice(b",\"len\":");
+                    push_u64(l, record.payload.len() as u64);
+                    l.extend_from_slice(b",\"payload_hex\":\"");
+                    push_hex(l, record.payload);
+                    l.extend_from_slice(b"\"}\n");
+                } else {
+                    push_u64(l, record.ts);
+                    l.extend_from_slice(b" cpu");
+                    push_u64(l, cpu.into());
+                    l.extend_from_slice(b" type=");
+                    push_u64(l, record.rtype.into());
+                    l.extend_from_slice(b" len=");
+                    push_u64(l, record.payload.len() as u64);
+                    l.push(b' ');
+                    push_escaped(l, record.payload);
+                    l.push(b'\n');
+                }
+                out.write_all(l)
+            }
             Event::Lost {
                 cpu,
                 lost,

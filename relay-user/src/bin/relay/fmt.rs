@@ -1,0 +1,154 @@
+//! Formatting records at memory speed: into a reused byte buffer, with
+//! lookup tables, no allocation per record.
+
+/// "00" to "99", for two digits at a time.
+const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// Appends `n` in decimal.
+pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    if n < 10 {
+        out.push(b'0' + n as u8);
+        return;
+    }
+    if n < 100 {
+        let pair = n as usize * 2;
+        out.extend_from_slice(&PAIRS[pair..pair + 2]);
+        return;
+    }
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        digits[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        i -= 2;
+        digits[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else {
+        i -= 1;
+        digits[i] = b'0' + n as u8;
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Each byte's two lowercase hex digits.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    let mut t = [[0u8; 2]; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = [HEX[b >> 4], HEX[b & 15]];
+        b += 1;
+    }
+    t
+};
+
+/// Appends `bytes` as lowercase hex, two digits per byte.
+pub(crate) fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    let start = out.len();
+    out.resize(start + 2 * bytes.len(), 0);
+    for (dst, &b) in out[start..].chunks_exact_mut(2).zip(bytes) {
+        dst.copy_from_slice(&HEX_PAIRS[usize::from(b)]);
+    }
+}
+
+/// Which bytes `push_escaped` escapes: all but printable ASCII, and
+/// `\\ \' \"` among those.
+const ESCAPED: [bool; 256] = {
+    let mut t = [true; 256];
+    let mut b = 0x20;
+    while b <= 0x7e {
+        t[b] = matches!(b as u8, b'\\' | b'\'' | b'"');
+        b += 1;
+    }
+    t
+};
+
+/// The index of the first byte of `bytes` that `push_escaped` escapes:
+/// eight bytes at a time while none does (bit tricks on a `u64`), then
+/// byte by byte.
+fn first_escaped(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Whether some byte of `x` is below `n` (n <= 128) / above `n` (n < 128).
+    let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGH != 0;
+    let above = |x: u64, n: u64| (x.wrapping_add(ONES * (127 - n)) | x) & HIGH != 0;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH != 0;
+    let mut at = 0;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let x = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        if below(x, 0x20)
+            || above(x, 0x7e)
+            || zero(x ^ (ONES * u64::from(b'"')))
+            || zero(x ^ (ONES * u64::from(b'\'')))
+            || zero(x ^ (ONES * u64::from(b'\\')))
+        {
+            break;
+        }
+        at += 8;
+    }
+    bytes[at..]
+        .iter()
+        .position(|&b| ESCAPED[usize::from(b)])
+        .map(|i| at + i)
+}
+
+/// Appends `bytes` escaped as `std::ascii::escape_default` escapes each
+/// byte: printable ASCII as is, `\t \r \n \\ \' \"`, anything else `\xNN`.
+pub(crate) fn push_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.reserve(bytes.len());
+    let mut rest = bytes;
+    while let Some(i) = first_escaped(rest) {
+        out.extend_from_slice(&rest[..i]);
+        let b = rest[i];
+        match b {
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\\' | b'\'' | b'"' => out.extend_from_slice(&[b'\\', b]),
+            _ => out.extend_from_slice(&[
+                b'\\',
+                b'x',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 15)],
+            ]),
+        }
+        rest = &rest[i + 1..];
+    }
+    out.extend_from_slice(rest);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_the_standard_formatting() {
+        let all: Vec<u8> = (0..=255u8).chain(*b"plain \"quoted\" 'x' \\ end").collect();
+        let mut out = Vec::new();
+        push_escaped(&mut out, &all);
+        let std: String = all
+            .iter()
+            .flat_map(|&b| std::ascii::escape_default(b))
+            .map(char::from)
+            .collect();
+        assert_eq!(String::from_utf8(out).unwrap(), std);
+        let mut out = Vec::new();
+        push_hex(&mut out, &all);
+        let std: String = all.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(String::from_utf8(out).unwrap(), std);
+        for n in [0u64, 7, 10, 99, 12345, u64::MAX] {
+            let mut out = Vec::new();
+            push_u64(&mut out, n);
+            assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
+        }
+    }
+}
