@@ -16,8 +16,11 @@
 //! channels, snapshots) each cursor copies one whole sub-buffer at a time
 //! into its own buffer (never record by record).
 
+mod heap;
+
 use crate::format::{Record, Records};
 use crate::reader::{CpuReader, Lost, ReadError};
+use heap::{Heaps, Which};
 
 /// Something the merged stream delivers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,6 +133,8 @@ pub struct Cursor<'a, B> {
     tail_out: Option<Lost>,
     /// Timestamp of the last event delivered (where a tail loss goes).
     last_ts: u64,
+    /// Its entries in the merger's heaps.
+    slot: heap::Slot,
 }
 
 impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
@@ -149,6 +154,7 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
             tail: None,
             tail_out: None,
             last_ts: 0,
+            slot: heap::Slot::default(),
         }
     }
 
@@ -445,6 +451,15 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
     }
 }
 
+impl<B> heap::Slotted for Cursor<'_, B> {
+    fn slot(&self) -> &heap::Slot {
+        &self.slot
+    }
+    fn slot_mut(&mut self) -> &mut heap::Slot {
+        &mut self.slot
+    }
+}
+
 /// Which cursors handed out events since the last commit: a commit after
 /// one event touches one cursor, not every CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -476,18 +491,32 @@ pub struct Merger<'a, B, C> {
     run: Option<(usize, u64, bool)>,
     /// The cursors that handed out events since the last commit.
     uncommitted: Touched,
+    /// Ready and idle cursors (see `heap`).
+    heaps: Heaps,
+    /// The `drain` of the last look: what the idle heap's keys mean (see
+    /// `find`).
+    mode: Option<bool>,
     _cursor: core::marker::PhantomData<Cursor<'a, B>>,
 }
 
 impl<'a, B: AsMut<[u8]> + AsRef<[u8]> + 'a, C: AsMut<[Cursor<'a, B>]>> Merger<'a, B, C> {
     /// A merger over `cursors` (one per CPU, any order).
-    pub fn new(cursors: C) -> Self {
+    pub fn new(mut cursors: C) -> Self {
+        // Every cursor starts idle and unknown: the first look wakes those
+        // with something to read.
+        let mut heaps = Heaps::default();
+        let cs = cursors.as_mut();
+        for i in 0..cs.len() {
+            heaps.push(cs, Which::Idle, i, 0);
+        }
         Merger {
             cursors,
             last: None,
             ready: None,
             run: None,
             uncommitted: Touched::None,
+            heaps,
+            mode: None,
             _cursor: core::marker::PhantomData,
         }
     }
@@ -500,8 +529,16 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]> + 'a, C: AsMut<[Cursor<'a, B>]>> Merger<'a
     /// Tells the merger that `cpu` was flushed (see [`crate::Flushed`]): it
     /// holds nothing older than `barrier` once sub-buffer `next` is reached.
     pub fn flushed(&mut self, cpu: u32, barrier: u64, next: u64) {
-        if let Some(c) = self.cursors.as_mut().iter_mut().find(|c| c.cpu() == cpu) {
-            c.flushed = Some((barrier, next));
+        let cursors = self.cursors.as_mut();
+        if let Some(i) = cursors.iter().position(|c| c.cpu() == cpu) {
+            if let Some(c) = cursors.get_mut(i) {
+                c.flushed = Some((barrier, next));
+                if let Some(empty) = c.known_empty_until() {
+                    if Heaps::contains(cursors, Which::Idle, i) {
+                        self.heaps.update(cursors, Which::Idle, i, empty);
+                    }
+                }
+            }
         }
     }
 
@@ -516,73 +553,152 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]> + 'a, C: AsMut<[Cursor<'a, B>]>> Merger<'a
         Ok(i)
     }
 
+    /// Puts cursor `i` back in the heap its state says, with its key: the
+    /// next event's timestamp if it has one (ready), else how long it is
+    /// known empty (idle).
+    fn reposition(cursors: &mut [Cursor<'a, B>], heaps: &mut Heaps, i: usize) {
+        let Some(c) = cursors.get_mut(i) else { return };
+        let head = c.head_ts();
+        let empty = c.known_empty_until().unwrap_or(0);
+        let ready = Heaps::contains(cursors, Which::Ready, i);
+        match (ready, head) {
+            (true, Some(ts)) => heaps.update(cursors, Which::Ready, i, ts),
+            (true, None) => {
+                heaps.remove(cursors, Which::Ready, i);
+                heaps.push(cursors, Which::Idle, i, empty);
+            }
+            (false, Some(ts)) => {
+                heaps.remove(cursors, Which::Idle, i);
+                heaps.push(cursors, Which::Ready, i, ts);
+            }
+            (false, None) => heaps.update(cursors, Which::Idle, i, empty),
+        }
+    }
+
     fn find(&mut self, drain: bool) -> Result<usize, Step<'static>> {
         let cursors = self.cursors.as_mut();
-        if let Some(i) = self.last.take() {
+        let heaps = &mut self.heaps;
+        if let Some(i) = self.last {
             if let Some(c) = cursors.get_mut(i) {
                 c.step();
             }
         }
+        let touched = self.last.take().or(self.run.map(|r| r.0));
         // Fast path: the cursor that won last time keeps winning while its
         // records are no later than every other CPU's next one (whose heads
         // cannot change while loaded) and every empty CPU's flush barrier.
+        // It stays the top of the ready heap: its key only grows to `limit`.
         if let Some((i, limit, was_drain)) = self.run {
             if was_drain == drain {
                 if let Some(ts) = cursors.get_mut(i).and_then(|c| c.head_ts()) {
                     if ts <= limit {
+                        heaps.update(cursors, Which::Ready, i, ts);
                         return Ok(i);
                     }
                 }
             }
             self.run = None;
         }
-        let mut best: Option<(u64, usize)> = None;
-        let mut second = u64::MAX;
-        for (i, c) in cursors.iter_mut().enumerate() {
-            if let Some(ts) = c.head_ts() {
-                match best {
-                    Some((b, _)) if ts >= b => second = second.min(ts),
-                    Some((b, _)) => {
-                        second = second.min(b);
-                        best = Some((ts, i));
+        if let Some(i) = touched {
+            Self::reposition(cursors, heaps, i);
+        }
+        if self.mode != Some(drain) {
+            // Idle keys mean "known empty until" without drain, "last
+            // looked at when the stream was at" with it. Either way, on a
+            // change of mode look at every idle CPU once: records may have
+            // come since (a drain starts after the last writes).
+            self.mode = Some(drain);
+            for i in 0..cursors.len() {
+                if Heaps::contains(cursors, Which::Idle, i) {
+                    Self::reposition(cursors, heaps, i);
+                    if drain && Heaps::contains(cursors, Which::Idle, i) {
+                        heaps.update(cursors, Which::Idle, i, 0);
                     }
-                    None => best = Some((ts, i)),
                 }
             }
         }
-        let Some((ts, i)) = best else {
-            if let Some(i) = cursors.iter().position(|c| c.tail.is_some()) {
-                return Ok(i);
-            }
+        loop {
+            let Some(i) = heaps.top(cursors, Which::Ready) else {
+                // Nothing ready: has an idle CPU got something since?
+                let mut woke = false;
+                for i in 0..cursors.len() {
+                    if Heaps::contains(cursors, Which::Idle, i)
+                        && cursors.get_mut(i).and_then(|c| c.head_ts()).is_some()
+                    {
+                        Self::reposition(cursors, heaps, i);
+                        woke = true;
+                    }
+                }
+                if woke {
+                    continue;
+                }
+                if drain {
+                    // The end of the stream: losses after each CPU's last
+                    // delivered sub-buffer come out now.
+                    for (i, c) in cursors.iter_mut().enumerate() {
+                        let lost = c.reader.take_unreported_loss();
+                        if !lost.is_zero() {
+                            c.tail = Some(lost);
+                            return Ok(i);
+                        }
+                    }
+                }
+                return Err(Step::Idle);
+            };
+            let ts = Heaps::key(cursors, Which::Ready, i);
             if drain {
-                // The end of the stream: losses after each CPU's last
-                // delivered sub-buffer come out now.
-                for (i, c) in cursors.iter_mut().enumerate() {
-                    let lost = c.reader.take_unreported_loss();
-                    if !lost.is_zero() {
-                        c.tail = Some(lost);
-                        return Ok(i);
+                // Idle CPUs do not block a drain, but one that has records
+                // now should merge in order: look at the one looked at
+                // longest ago (one per event: every idle CPU within as
+                // many events as there are CPUs).
+                if let Some(j) = heaps.top(cursors, Which::Idle) {
+                    if Heaps::key(cursors, Which::Idle, j) < ts {
+                        if cursors.get_mut(j).and_then(|c| c.head_ts()).is_some() {
+                            Self::reposition(cursors, heaps, j);
+                            continue;
+                        }
+                        heaps.update(cursors, Which::Idle, j, ts);
+                    }
+                }
+            } else {
+                // An idle CPU known empty for less than `ts` may still hold
+                // an older record: look at it (only those, the earliest
+                // first), and block on it if it has nothing yet.
+                if let Some(j) = heaps.top(cursors, Which::Idle) {
+                    if Heaps::key(cursors, Which::Idle, j) < ts {
+                        let empty = cursors.get_mut(j).and_then(|c| {
+                            c.head_ts()
+                                .map_or(c.known_empty_until(), |_| Some(u64::MAX))
+                        });
+                        match empty {
+                            Some(u64::MAX) => Self::reposition(cursors, heaps, j),
+                            Some(barrier) if barrier >= ts => {
+                                heaps.update(cursors, Which::Idle, j, barrier)
+                            }
+                            _ => {
+                                let cpu = cursors.get(j).map_or(0, |c| c.cpu());
+                                return Err(Step::Blocked { cpu });
+                            }
+                        }
+                        continue;
                     }
                 }
             }
-            return Err(Step::Idle);
-        };
-        if !drain {
-            for c in cursors.iter().filter(|c| c.loaded.is_none()) {
-                match c.known_empty_until() {
-                    Some(barrier) if barrier >= ts => second = second.min(barrier),
-                    _ => return Err(Step::Blocked { cpu: c.cpu() }),
+            let mut limit = heaps.second_key(cursors, Which::Ready).unwrap_or(u64::MAX);
+            if !drain {
+                if let Some(j) = heaps.top(cursors, Which::Idle) {
+                    limit = limit.min(Heaps::key(cursors, Which::Idle, j));
                 }
             }
+            // Corrupt-sub-buffer and loss events come out one at a time.
+            let plain = cursors
+                .get(i)
+                .is_some_and(|c| c.corrupt.is_none() && c.tail.is_none());
+            if plain {
+                self.run = Some((i, limit, drain));
+            }
+            return Ok(i);
         }
-        // Corrupt-sub-buffer and loss events come out one at a time.
-        let plain = cursors
-            .get(i)
-            .is_some_and(|c| c.corrupt.is_none() && c.tail.is_none());
-        if plain {
-            self.run = Some((i, second, drain));
-        }
-        Ok(i)
     }
 
     /// Whether [`Self::next`] would deliver an event (`None`) or why not,

@@ -423,3 +423,116 @@ fn a_subbuffer_changed_after_validation_is_reported() {
         })
     );
 }
+
+/// The merge against a simple oracle at many CPU counts: random writes on
+/// random CPUs (a global clock, so the merged order is the write order),
+/// random flushes, reads interleaved with the writes that flush a CPU when
+/// it blocks, then a drain; through single steps and through batches.
+/// Every accepted record comes out once, in clock order, and the losses
+/// reported add up to the records refused.
+#[test]
+fn many_cpus_merge_like_a_sort() {
+    for cpus in [1u32, 2, 5, 17, 64, 300] {
+        for batch in [false, true] {
+            let geo = geometry(256, 4, cpus);
+            let mem = region(&geo);
+            let ch = create(&mem, geo, false);
+            let t = Cell::new(0u64);
+            let clock = || {
+                t.set(t.get() + 1);
+                t.get()
+            };
+            let mut rng = Rng(u64::from(cpus) * 2 + u64::from(batch) + 1);
+            let mut m = Merger::new(cursors(&ch));
+            let (mut written, mut got, mut refused, mut lost) =
+                (Vec::new(), Vec::new(), 0u64, 0u64);
+            let mut next_id = 0;
+            for _ in 0..3000 {
+                match rng.below(10) {
+                    0..=5 => {
+                        // Mostly a few CPUs, sometimes any: idle CPUs abound.
+                        let cpu = if rng.below(4) == 0 {
+                            rng.below(u64::from(cpus))
+                        } else {
+                            rng.below(u64::from(cpus.min(3)))
+                        } as u32;
+                        match ch
+                            .local_writer(cpu)
+                            .unwrap()
+                            .write(1, &payload(next_id, 16), &mut { clock })
+                        {
+                            Ok(_) => written.push(next_id),
+                            Err(_) => refused += 1,
+                        }
+                        next_id += 1;
+                    }
+                    6 => {
+                        let cpu = rng.below(u64::from(cpus)) as u32;
+                        let f = ch.writer(cpu).unwrap().flush(&mut { clock });
+                        m.flushed(cpu, f.barrier, f.next);
+                    }
+                    _ => {
+                        if let Some(cpu) = read_step(&mut m, batch, false, &mut got, &mut lost) {
+                            if cpu != u32::MAX {
+                                let f = ch.writer(cpu).unwrap().flush(&mut { clock });
+                                m.flushed(cpu, f.barrier, f.next);
+                            }
+                        }
+                    }
+                }
+            }
+            for cpu in 0..cpus {
+                let _ = ch.writer(cpu).unwrap().flush(&mut { clock });
+            }
+            while read_step(&mut m, batch, true, &mut got, &mut lost) != Some(u32::MAX) {}
+            assert!(
+                got.windows(2).all(|w| w[0].1 < w[1].1),
+                "{cpus} CPUs, batch={batch}: out of order"
+            );
+            let ids: Vec<u64> = got.iter().map(|g| g.0).collect();
+            assert_eq!(ids, written, "{cpus} CPUs, batch={batch}");
+            assert_eq!(lost, refused, "{cpus} CPUs, batch={batch}: losses");
+        }
+    }
+}
+
+/// One read of `many_cpus_merge_like_a_sort`: an event or a batch; the CPU
+/// it blocked on, or `u32::MAX` when idle.
+fn read_step<'a>(
+    m: &mut Merger<'a, Vec<u8>, Vec<Cursor<'a, Vec<u8>>>>,
+    batch: bool,
+    drain: bool,
+    got: &mut Vec<(u64, u64)>,
+    lost: &mut u64,
+) -> Option<u32> {
+    if batch {
+        let r = m.next_batch(drain, 7, &mut |e| {
+            match e {
+                Event::Record { record, .. } => {
+                    got.push((check_payload(record.payload, |_| 16), record.ts))
+                }
+                Event::Lost { lost: l, .. } => *lost += l.total(),
+                e => panic!("{e:?}"),
+            }
+            Flow::Take
+        });
+        return match r {
+            Err(Step::Blocked { cpu }) => Some(cpu),
+            Err(_) => Some(u32::MAX),
+            Ok(_) => None,
+        };
+    }
+    match m.next(drain) {
+        Step::Event(Event::Record { record, .. }) => {
+            got.push((check_payload(record.payload, |_| 16), record.ts));
+            None
+        }
+        Step::Event(Event::Lost { lost: l, .. }) => {
+            *lost += l.total();
+            None
+        }
+        Step::Event(e) => panic!("{e:?}"),
+        Step::Blocked { cpu } => Some(cpu),
+        Step::Idle => Some(u32::MAX),
+    }
+}
