@@ -414,23 +414,35 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
         let (seq, start) = (l.seq, l.off);
         let mut records = Records::resume(self.bytes(l), start);
         let (mut n, mut off, mut last, mut stopped) = (0, start, self.last_ts, false);
+        // The record the run stopped at, decoded already: the next head.
+        let mut next: Option<(u64, NextRecord)> = None;
         while n < max {
-            match records.next_at() {
-                Some((_, record)) if n == 0 || record.ts <= limit => {
-                    if f(Event::Record { cpu, record }) == Flow::Stop {
-                        stopped = true;
-                        break;
-                    }
-                    last = record.ts;
-                    n += 1;
-                    off = records.offset();
-                }
-                _ => break,
+            let Some((at, record)) = records.next_at() else {
+                break;
+            };
+            let payload = at + crate::format::RECORD_HEADER_SIZE;
+            let decoded = NextRecord {
+                rtype: record.rtype,
+                payload: (payload, payload + record.payload.len()),
+                after: records.offset(),
+            };
+            if n > 0 && record.ts > limit {
+                next = Some((record.ts, decoded));
+                break;
             }
+            let ts = record.ts;
+            if f(Event::Record { cpu, record }) == Flow::Stop {
+                next = Some((ts, decoded));
+                stopped = true;
+                break;
+            }
+            last = ts;
+            n += 1;
+            off = records.offset();
         }
         self.last_ts = last;
-        self.head = None;
-        self.pos = None;
+        self.head = next.map(|(ts, _)| ts);
+        self.pos = next.map(|(_, p)| p);
         self.handed_out = false;
         if let Some(l) = self.loaded.as_mut() {
             l.off = off;
