@@ -144,6 +144,64 @@ fn rtrb(iters: u64, size: usize) -> Duration {
     )
 }
 
+/// rtrb as a record queue: the consumer learns each record's size from
+/// its 4-byte length, as a reader of variable-size records must (the
+/// `rtrb` row above reads fixed-size chunks it knows in advance: an upper
+/// bound).
+fn rtrb_framed(iters: u64, size: usize) -> Duration {
+    let (mut p, mut c) = rtrb::RingBuffer::<u8>::new(RING);
+    let mut framed = (size as u32).to_le_bytes().to_vec();
+    framed.resize(4 + size, 0x5a);
+    let frame = framed.len();
+    pair(
+        move || {
+            for _ in 0..iters {
+                let mut chunk = loop {
+                    if let Ok(chunk) = p.write_chunk(frame) {
+                        break chunk;
+                    }
+                    spin_loop();
+                };
+                let (a, b) = chunk.as_mut_slices();
+                copy_split(&framed, a, b);
+                chunk.commit_all();
+            }
+        },
+        move || {
+            let mut sum = 0;
+            let mut buf = vec![0u8; RING];
+            for _ in 0..iters {
+                // The length first (it may wrap), then the whole record.
+                let len = loop {
+                    if let Ok(chunk) = c.read_chunk(4) {
+                        let (a, b) = chunk.as_slices();
+                        let mut w = [0u8; 4];
+                        w[..a.len().min(4)].copy_from_slice(&a[..a.len().min(4)]);
+                        let rest = 4 - a.len().min(4);
+                        w[4 - rest..].copy_from_slice(&b[..rest]);
+                        break u32::from_le_bytes(w) as usize;
+                    }
+                    spin_loop();
+                };
+                let chunk = loop {
+                    if let Ok(chunk) = c.read_chunk(4 + len) {
+                        break chunk;
+                    }
+                    spin_loop();
+                };
+                let (a, b) = chunk.as_slices();
+                let n = 4 + len;
+                let (head, tail) = buf[..n].split_at_mut(a.len().min(n));
+                head.copy_from_slice(&a[..head.len()]);
+                tail.copy_from_slice(&b[..tail.len()]);
+                sum ^= touch(&buf[4..n]);
+                chunk.commit_all();
+            }
+            sum
+        },
+    )
+}
+
 fn bbqueue(iters: u64, size: usize) -> Duration {
     let bb: &'static bbqueue::BBBuffer<RING> = Box::leak(Box::new(bbqueue::BBBuffer::new()));
     let (mut p, mut c) = bb.try_split_framed().unwrap();
@@ -262,6 +320,9 @@ fn peers(c: &mut Criterion) {
         });
         g.bench_with_input(BenchmarkId::new("rtrb", size), &size, |b, &s| {
             b.iter_custom(|n| rtrb(n, s))
+        });
+        g.bench_with_input(BenchmarkId::new("rtrb_framed", size), &size, |b, &s| {
+            b.iter_custom(|n| rtrb_framed(n, s))
         });
         g.bench_with_input(BenchmarkId::new("bbqueue", size), &size, |b, &s| {
             b.iter_custom(|n| bbqueue(n, s))
