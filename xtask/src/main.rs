@@ -152,7 +152,7 @@ fn test() {
             "warnings",
         ]),
     );
-    // relay-user's blktrace tests compare `relay cat` with Debian's blkparse.
+    // relay-cli's blktrace tests compare `relay cat` with Debian's blkparse.
     vm::install_packages("host test", vm::HOST_PACKAGES);
     run(
         "unit, differential and scenario tests",

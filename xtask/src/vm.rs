@@ -69,7 +69,7 @@ const PACKAGES: &[&str] = &[
 ];
 
 /// What the host tests need (`cargo xtask test` installs these before
-/// `cargo test`): blkparse, which relay-user's blktrace tests compare with.
+/// `cargo test`): blkparse, which relay-cli's blktrace tests compare with.
 pub const HOST_PACKAGES: &[&str] = &["blktrace"];
 
 /// Lines the console log must contain (substring match), with what each means.
@@ -701,14 +701,14 @@ fn build_relay_cli(root: &Path, vm: &Path) -> PathBuf {
     header("relay CLI for the guest (static)");
     let manifest = root.join("Cargo.toml");
     static_build(
-        "cargo build -p relay-user --bin relay",
+        "cargo build -p relay-cli --bin relay",
         vm,
-        "relay-user-target",
+        "relay-cli-target",
         &[
             "--manifest-path",
             &manifest.to_string_lossy(),
             "-p",
-            "relay-user",
+            "relay-cli",
             "--bin",
             "relay",
         ],
