@@ -65,10 +65,70 @@ fn place<T: Slotted>(cs: &mut [T], w: Which, k: usize, i: usize) {
     }
 }
 
-/// Whether entry `a` goes before entry `b`.
-fn before<T: Slotted>(cs: &[T], w: Which, a: usize, b: usize) -> bool {
-    let (ka, kb) = (key(cs, w, a), key(cs, w, b));
-    ka < kb || (ka == kb && a < b)
+/// Heap `W` (0 ready, 1 idle) for sifting: positions below the heap's
+/// length hold cursor indices below `cs.len()` (only `push` puts them
+/// there), so indexing cannot fail once the length is checked.
+struct View<'s, T, const W: usize> {
+    cs: &'s mut [T],
+}
+
+impl<T: Slotted, const W: usize> View<'_, T, W> {
+    #[inline(always)]
+    fn item(&self, k: usize) -> usize {
+        self.cs[k].slot().item[W] as usize
+    }
+    #[inline(always)]
+    fn key(&self, i: usize) -> u64 {
+        self.cs[i].slot().key[W]
+    }
+    #[inline(always)]
+    fn place(&mut self, k: usize, i: usize) {
+        self.cs[k].slot_mut().item[W] = i as u32;
+        self.cs[i].slot_mut().pos[W] = k as u32;
+    }
+
+    fn sift_up(&mut self, mut k: usize) -> usize {
+        let i = self.item(k);
+        let ki = self.key(i);
+        while k > 0 {
+            let p = (k - 1) / 2;
+            let j = self.item(p);
+            let kj = self.key(j);
+            if !(ki < kj || (ki == kj && i < j)) {
+                break;
+            }
+            self.place(k, j);
+            k = p;
+        }
+        self.place(k, i);
+        k
+    }
+
+    fn sift_down(&mut self, len: usize, mut k: usize) {
+        let i = self.item(k);
+        let ki = self.key(i);
+        loop {
+            let l = 2 * k + 1;
+            if l >= len {
+                break;
+            }
+            let (mut m, mut jm) = (l, self.item(l));
+            let mut km = self.key(jm);
+            if l + 1 < len {
+                let jr = self.item(l + 1);
+                let kr = self.key(jr);
+                if kr < km || (kr == km && jr < jm) {
+                    (m, jm, km) = (l + 1, jr, kr);
+                }
+            }
+            if !(km < ki || (km == ki && jm < i)) {
+                break;
+            }
+            self.place(k, jm);
+            k = m;
+        }
+        self.place(k, i);
+    }
 }
 
 impl Heaps {
@@ -139,40 +199,24 @@ impl Heaps {
         self.sift_down(cs, w, k);
     }
 
-    fn sift_up<T: Slotted>(&mut self, cs: &mut [T], w: Which, mut k: usize) -> usize {
-        while k > 0 {
-            let p = (k - 1) / 2;
-            let (i, j) = (at(cs, w, k), at(cs, w, p));
-            if !before(cs, w, i, j) {
-                break;
-            }
-            place(cs, w, k, j);
-            place(cs, w, p, i);
-            k = p;
+    fn sift_up<T: Slotted>(&mut self, cs: &mut [T], w: Which, k: usize) -> usize {
+        if k >= self.len[w as usize] || self.len[w as usize] > cs.len() {
+            return k;
         }
-        k
+        match w {
+            Which::Ready => View::<T, 0> { cs }.sift_up(k),
+            Which::Idle => View::<T, 1> { cs }.sift_up(k),
+        }
     }
 
-    fn sift_down<T: Slotted>(&mut self, cs: &mut [T], w: Which, mut k: usize) {
+    fn sift_down<T: Slotted>(&mut self, cs: &mut [T], w: Which, k: usize) {
         let len = self.len[w as usize];
-        loop {
-            let l = 2 * k + 1;
-            if l >= len {
-                break;
-            }
-            let r = l + 1;
-            let m = if r < len && before(cs, w, at(cs, w, r), at(cs, w, l)) {
-                r
-            } else {
-                l
-            };
-            let (i, j) = (at(cs, w, k), at(cs, w, m));
-            if !before(cs, w, j, i) {
-                break;
-            }
-            place(cs, w, k, j);
-            place(cs, w, m, i);
-            k = m;
+        if k >= len || len > cs.len() {
+            return;
+        }
+        match w {
+            Which::Ready => View::<T, 0> { cs }.sift_down(len, k),
+            Which::Idle => View::<T, 1> { cs }.sift_down(len, k),
         }
     }
 }
