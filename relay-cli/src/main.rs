@@ -59,7 +59,7 @@ struct Cli {
 
 const EXAMPLES: &str = "Examples:
   relay demo                                  writers on every CPU + a verified merged reader
-  relay create /dev/shm/t.relay --subbuf-size 65536 --subbufs 8
+  relay create /dev/shm/t.relay --subbuf-size 64K --subbufs 8
   echo hello | relay write /dev/shm/t.relay --cpu 0
   relay cat /dev/shm/t.relay                  all CPUs, merged by timestamp (a snapshot:
                                               changes nothing, may run beside a consumer)
@@ -74,7 +74,7 @@ const EXAMPLES: &str = "Examples:
   relay verify /dev/shm/t.relay               check checked payloads and the loss accounting
 
 Kernel module (root):
-  relay kernel create t --subbuf-size 65536 --subbufs 8
+  relay kernel create t --subbuf-size 64K --subbufs 8
   relay kernel load /dev/relay/t --records 100000 --irq
   relay verify /dev/relay/t                   the mapping; or: relay verify --read /dev/relay/t
   cat /dev/relay/t | relay cat -              frames from read(), decoded
@@ -88,7 +88,7 @@ enum Command {
     Create {
         path: PathBuf,
         /// Bytes per sub-buffer (a power of two, 128 ..= 1 GiB).
-        #[arg(long, default_value_t = 65536)]
+        #[arg(long, default_value = "64K", value_parser = parse_size)]
         subbuf_size: u64,
         /// Sub-buffers per CPU (0 means 8).
         #[arg(long, default_value_t = 8)]
@@ -135,8 +135,9 @@ enum Command {
         /// Only this CPU (repeatable).
         #[arg(long = "cpu")]
         cpus: Vec<u32>,
-        /// Follow mode: how long an idle CPU may hold back the others (ms).
-        #[arg(long, default_value_t = 100)]
+        /// Follow mode: how long an idle CPU may hold back the others (ms, or
+        /// with a unit: 500us, 100ms, 1s).
+        #[arg(long, default_value = "100ms", value_parser = parse_ms)]
         latency: u64,
         /// Flush every CPU first (for channels whose producers have exited
         /// or use shared writers).
@@ -155,12 +156,13 @@ enum Command {
         /// Keep reading new records (until idle, see --until-idle).
         #[arg(long, short)]
         follow: bool,
-        /// Follow mode: end once nothing came for this long (ms).
-        #[arg(long, default_value_t = 2000)]
+        /// Follow mode: end once nothing came for this long (ms, or with a
+        /// unit: 500ms, 2s).
+        #[arg(long, default_value = "2s", value_parser = parse_ms)]
         until_idle: u64,
-        /// Follow mode: how long an idle CPU may hold back the others (ms);
-        /// with --read, the poll timeout.
-        #[arg(long, default_value_t = 100)]
+        /// Follow mode: how long an idle CPU may hold back the others (ms,
+        /// or with a unit); with --read, the poll timeout.
+        #[arg(long, default_value = "100ms", value_parser = parse_ms)]
         latency: u64,
         /// The stream may begin after records an earlier reader consumed.
         #[arg(long)]
@@ -246,7 +248,7 @@ enum KernelCommand {
         /// 1 ..= 31 of A-Z a-z 0-9 _ -.
         name: String,
         /// Bytes per sub-buffer (a power of two, 128 ..= 1 GiB).
-        #[arg(long, default_value_t = 65536)]
+        #[arg(long, default_value = "64K", value_parser = parse_size)]
         subbuf_size: u64,
         /// Sub-buffers per CPU (0 means 8).
         #[arg(long, default_value_t = 8)]
@@ -289,7 +291,7 @@ enum KernelCommand {
         #[arg(long, default_value_t = 64)]
         size: u32,
         /// Sub-buffer size of both channels (overwrite mode, no reader).
-        #[arg(long, default_value_t = 65536)]
+        #[arg(long, default_value = "64K", value_parser = parse_size)]
         subbuf_size: u64,
         /// Sub-buffers per CPU of both channels.
         #[arg(long, default_value_t = 8)]
@@ -322,6 +324,42 @@ enum Format {
 }
 
 /// Exits with clap's usage error (exit code 2).
+/// A byte count: a number with an optional binary suffix K, M or G (64K
+/// is 65536), as lttng, perf and blktrace take them.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (digits, mult) = match t.as_bytes().last().map(u8::to_ascii_uppercase) {
+        Some(b'K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some(b'M') => (&t[..t.len() - 1], 1 << 20),
+        Some(b'G') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?}: a byte count, like 65536 or 64K"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?}: too large"))
+}
+
+/// A duration in milliseconds: a bare number is milliseconds; or a number
+/// with a unit: us, ms, s (rounded up to whole milliseconds).
+fn parse_ms(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let bad = || format!("{s:?}: a duration, like 100 (ms), 500us, 100ms or 2s");
+    let (digits, unit_us) = if let Some(d) = t.strip_suffix("us") {
+        (d, 1u64)
+    } else if let Some(d) = t.strip_suffix("ms") {
+        (d, 1000)
+    } else if let Some(d) = t.strip_suffix('s') {
+        (d, 1_000_000)
+    } else {
+        (t, 1000)
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let us = n.checked_mul(unit_us).ok_or_else(bad)?;
+    Ok(us.div_ceil(1000))
+}
+
 fn usage_error(msg: String) -> ! {
     Cli::command()
         .error(clap::error::ErrorKind::ArgumentConflict, msg)

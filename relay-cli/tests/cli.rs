@@ -349,6 +349,50 @@ fn create_refuses_bad_parameters_by_name() {
     );
 }
 
+/// Sizes and durations take units, as lttng, perf and blktrace take them;
+/// a bad one is refused naming the option.
+#[test]
+fn sizes_and_durations_take_units() {
+    let p = tmp("units.relay");
+    let out = run(&[
+        "create",
+        p.to_str().unwrap(),
+        "--subbuf-size",
+        "16K",
+        "--cpus",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 CPUs x 8 x 16384 bytes"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    for latency in ["250", "500us", "100ms", "1s"] {
+        let out = run(&["cat", "--latency", latency, p.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "--latency {latency}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for (opt, bad) in [("--subbuf-size", "16Q"), ("--latency", "1h")] {
+        let args = if opt == "--latency" {
+            vec!["cat", opt, bad, p.to_str().unwrap()]
+        } else {
+            vec!["create", "/dev/null/x", opt, bad]
+        };
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{opt} {bad}: {err}");
+        assert!(err.contains(opt) && err.contains(bad), "{opt} {bad}: {err}");
+    }
+}
+
 #[test]
 fn demo_runs_and_verifies() {
     for mode in [&[][..], &["--overwrite"][..]] {
