@@ -23,6 +23,14 @@ pub(crate) fn cat(
     } else {
         ChannelFile::open_snapshot(path)?
     };
+    let cpus = file.geometry().cpu_count();
+    if let Some(cpu) = options.cpus.iter().find(|&&c| c >= cpus) {
+        usage_error(format!(
+            "--cpu {cpu}: {} has {cpus} CPU buffers (0 to {})",
+            path.display(),
+            cpus - 1
+        ));
+    }
     // A consumer commits a batch once stdout took it, so a batch must fit
     // in one write a pipe takes whole or refuses (PIPE_BUF), and SIGINT or
     // SIGTERM end the loop between batches instead of mid-way.

@@ -80,7 +80,12 @@ Kernel module (root):
   cat /dev/relay/t | relay cat -              frames from read(), decoded
   relay cat --read --follow /dev/relay/t.cpu1 one CPU, read() and poll()
   relay kernel bench --records 1000000        relay-kmod vs relay_write()
-  relay kernel destroy t";
+  relay kernel destroy t
+
+Exit codes: 0 success; 1 relay verify found the stream wrong; 2 bad usage;
+3 an I/O error (including a channel file truncated under relay); 4 not a
+relay file, or corrupt data skipped; 5 another consumer holds a CPU.
+On SIGINT, SIGTERM or SIGHUP, relay cat commits what it printed, then ends.";
 
 #[derive(Subcommand)]
 enum Command {
@@ -108,6 +113,7 @@ enum Command {
     Cat {
         /// Channel files, relayfs directories, or `-`: frames on standard
         /// input (what a kernel channel file's read() returns).
+        #[arg(required = true)]
         paths: Vec<PathBuf>,
         /// read() each PATH and decode frames instead of mapping it (a
         /// kernel channel file, its .cpuN files, or saved frames).
@@ -229,8 +235,8 @@ enum Command {
     },
     /// Writers on every CPU and one merged reader, then a verified summary.
     Demo {
-        /// How long the writers run.
-        #[arg(long, default_value_t = 3.0)]
+        /// How long the writers run (seconds, more than 0 and at most a day).
+        #[arg(long, default_value = "3", value_parser = parse_seconds)]
         seconds: f64,
         /// Flight-recorder mode.
         #[arg(long)]
@@ -339,6 +345,14 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .map_err(|_| format!("{s:?}: a byte count, like 65536 or 64K"))?;
     n.checked_mul(mult)
         .ok_or_else(|| format!("{s:?}: too large"))
+}
+
+/// A number of seconds for `relay demo`: finite, positive, at most a day.
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 && x <= 86_400.0 => Ok(x),
+        _ => Err(format!("{s:?}: seconds, more than 0 and at most 86400")),
+    }
 }
 
 /// A duration in milliseconds: a bare number is milliseconds; or a number

@@ -32,31 +32,45 @@ pub(crate) fn write(
         });
     };
     let (mut written, mut refused) = (0u64, 0u64);
-    for line in io::stdin().lock().lines() {
-        let line = line.map_err(|source| Error::Io {
-            path: PathBuf::from("<stdin>"),
-            op: "read",
-            source,
-        })?;
+    // Lines are bytes: a record need not be UTF-8.
+    let mut input = io::stdin().lock();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = input
+            .read_until(b'\n', &mut line)
+            .map_err(|source| Error::Io {
+                path: PathBuf::from("<stdin>"),
+                op: "read",
+                source,
+            })?;
+        if n == 0 {
+            break;
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+        }
         let done = match block {
-            Some(timeout) => relay_user::producer::write_waiting(
-                &w,
-                rtype,
-                line.as_bytes(),
-                &mut monotonic_ns,
-                timeout,
-            ),
-            None => w.write(rtype, line.as_bytes(), &mut monotonic_ns),
+            Some(timeout) => {
+                relay_user::producer::write_waiting(&w, rtype, &line, &mut monotonic_ns, timeout)
+            }
+            None => w.write(rtype, &line, &mut monotonic_ns),
         };
         match done {
             Ok(_) => written += 1,
             Err(e) => {
                 refused += 1;
-                eprintln!(
-                    "relay: {}: record {}: {e}",
-                    path.display(),
-                    written + refused
-                );
+                // The first refusal says why; the summary counts them all.
+                if refused == 1 {
+                    eprintln!(
+                        "relay: {}: record {}: {e} (further refusals are counted below)",
+                        path.display(),
+                        written + refused
+                    );
+                }
             }
         }
     }

@@ -393,6 +393,48 @@ fn sizes_and_durations_take_units() {
     }
 }
 
+/// What a new user gets wrong is refused with a message that names it:
+/// no channel, a CPU the channel does not have, a demo of no time; and a
+/// line that is not UTF-8 is a record like any other.
+#[test]
+fn usage_errors_name_what_is_wrong() {
+    let out = run(&["cat"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("<PATHS>"));
+    let p = tmp("usage.relay");
+    create(&p, &["--cpus", "2"]);
+    let out = run(&["cat", "--cpu", "5", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--cpu 5: ")
+            && String::from_utf8_lossy(&out.stderr).contains("has 2 CPU buffers"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for bad in ["-1", "nan", "inf", "1e30"] {
+        let out = run(&["demo", &format!("--seconds={bad}")]);
+        assert_eq!(out.status.code(), Some(2), "--seconds={bad}");
+    }
+    let mut w = relay()
+        .args(["write", p.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    w.stdin.take().unwrap().write_all(b"a\xffb\nc\r\n").unwrap();
+    let out = w.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("2 records written, 0 refused"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&run(&["cat", p.to_str().unwrap()]).stdout).into_owned();
+    assert!(
+        text.contains("len=3 a\\xffb\n") && text.contains("len=1 c\n"),
+        "{text}"
+    );
+}
+
 #[test]
 fn demo_runs_and_verifies() {
     for mode in [&[][..], &["--overwrite"][..]] {
