@@ -530,8 +530,10 @@ fn main() -> ExitCode {
     }
 }
 
+/// The CPU buffers of a new channel: as asked, or one per CPU the machine
+/// may run (not only those this process's affinity allows).
 fn cpu_count(cpus: Option<u32>) -> u32 {
-    cpus.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
+    cpus.unwrap_or_else(relay_user::sys::possible_cpus)
 }
 
 fn create(

@@ -339,6 +339,27 @@ pub fn stdout_is_pipe() -> bool {
 /// Bytes a pipe takes atomically.
 pub const PIPE_BUF: usize = libc::PIPE_BUF;
 
+/// The CPUs this machine may ever run (`/sys/devices/system/cpu/possible`,
+/// "0-N": the highest plus one), whatever this process's affinity: a
+/// channel is for the machine, not for the CPUs its creator may use.
+/// Falls back to the configured processor count.
+pub fn possible_cpus() -> u32 {
+    let from_sysfs = std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        .ok()
+        .and_then(|s| {
+            s.trim()
+                .split(',')
+                .filter_map(|part| part.rsplit('-').next()?.trim().parse::<u32>().ok())
+                .max()
+        })
+        .and_then(|highest| highest.checked_add(1));
+    from_sysfs.unwrap_or_else(|| {
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
+        u32::try_from(n).ok().filter(|&n| n > 0).unwrap_or(1)
+    })
+}
+
 /// The system page size.
 pub fn page_size() -> usize {
     // SAFETY: sysconf has no memory-safety preconditions.
