@@ -34,13 +34,13 @@ pub(crate) fn cat(
     // A consumer commits a batch once stdout took it, so a batch must fit
     // in one write a pipe takes whole or refuses (PIPE_BUF), and SIGINT or
     // SIGTERM end the loop between batches instead of mid-way.
-    let terminating = relay_user::sys::catch_termination().map_err(|source| Error::Io {
+    let terminating = relay_user::os::catch_termination().map_err(|source| Error::Io {
         path: path.to_path_buf(),
         op: "sigaction",
         source,
     })?;
-    let chunk = if relay_user::sys::stdout_is_pipe() {
-        relay_user::sys::PIPE_BUF
+    let chunk = if relay_user::os::stdout_is_pipe() {
+        relay_user::os::PIPE_BUF
     } else {
         64 * 1024
     };
@@ -70,7 +70,7 @@ pub(crate) fn cat(
         if batch.is_none() {
             break;
         }
-        if relay_user::sys::write_stdout(&p.out).is_err() {
+        if relay_user::os::write_stdout(&p.out).is_err() {
             p.closed = true; // e.g. `| head`: what it took stays committed
             break;
         }
@@ -84,7 +84,7 @@ pub(crate) fn cat(
             path.display()
         );
     }
-    relay_user::sys::end_by_signal();
+    relay_user::os::end_by_signal();
     if p.corrupt == 0 {
         Ok(())
     } else {

@@ -38,7 +38,7 @@ use relay_core::{ChannelFlags, FormatError, GeometryParams, Lost, Mode, ReadErro
 use relay_user::blktrace::{self, CpuInput, Decoder, Item, Severity};
 use relay_user::frames::Until;
 use relay_user::kernel;
-use relay_user::sys::monotonic_ns;
+use relay_user::os::monotonic_ns;
 use relay_user::{ChannelFile, Error, Flow, FrameReader, RelayfsDir, Stream, StreamOptions};
 
 /// Exit codes (distinct per kind of failure).
@@ -533,7 +533,7 @@ fn main() -> ExitCode {
 /// The CPU buffers of a new channel: as asked, or one per CPU the machine
 /// may run (not only those this process's affinity allows).
 fn cpu_count(cpus: Option<u32>) -> u32 {
-    cpus.unwrap_or_else(relay_user::sys::possible_cpus)
+    cpus.unwrap_or_else(relay_user::os::possible_cpus)
 }
 
 fn create(

@@ -99,7 +99,7 @@ pub(crate) fn write_kernel(file: &ChannelFile, cpu: u32, rtype: u16) -> Result<(
             )),
         ));
     }
-    relay_user::sys::pin_to_cpu(cpu).map_err(|e| problem("run on cpu", e))?;
+    relay_user::os::pin_to_cpu(cpu).map_err(|e| problem("run on cpu", e))?;
     let (mut written, mut refused) = (0u64, 0u64);
     let mut out = file.file();
     for line in io::stdin().lock().lines() {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use relay_core::checked;
 use relay_core::{ChannelFlags, GeometryParams};
-use relay_user::sys::monotonic_ns;
+use relay_user::os::monotonic_ns;
 use relay_user::ChannelFile;
 
 fn relay(args: &[&str]) -> Output {

@@ -18,7 +18,8 @@
 //! - [`kernel`]: the kernel module's ioctls (create, destroy, flush,
 //!   statistics, load generator, benchmark).
 //!
-//! All `unsafe` code is in [`sys`] and [`truncation`] (the SIGBUS handler).
+//! All `unsafe` code is in the private `sys` module and in [`truncation`]
+//! (the SIGBUS handler); [`os`] is what programs may use of it.
 //!
 //! ```no_run
 //! use relay_user::{ChannelFile, Stream, StreamOptions};
@@ -48,13 +49,24 @@ pub mod producer;
 pub mod relayfs;
 pub mod snapshot;
 pub mod stream;
-pub mod sys;
+mod sys;
 pub mod truncation;
 
 pub use error::Error;
 pub use file::ChannelFile;
 pub use frames::FrameReader;
 pub use relay_core;
+/// What a program reading or writing channels may want from the OS, safely
+/// wrapped: the channels' clock, the machine's CPUs, pinning a thread, and
+/// what a consumer that prints needs to commit exactly what its output took
+/// (atomic pipe writes, termination signals turned into a flag).
+pub mod os {
+    pub use crate::sys::{
+        catch_termination, end_by_signal, monotonic_ns, pin_to_cpu, possible_cpus, stdout_is_pipe,
+        write_stdout, PIPE_BUF,
+    };
+}
+
 pub use relay_core::merge::{Event, Flow};
 pub use relayfs::RelayfsDir;
 pub use stream::{Stream, StreamOptions};

@@ -36,6 +36,7 @@ unsafe impl Sync for Mapping {}
 
 /// Which parts of the mapping are writable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // read-write, read-only, read-only but...
 pub enum Access {
     /// Everything (the producer side of a userspace channel).
     ReadWrite,
@@ -122,16 +123,6 @@ impl Mapping {
         // rounded down to whole words; every party accesses channel memory
         // with aligned 8-byte atomics (the relay format's rule).
         unsafe { relay_core::mem::words_from_raw(self.ptr.as_ptr(), self.len & !7) }.unwrap_or(&[])
-    }
-
-    /// Bytes mapped.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether nothing is mapped (never: `new` refuses empty files).
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use relay_core::merge::{Event, Flow};
 use relay_core::{ChannelFlags, GeometryParams};
-use relay_user::sys::monotonic_ns;
+use relay_user::os::monotonic_ns;
 use relay_user::{ChannelFile, Stream, StreamOptions};
 
 fn channel(name: &str) -> (ChannelFile, PathBuf) {
