@@ -101,25 +101,29 @@ fn copy_split(src: &[u8], a: &mut [u8], b: &mut [u8]) {
     b[..m].copy_from_slice(&src[n..n + m]);
 }
 
+/// The rtrb producer of both rtrb rows: `iters` copies of `framed` (a
+/// 4-byte length and the payload), each as one chunk.
+fn rtrb_produce(p: &mut rtrb::Producer<u8>, iters: u64, framed: &[u8]) {
+    for _ in 0..iters {
+        let mut chunk = loop {
+            if let Ok(chunk) = p.write_chunk(framed.len()) {
+                break chunk;
+            }
+            spin_loop();
+        };
+        let (a, b) = chunk.as_mut_slices();
+        copy_split(framed, a, b);
+        chunk.commit_all();
+    }
+}
+
 fn rtrb(iters: u64, size: usize) -> Duration {
     let (mut p, mut c) = rtrb::RingBuffer::<u8>::new(RING);
     let mut framed = (size as u32).to_le_bytes().to_vec();
     framed.resize(4 + size, 0x5a);
     let frame = framed.len();
     pair(
-        move || {
-            for _ in 0..iters {
-                let mut chunk = loop {
-                    if let Ok(chunk) = p.write_chunk(frame) {
-                        break chunk;
-                    }
-                    spin_loop();
-                };
-                let (a, b) = chunk.as_mut_slices();
-                copy_split(&framed, a, b);
-                chunk.commit_all();
-            }
-        },
+        move || rtrb_produce(&mut p, iters, &framed),
         move || {
             let mut sum = 0;
             let mut buf = vec![0u8; frame];
@@ -152,21 +156,8 @@ fn rtrb_framed(iters: u64, size: usize) -> Duration {
     let (mut p, mut c) = rtrb::RingBuffer::<u8>::new(RING);
     let mut framed = (size as u32).to_le_bytes().to_vec();
     framed.resize(4 + size, 0x5a);
-    let frame = framed.len();
     pair(
-        move || {
-            for _ in 0..iters {
-                let mut chunk = loop {
-                    if let Ok(chunk) = p.write_chunk(frame) {
-                        break chunk;
-                    }
-                    spin_loop();
-                };
-                let (a, b) = chunk.as_mut_slices();
-                copy_split(&framed, a, b);
-                chunk.commit_all();
-            }
-        },
+        move || rtrb_produce(&mut p, iters, &framed),
         move || {
             let mut sum = 0;
             let mut buf = vec![0u8; RING];
