@@ -809,6 +809,7 @@ impl<'b> Records<'b> {
 
     /// The next record (skipping discarded ones) and its byte offset.
     #[cfg_attr(loom, allow(dead_code))]
+    #[inline]
     pub(crate) fn next_at(&mut self) -> Option<(usize, Record<'b>)> {
         loop {
             let start = self.off;
@@ -819,6 +820,7 @@ impl<'b> Records<'b> {
         }
     }
 
+    #[inline]
     fn next_raw(&mut self) -> Option<(u16, Record<'b>)> {
         let w0 = read_u64(self.content, self.off)?;
         let ts = read_u64(self.content, self.off + 8)?;

@@ -16,11 +16,12 @@
 //! channels, snapshots) each cursor copies one whole sub-buffer at a time
 //! into its own buffer (never record by record).
 
-mod heap;
+mod tree;
 
 use crate::format::{Record, Records};
 use crate::reader::{CpuReader, Lost, ReadError};
-use heap::{Heaps, Which};
+pub use tree::{nodes_for, Node};
+use tree::{Trees, Which};
 
 /// Something the merged stream delivers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +113,35 @@ struct NextRecord {
     after: usize,
 }
 
+/// How far the leading cursor's run may go (see [`Merger::find`]): on
+/// while its records are at most `low`, which is no later than any other
+/// CPU's next event or an idle CPU's barrier; over when one is later than
+/// `high`, which is (`high` is `u64::MAX` when unknown); in between, the
+/// exact limit (the runner-up, a walk up the ready tree) decides, computed
+/// once. A switch of CPU thus costs no walk when the next record is later
+/// than the CPU left last (`high`): the one-record-per-CPU case.
+#[derive(Clone, Copy, Debug)]
+struct Limit {
+    low: u64,
+    high: u64,
+}
+
+impl Limit {
+    /// Whether a record at `ts` (not the run's first) belongs to the run.
+    #[inline(always)]
+    fn admits(&mut self, ts: u64, exact: &mut impl FnMut() -> u64) -> bool {
+        if ts <= self.low {
+            return true;
+        }
+        if ts > self.high {
+            return false;
+        }
+        let e = exact();
+        *self = Limit { low: e, high: e };
+        ts <= e
+    }
+}
+
 /// One CPU's position in the merged stream.
 pub struct Cursor<'a, B> {
     reader: CpuReader<'a>,
@@ -133,8 +163,6 @@ pub struct Cursor<'a, B> {
     tail_out: Option<Lost>,
     /// Timestamp of the last event delivered (where a tail loss goes).
     last_ts: u64,
-    /// Its entries in the merger's heaps.
-    slot: heap::Slot,
 }
 
 impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
@@ -154,7 +182,6 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
             tail: None,
             tail_out: None,
             last_ts: 0,
-            slot: heap::Slot::default(),
         }
     }
 
@@ -403,7 +430,8 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
     /// Returns how many `f` took, and whether it declined one.
     fn run(
         &mut self,
-        limit: u64,
+        limit: &mut Limit,
+        exact: &mut impl FnMut() -> u64,
         max: usize,
         f: &mut impl FnMut(Event<'_>) -> Flow,
     ) -> (usize, bool) {
@@ -412,33 +440,51 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
             return (0, false);
         };
         let (seq, start) = (l.seq, l.off);
-        let mut records = Records::resume(self.bytes(l), start);
+        let bytes = self.bytes(l);
+        let decode = |records: &mut Records<'_>| {
+            records.next_at().map(|(at, record)| {
+                let payload = at + crate::format::RECORD_HEADER_SIZE;
+                let decoded = NextRecord {
+                    rtype: record.rtype,
+                    payload: (payload, payload + record.payload.len()),
+                    after: records.offset(),
+                };
+                (record.ts, decoded)
+            })
+        };
+        // The head was decoded when it was found: start after it.
+        let (mut cur, mut records) = match (self.head, self.pos) {
+            (Some(ts), Some(p)) => (Some((ts, p)), Records::resume(bytes, p.after)),
+            _ => {
+                let mut records = Records::resume(bytes, start);
+                (decode(&mut records), records)
+            }
+        };
         let (mut n, mut off, mut last, mut stopped) = (0, start, self.last_ts, false);
         // The record the run stopped at, decoded already: the next head.
         let mut next: Option<(u64, NextRecord)> = None;
-        while n < max {
-            let Some((at, record)) = records.next_at() else {
-                break;
-            };
-            let payload = at + crate::format::RECORD_HEADER_SIZE;
-            let decoded = NextRecord {
-                rtype: record.rtype,
-                payload: (payload, payload + record.payload.len()),
-                after: records.offset(),
-            };
-            if n > 0 && record.ts > limit {
-                next = Some((record.ts, decoded));
+        while let Some((ts, decoded)) = cur {
+            if n >= max || (n > 0 && !limit.admits(ts, exact)) {
+                next = cur;
                 break;
             }
-            let ts = record.ts;
+            let Some(payload) = bytes.get(decoded.payload.0..decoded.payload.1) else {
+                break;
+            };
+            let record = Record {
+                ts,
+                rtype: decoded.rtype,
+                payload,
+            };
             if f(Event::Record { cpu, record }) == Flow::Stop {
-                next = Some((ts, decoded));
+                next = cur;
                 stopped = true;
                 break;
             }
             last = ts;
             n += 1;
-            off = records.offset();
+            off = decoded.after;
+            cur = decode(&mut records);
         }
         self.last_ts = last;
         self.head = next.map(|(ts, _)| ts);
@@ -454,21 +500,23 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
         (n, stopped)
     }
 
+    /// Whether a run can start here now: a plain record decoded at the
+    /// head (no loss, corrupt sub-buffer or tail loss first).
+    fn runs_now(&self) -> bool {
+        self.head.is_some()
+            && self.pos.is_some()
+            && !self.handed_out
+            && self.corrupt.is_none()
+            && self.tail.is_none()
+            && self.loaded.as_ref().is_some_and(|l| l.lost.is_none())
+    }
+
     /// The time up to which this CPU (which has nothing readable now)
     /// provably holds no records: its last flush barrier, once every
     /// sub-buffer closed by that flush was consumed.
     fn known_empty_until(&self) -> Option<u64> {
         let (barrier, next) = self.flushed?;
         (self.reader.consumed().wrapping_sub(next) < 1 << 63).then_some(barrier)
-    }
-}
-
-impl<B> heap::Slotted for Cursor<'_, B> {
-    fn slot(&self) -> &heap::Slot {
-        &self.slot
-    }
-    fn slot_mut(&mut self) -> &mut heap::Slot {
-        &mut self.slot
     }
 }
 
@@ -491,46 +539,92 @@ impl Touched {
     }
 }
 
-/// The k-way merge over every CPU's cursor. `C` is the cursors' storage:
-/// a slice, an array, a `Vec`, a kernel `KVec`.
-pub struct Merger<'a, B, C> {
+/// Why [`Merger::new`] refused its arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MergerError {
+    /// `nodes` is shorter than [`nodes_for`] the cursors.
+    TooFewNodes {
+        /// How many the cursors need.
+        needed: usize,
+        /// How many were given.
+        got: usize,
+    },
+    /// More cursors than a merger orders (2^31).
+    TooManyCursors {
+        /// How many were given.
+        cursors: usize,
+    },
+}
+
+impl core::fmt::Display for MergerError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            MergerError::TooFewNodes { needed, got } => {
+                write!(f, "nodes: {got} given, the cursors need {needed}")
+            }
+            MergerError::TooManyCursors { cursors } => {
+                write!(f, "cursors: {cursors}, more than a merger orders")
+            }
+        }
+    }
+}
+
+/// The k-way merge over every CPU's cursor. `C` is the cursors' storage
+/// and `N` the merge's working memory, its [`Node`]s: a slice, an array, a
+/// `Vec`, a kernel `KVec`.
+pub struct Merger<'a, B, C, N> {
     cursors: C,
+    /// The ready and idle trees (see `tree`), [`nodes_for`] the
+    /// cursors.
+    nodes: N,
     last: Option<usize>,
     /// The cursor `prepare` found ready and no one took yet.
     ready: Option<usize>,
-    /// (cursor, ts limit, drain): a run the cursor may continue without a
-    /// full scan.
-    run: Option<(usize, u64, bool)>,
+    /// (cursor, limit, drain): a run the cursor may continue without
+    /// looking at the others.
+    run: Option<(usize, Limit, bool)>,
     /// The cursors that handed out events since the last commit.
     uncommitted: Touched,
-    /// Ready and idle cursors (see `heap`).
-    heaps: Heaps,
-    /// The `drain` of the last look: what the idle heap's keys mean (see
+    /// The `drain` of the last look: what the idle tree's keys mean (see
     /// `find`).
     mode: Option<bool>,
     _cursor: core::marker::PhantomData<Cursor<'a, B>>,
 }
 
-impl<'a, B: AsMut<[u8]> + AsRef<[u8]> + 'a, C: AsMut<[Cursor<'a, B>]>> Merger<'a, B, C> {
-    /// A merger over `cursors` (one per CPU, any order).
-    pub fn new(mut cursors: C) -> Self {
+impl<'a, B, C, N> Merger<'a, B, C, N>
+where
+    B: AsMut<[u8]> + AsRef<[u8]> + 'a,
+    C: AsMut<[Cursor<'a, B>]>,
+    N: AsMut<[Node]>,
+{
+    /// A merger over `cursors` (one per CPU, any order), working in
+    /// `nodes` (at least [`nodes_for`] the cursors; their content
+    /// does not matter).
+    pub fn new(mut cursors: C, mut nodes: N) -> Result<Self, MergerError> {
+        let n = cursors.as_mut().len();
+        if n > tree::MAX_CURSORS {
+            return Err(MergerError::TooManyCursors { cursors: n });
+        }
+        let got = nodes.as_mut().len();
+        if got < nodes_for(n) {
+            return Err(MergerError::TooFewNodes {
+                needed: nodes_for(n),
+                got,
+            });
+        }
         // Every cursor starts idle and unknown: the first look wakes those
         // with something to read.
-        let mut heaps = Heaps::default();
-        let cs = cursors.as_mut();
-        for i in 0..cs.len() {
-            heaps.push(cs, Which::Idle, i, 0);
-        }
-        Merger {
+        Trees::of(nodes.as_mut(), n).init(0);
+        Ok(Merger {
             cursors,
+            nodes,
             last: None,
             ready: None,
             run: None,
             uncommitted: Touched::None,
-            heaps,
             mode: None,
             _cursor: core::marker::PhantomData,
-        }
+        })
     }
 
     /// The cursors.
@@ -542,12 +636,13 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]> + 'a, C: AsMut<[Cursor<'a, B>]>> Merger<'a
     /// holds nothing older than `barrier` once sub-buffer `next` is reached.
     pub fn flushed(&mut self, cpu: u32, barrier: u64, next: u64) {
         let cursors = self.cursors.as_mut();
+        let mut trees = Trees::of(self.nodes.as_mut(), cursors.len());
         if let Some(i) = cursors.iter().position(|c| c.cpu() == cpu) {
             if let Some(c) = cursors.get_mut(i) {
                 c.flushed = Some((barrier, next));
                 if let Some(empty) = c.known_empty_until() {
-                    if Heaps::contains(cursors, Which::Idle, i) {
-                        self.heaps.update(cursors, Which::Idle, i, empty);
+                    if trees.contains(Which::Idle, i) {
+                        trees.update(Which::Idle, i, empty);
                     }
                 }
             }
@@ -565,31 +660,31 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]> + 'a, C: AsMut<[Cursor<'a, B>]>> Merger<'a
         Ok(i)
     }
 
-    /// Puts cursor `i` back in the heap its state says, with its key: the
+    /// Puts cursor `i` back in the tree its state says, with its key: the
     /// next event's timestamp if it has one (ready), else how long it is
     /// known empty (idle).
-    fn reposition(cursors: &mut [Cursor<'a, B>], heaps: &mut Heaps, i: usize) {
+    fn reposition(cursors: &mut [Cursor<'a, B>], trees: &mut Trees<'_>, i: usize) {
         let Some(c) = cursors.get_mut(i) else { return };
         let head = c.head_ts();
         let empty = c.known_empty_until().unwrap_or(0);
-        let ready = Heaps::contains(cursors, Which::Ready, i);
+        let ready = trees.contains(Which::Ready, i);
         match (ready, head) {
-            (true, Some(ts)) => heaps.update(cursors, Which::Ready, i, ts),
+            (true, Some(ts)) => trees.update(Which::Ready, i, ts),
             (true, None) => {
-                heaps.remove(cursors, Which::Ready, i);
-                heaps.push(cursors, Which::Idle, i, empty);
+                trees.remove(Which::Ready, i);
+                trees.push(Which::Idle, i, empty);
             }
             (false, Some(ts)) => {
-                heaps.remove(cursors, Which::Idle, i);
-                heaps.push(cursors, Which::Ready, i, ts);
+                trees.remove(Which::Idle, i);
+                trees.push(Which::Ready, i, ts);
             }
-            (false, None) => heaps.update(cursors, Which::Idle, i, empty),
+            (false, None) => trees.update(Which::Idle, i, empty),
         }
     }
 
     fn find(&mut self, drain: bool) -> Result<usize, Step<'static>> {
         let cursors = self.cursors.as_mut();
-        let heaps = &mut self.heaps;
+        let trees = &mut Trees::of(self.nodes.as_mut(), cursors.len());
         if let Some(i) = self.last {
             if let Some(c) = cursors.get_mut(i) {
                 c.step();
@@ -599,12 +694,14 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]> + 'a, C: AsMut<[Cursor<'a, B>]>> Merger<'a
         // Fast path: the cursor that won last time keeps winning while its
         // records are no later than every other CPU's next one (whose heads
         // cannot change while loaded) and every empty CPU's flush barrier.
-        // It stays the top of the ready heap: its key only grows to `limit`.
-        if let Some((i, limit, was_drain)) = self.run {
+        // It stays the top of the ready tree: its key only grows to the
+        // limit.
+        if let Some((i, mut limit, was_drain)) = self.run {
             if was_drain == drain {
                 if let Some(ts) = cursors.get_mut(i).and_then(|c| c.head_ts()) {
-                    if ts <= limit {
-                        heaps.update(cursors, Which::Ready, i, ts);
+                    if limit.admits(ts, &mut || Self::exact_limit(trees, drain)) {
+                        self.run = Some((i, limit, drain));
+                        trees.update(Which::Ready, i, ts);
                         return Ok(i);
                     }
                 }
@@ -612,7 +709,7 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]> + 'a, C: AsMut<[Cursor<'a, B>]>> Merger<'a
             self.run = None;
         }
         if let Some(i) = touched {
-            Self::reposition(cursors, heaps, i);
+            Self::reposition(cursors, trees, i);
         }
         if self.mode != Some(drain) {
             // Idle keys mean "known empty until" without drain, "last
@@ -621,23 +718,23 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]> + 'a, C: AsMut<[Cursor<'a, B>]>> Merger<'a
             // come since (a drain starts after the last writes).
             self.mode = Some(drain);
             for i in 0..cursors.len() {
-                if Heaps::contains(cursors, Which::Idle, i) {
-                    Self::reposition(cursors, heaps, i);
-                    if drain && Heaps::contains(cursors, Which::Idle, i) {
-                        heaps.update(cursors, Which::Idle, i, 0);
+                if trees.contains(Which::Idle, i) {
+                    Self::reposition(cursors, trees, i);
+                    if drain && trees.contains(Which::Idle, i) {
+                        trees.update(Which::Idle, i, 0);
                     }
                 }
             }
         }
         loop {
-            let Some(i) = heaps.top(cursors, Which::Ready) else {
+            let Some(i) = trees.top(Which::Ready) else {
                 // Nothing ready: has an idle CPU got something since?
                 let mut woke = false;
                 for i in 0..cursors.len() {
-                    if Heaps::contains(cursors, Which::Idle, i)
+                    if trees.contains(Which::Idle, i)
                         && cursors.get_mut(i).and_then(|c| c.head_ts()).is_some()
                     {
-                        Self::reposition(cursors, heaps, i);
+                        Self::reposition(cursors, trees, i);
                         woke = true;
                     }
                 }
@@ -657,36 +754,34 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]> + 'a, C: AsMut<[Cursor<'a, B>]>> Merger<'a
                 }
                 return Err(Step::Idle);
             };
-            let ts = Heaps::key(cursors, Which::Ready, i);
+            let ts = trees.key(Which::Ready, i);
             if drain {
                 // Idle CPUs do not block a drain, but one that has records
                 // now should merge in order: look at the one looked at
                 // longest ago (one per event: every idle CPU within as
                 // many events as there are CPUs).
-                if let Some(j) = heaps.top(cursors, Which::Idle) {
-                    if Heaps::key(cursors, Which::Idle, j) < ts {
+                if let Some(j) = trees.top(Which::Idle) {
+                    if trees.key(Which::Idle, j) < ts {
                         if cursors.get_mut(j).and_then(|c| c.head_ts()).is_some() {
-                            Self::reposition(cursors, heaps, j);
+                            Self::reposition(cursors, trees, j);
                             continue;
                         }
-                        heaps.update(cursors, Which::Idle, j, ts);
+                        trees.update(Which::Idle, j, ts);
                     }
                 }
             } else {
                 // An idle CPU known empty for less than `ts` may still hold
                 // an older record: look at it (only those, the earliest
                 // first), and block on it if it has nothing yet.
-                if let Some(j) = heaps.top(cursors, Which::Idle) {
-                    if Heaps::key(cursors, Which::Idle, j) < ts {
+                if let Some(j) = trees.top(Which::Idle) {
+                    if trees.key(Which::Idle, j) < ts {
                         let empty = cursors.get_mut(j).and_then(|c| {
                             c.head_ts()
                                 .map_or(c.known_empty_until(), |_| Some(u64::MAX))
                         });
                         match empty {
-                            Some(u64::MAX) => Self::reposition(cursors, heaps, j),
-                            Some(barrier) if barrier >= ts => {
-                                heaps.update(cursors, Which::Idle, j, barrier)
-                            }
+                            Some(u64::MAX) => Self::reposition(cursors, trees, j),
+                            Some(barrier) if barrier >= ts => trees.update(Which::Idle, j, barrier),
                             _ => {
                                 let cpu = cursors.get(j).map_or(0, |c| c.cpu());
                                 return Err(Step::Blocked { cpu });
@@ -696,12 +791,16 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]> + 'a, C: AsMut<[Cursor<'a, B>]>> Merger<'a
                     }
                 }
             }
-            let mut limit = heaps.second_key(cursors, Which::Ready).unwrap_or(u64::MAX);
-            if !drain {
-                if let Some(j) = heaps.top(cursors, Which::Idle) {
-                    limit = limit.min(Heaps::key(cursors, Which::Idle, j));
-                }
-            }
+            // Bounds of the exact limit, without a walk: the leader's own
+            // key below, the key of the CPU left last (still ready) above.
+            let barrier = Self::idle_limit(trees, drain);
+            let left = touched
+                .filter(|&t| t != i && trees.contains(Which::Ready, t))
+                .map_or(u64::MAX, |t| trees.key(Which::Ready, t));
+            let limit = Limit {
+                low: ts.min(barrier),
+                high: left.min(barrier),
+            };
             // Corrupt-sub-buffer and loss events come out one at a time.
             let plain = cursors
                 .get(i)
@@ -711,6 +810,22 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]> + 'a, C: AsMut<[Cursor<'a, B>]>> Merger<'a
             }
             return Ok(i);
         }
+    }
+
+    /// The earliest barrier of an idle CPU, unless draining (then idle
+    /// CPUs do not hold the stream back).
+    fn idle_limit(trees: &Trees<'_>, drain: bool) -> u64 {
+        match trees.top(Which::Idle) {
+            Some(j) if !drain => trees.key(Which::Idle, j),
+            _ => u64::MAX,
+        }
+    }
+
+    /// How far the top of the ready tree may run: to the next CPU's next
+    /// event or the earliest idle barrier.
+    fn exact_limit(trees: &Trees<'_>, drain: bool) -> u64 {
+        let next = trees.second_key(Which::Ready).unwrap_or(u64::MAX);
+        next.min(Self::idle_limit(trees, drain))
     }
 
     /// Whether [`Self::next`] would deliver an event (`None`) or why not,
@@ -761,17 +876,48 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]> + 'a, C: AsMut<[Cursor<'a, B>]>> Merger<'a
                 _ => None,
             };
             let cursors = self.cursors.as_mut();
+            let mut trees = Trees::of(self.nodes.as_mut(), cursors.len());
             let Some(c) = cursors.get_mut(i) else { break };
             let plain = c.corrupt.is_none()
                 && c.tail.is_none()
                 && c.loaded.as_ref().is_some_and(|l| l.lost.is_none());
             match limit {
-                Some(limit) if plain => {
-                    let (n, stopped) = c.run(limit, max - count, f);
-                    count += n;
+                Some(mut limit) if plain => {
+                    let (mut i, mut declined) = (i, false);
                     self.last = None;
-                    self.uncommitted.add(i);
-                    if stopped {
+                    // Runs, switching straight from one to the next while
+                    // the next leader has a record decoded and no idle CPU
+                    // holds it back (the common case; `find` handles the
+                    // rest).
+                    while let Some(c) = cursors.get_mut(i) {
+                        let mut exact = || Self::exact_limit(&trees, drain);
+                        let (n, stopped) = c.run(&mut limit, &mut exact, max - count, f);
+                        declined = stopped;
+                        count += n;
+                        self.uncommitted.add(i);
+                        self.run = Some((i, limit, drain));
+                        let ts = match c.head {
+                            Some(ts) if !stopped && count < max => ts,
+                            _ => break,
+                        };
+                        trees.update(Which::Ready, i, ts);
+                        self.run = None;
+                        let Some(w) = trees.top(Which::Ready) else {
+                            break;
+                        };
+                        let lead = trees.key(Which::Ready, w);
+                        let barrier = Self::idle_limit(&trees, drain);
+                        let next = cursors.get(w);
+                        if barrier < lead || !next.is_some_and(Cursor::runs_now) {
+                            break;
+                        }
+                        limit = Limit {
+                            low: lead.min(barrier),
+                            high: ts.min(barrier),
+                        };
+                        i = w;
+                    }
+                    if declined {
                         break;
                     }
                 }

@@ -8,7 +8,7 @@ mod common;
 use std::sync::atomic::Ordering;
 
 use common::{check_payload, create, geometry, payload, region};
-use relay_core::merge::{Cursor, Event, Merger, Step};
+use relay_core::merge::{Cursor, Event, Merger, Node, Step};
 use relay_core::{Channel, Lost};
 
 fn clock_from(t: &std::cell::Cell<u64>) -> impl FnMut() -> u64 + '_ {
@@ -22,7 +22,11 @@ fn clock_from(t: &std::cell::Cell<u64>) -> impl FnMut() -> u64 + '_ {
 /// the losses.
 fn drain(ch: &Channel<'_>) -> (Vec<u64>, Lost) {
     let size = ch.geometry().subbuf_size() as usize;
-    let mut m = Merger::new(vec![Cursor::new(ch.reader(0).unwrap(), vec![0u8; size])]);
+    let mut m = Merger::new(
+        vec![Cursor::new(ch.reader(0).unwrap(), vec![0u8; size])],
+        [Node::default(); 4],
+    )
+    .unwrap();
     let (mut ids, mut lost) = (Vec::new(), Lost::default());
     loop {
         match m.next(true) {

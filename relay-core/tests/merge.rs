@@ -6,7 +6,7 @@ mod common;
 use std::cell::Cell;
 
 use common::{check_payload, create, geometry, payload, region, Rng};
-use relay_core::merge::{Cursor, Event, Flow, Merger, Step};
+use relay_core::merge::{nodes_for, Cursor, Event, Flow, Merger, Node, Step};
 use relay_core::{Channel, Lost};
 
 fn cursors<'a>(ch: &Channel<'a>) -> Vec<Cursor<'a, Vec<u8>>> {
@@ -20,11 +20,17 @@ fn cursors<'a>(ch: &Channel<'a>) -> Vec<Cursor<'a, Vec<u8>>> {
         .collect()
 }
 
+type TestMerger<'a> = Merger<'a, Vec<u8>, Vec<Cursor<'a, Vec<u8>>>, Vec<Node>>;
+
+/// A merger over every CPU of `ch`.
+fn merger<'a>(ch: &Channel<'a>) -> TestMerger<'a> {
+    let cs = cursors(ch);
+    let nodes = vec![Node::default(); nodes_for(cs.len())];
+    Merger::new(cs, nodes).unwrap()
+}
+
 /// Drains with `drain = true`, returning (cpu, id, ts) and the losses.
-fn drain_all<'a>(
-    merger: &mut Merger<'a, Vec<u8>, Vec<Cursor<'a, Vec<u8>>>>,
-    len: usize,
-) -> (Vec<(u32, u64, u64)>, Lost) {
+fn drain_all<'a>(merger: &mut TestMerger<'a>, len: usize) -> (Vec<(u32, u64, u64)>, Lost) {
     let mut out = Vec::new();
     let mut lost = Lost::default();
     loop {
@@ -68,7 +74,7 @@ fn merges_cpus_in_timestamp_order() {
     for cpu in 0..3 {
         let _ = ch.writer(cpu).unwrap().flush(&mut clock);
     }
-    let mut m = Merger::new(cursors(&ch));
+    let mut m = merger(&ch);
     let (out, lost) = drain_all(&mut m, 24);
     assert_eq!(out.len(), 150);
     assert!(lost.is_zero());
@@ -103,7 +109,7 @@ fn blocks_on_a_cpu_that_may_hold_older_records() {
         .write(1, &payload(1, 8), &mut clock)
         .unwrap();
     let _ = ch.writer(1).unwrap().flush(&mut clock);
-    let mut m = Merger::new(cursors(&ch));
+    let mut m = merger(&ch);
     assert_eq!(m.next(false), Step::Blocked { cpu: 0 });
     let f = ch.writer(0).unwrap().flush(&mut clock);
     m.flushed(0, f.barrier, f.next);
@@ -158,7 +164,7 @@ fn losses_appear_where_they_happened() {
     for cpu in 0..2 {
         let _ = ch.writer(cpu).unwrap().flush(&mut clock);
     }
-    let mut m = Merger::new(cursors(&ch));
+    let mut m = merger(&ch);
     let mut events = Vec::new();
     loop {
         match m.next(true) {
@@ -198,7 +204,7 @@ fn random_streams_merge_completely_with_flush_on_block() {
             t.get()
         };
         let mut rng = Rng(seed + 1);
-        let mut m = Merger::new(cursors(&ch));
+        let mut m = merger(&ch);
         let (mut written, mut got) = (Vec::new(), Vec::new());
         let mut next_id = 0;
         for _ in 0..600 {
@@ -288,7 +294,7 @@ fn batches_deliver_the_same_stream_as_single_steps() {
                 for cpu in 0..3 {
                     let _ = ch.writer(cpu).unwrap().flush(&mut clock);
                 }
-                let mut m = Merger::new(cursors(&ch));
+                let mut m = merger(&ch);
                 if !batch {
                     return drain_all(&mut m, 24).0;
                 }
@@ -340,7 +346,7 @@ fn commit_publishes_exactly_what_was_taken() {
         {
             // Takes `cut` events, declines the next, commits, and then
             // takes more without committing (a consumer killed mid-batch).
-            let mut m = Merger::new(cursors(&ch));
+            let mut m = merger(&ch);
             let mut taken = 0;
             while taken < cut {
                 let _ = m.next_batch(true, 7, &mut |e| {
@@ -357,7 +363,7 @@ fn commit_publishes_exactly_what_was_taken() {
             m.commit();
             let _ = m.next_batch(true, 40, &mut |_| Flow::Take);
         }
-        let mut m = Merger::new(cursors(&ch));
+        let mut m = merger(&ch);
         let (rest, lost) = drain_all(&mut m, 24);
         assert!(lost.is_zero());
         ids.extend(rest.iter().map(|r| r.1));
@@ -386,7 +392,7 @@ fn a_subbuffer_changed_after_validation_is_reported() {
         w.write(1, &payload(id, 24), &mut clock).unwrap();
     }
     let _ = w.flush(&mut clock);
-    let mut m = Merger::new(cursors(&ch));
+    let mut m = merger(&ch);
     let mut ids = Vec::new();
     match m.next(true) {
         Step::Event(Event::Record { record, .. }) => {
@@ -443,7 +449,7 @@ fn many_cpus_merge_like_a_sort() {
                 t.get()
             };
             let mut rng = Rng(u64::from(cpus) * 2 + u64::from(batch) + 1);
-            let mut m = Merger::new(cursors(&ch));
+            let mut m = merger(&ch);
             let (mut written, mut got, mut refused, mut lost) =
                 (Vec::new(), Vec::new(), 0u64, 0u64);
             let mut next_id = 0;
@@ -499,7 +505,7 @@ fn many_cpus_merge_like_a_sort() {
 /// One read of `many_cpus_merge_like_a_sort`: an event or a batch; the CPU
 /// it blocked on, or `u32::MAX` when idle.
 fn read_step<'a>(
-    m: &mut Merger<'a, Vec<u8>, Vec<Cursor<'a, Vec<u8>>>>,
+    m: &mut TestMerger<'a>,
     batch: bool,
     drain: bool,
     got: &mut Vec<(u64, u64)>,

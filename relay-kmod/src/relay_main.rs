@@ -20,7 +20,7 @@
 use core::ffi::{c_int, c_void};
 
 use kernel::prelude::*;
-use relay_core::merge::{Cursor, Merger, Step};
+use relay_core::merge::{nodes_for, Cursor, Merger, Node, Step};
 use relay_core::{
     checked, frames, AtomicU64, Channel, ChannelFlags, Clock, CpuLocal, Detached, Geometry,
     GeometryParams, Mode, WriteError, Writer,
@@ -507,12 +507,21 @@ impl AsMut<[Cursor<'static, CopyBuf>]> for Cursors {
     }
 }
 
+/// The merge's working memory (see [`nodes_for`]).
+struct Nodes(KVec<Node>);
+
+impl AsMut<[Node]> for Nodes {
+    fn as_mut(&mut self) -> &mut [Node] {
+        &mut self.0
+    }
+}
+
 /// The reader behind one open channel file.
 struct KReader {
     /// The glue's handle for flushes (the channel's `k`).
     k: *mut c_void,
     channel: &'static Channel<'static>,
-    merger: Merger<'static, CopyBuf, Cursors>,
+    merger: Merger<'static, CopyBuf, Cursors, Nodes>,
     /// Per cursor, the round that last flushed its CPU: a CPU is flushed
     /// at most once until an event is delivered (a round).
     flushed_in: KVec<u64>,
@@ -661,6 +670,10 @@ pub unsafe extern "C" fn relay_rust_reader_new(
             max_frame + 2 * kernel::page::PAGE_SIZE,
             GFP_KERNEL_ACCOUNT,
         )?;
+        let mut nodes = KVec::with_capacity(nodes_for(cursors.len()), GFP_KERNEL_ACCOUNT)?;
+        for _ in 0..nodes_for(cursors.len()) {
+            nodes.push(Node::default(), GFP_KERNEL_ACCOUNT)?;
+        }
         let mut flushed_in = KVec::with_capacity(cursors.len(), GFP_KERNEL_ACCOUNT)?;
         for _ in 0..cursors.len() {
             flushed_in.push(0u64, GFP_KERNEL_ACCOUNT)?;
@@ -669,7 +682,7 @@ pub unsafe extern "C" fn relay_rust_reader_new(
             KReader {
                 k: flusher,
                 channel,
-                merger: Merger::new(Cursors(cursors)),
+                merger: Merger::new(Cursors(cursors), Nodes(nodes)).map_err(|_| EINVAL)?,
                 flushed_in,
                 round: 1,
                 pending,

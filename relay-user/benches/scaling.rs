@@ -74,6 +74,7 @@ impl Fixture {
     }
 }
 
+#[inline(never)]
 fn drain(stream: &mut Stream<'_>) -> u64 {
     let mut got = 0u64;
     while stream

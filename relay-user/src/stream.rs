@@ -22,7 +22,7 @@ use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use relay_core::merge::{Cursor, Event, Flow, Merger, Step};
+use relay_core::merge::{nodes_for, Cursor, Event, Flow, Merger, Node, Step};
 
 use crate::file::ChannelFile;
 
@@ -58,7 +58,7 @@ type Cursors<'f> = Vec<Cursor<'f, Vec<u8>>>;
 
 /// The merged stream. Records borrow the mapping until the next call.
 pub struct Stream<'f> {
-    merger: Merger<'f, Vec<u8>, Cursors<'f>>,
+    merger: Merger<'f, Vec<u8>, Cursors<'f>, Vec<Node>>,
     file: &'f ChannelFile,
     /// The CPUs read.
     cpus: Vec<u32>,
@@ -109,7 +109,9 @@ impl<'f> Stream<'f> {
             })
             .collect();
         let cpus: Vec<u32> = cursors.iter().map(Cursor::cpu).collect();
-        let mut merger = Merger::new(cursors);
+        let nodes = vec![Node::default(); nodes_for(cursors.len())];
+        // At most MAX_CPUS cursors, and the nodes they need: never refused.
+        let mut merger = Merger::new(cursors, nodes).expect("nodes sized by nodes_for");
         for (cpu, (barrier, next)) in flushes {
             merger.flushed(cpu, barrier, next);
         }

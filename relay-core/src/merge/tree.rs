@@ -1,0 +1,257 @@
+//! The merge's two tournament trees: the *ready* cursors (an event to hand
+//! out) by the timestamp of that event, and the *idle* ones (nothing
+//! readable) by the time up to which they provably hold nothing. Every
+//! cursor is in exactly one of them.
+//!
+//! Each is a winner tree: an inner node holds the smaller of its two
+//! children, so the root is the minimum; a key changes in `log2(N)` steps
+//! of one sibling each, whichever cursor it belongs to; and the runner-up
+//! is the smallest sibling along the winner's path. Entries are ordered by
+//! (key, cursor index); a cursor not in a tree sorts after every cursor in
+//! it.
+//!
+//! Layout, for `N` cursors: nodes `1..N` are inner, `N..2N` are leaves
+//! (cursor `i`'s at `N + i`), node `p`'s children are `2p` and `2p + 1`
+//! (this works for any `N`, not only powers of two). Both trees live in one
+//! caller-provided array of [`Node`]s, `2N` each (node 0 unused): 16 bytes
+//! a node, so a step up a tree is one load and one store in a few
+//! kilobytes that stay in the cache.
+
+/// One of the two trees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Which {
+    Ready = 0,
+    Idle = 1,
+}
+
+/// The tag bit of a cursor that is not in the tree.
+const ABSENT: u32 = 1 << 31;
+
+/// One node of the merger's trees (see [`crate::merge::Merger::new`]): a
+/// cursor and its key, `key << 32 | tag`, so one integer comparison orders
+/// by (key, cursor). The tag is the cursor index, with `ABSENT` set (and the
+/// key `u64::MAX`) when the cursor is not in the tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Node(u128);
+
+impl Default for Node {
+    fn default() -> Self {
+        Node::absent(0)
+    }
+}
+
+impl Node {
+    fn present(key: u64, i: usize) -> Self {
+        Node(u128::from(key) << 32 | u128::from(i as u32 & !ABSENT))
+    }
+
+    fn absent(i: usize) -> Self {
+        Node(u128::from(u64::MAX) << 32 | u128::from(i as u32 | ABSENT))
+    }
+
+    fn key(self) -> Option<u64> {
+        (self.0 as u32 & ABSENT == 0).then_some((self.0 >> 32) as u64)
+    }
+
+    fn cursor(self) -> Option<usize> {
+        let tag = self.0 as u32;
+        (tag & ABSENT == 0).then_some(tag as usize)
+    }
+}
+
+/// How many [`Node`]s a [`crate::merge::Merger`] of `cursors` cursors
+/// needs: four per cursor (16 bytes each).
+pub const fn nodes_for(cursors: usize) -> usize {
+    cursors.saturating_mul(4)
+}
+
+/// The most cursors the trees can order (tags hold 31 bits of index: far
+/// more cursors than memory could hold).
+pub(super) const MAX_CURSORS: usize = ABSENT as usize;
+
+/// Both trees over `n` cursors, in `nodes` (at least [`nodes_for`]`(n)`).
+pub(super) struct Trees<'t> {
+    nodes: &'t mut [Node],
+    n: usize,
+}
+
+impl<'t> Trees<'t> {
+    /// The trees in `nodes` over `n` cursors; over none if `nodes` is too
+    /// short or `n` too large (which [`crate::merge::Merger::new`] rules
+    /// out).
+    pub(super) fn of(nodes: &'t mut [Node], n: usize) -> Self {
+        let n = if nodes.len() >= nodes_for(n) && n <= MAX_CURSORS {
+            n
+        } else {
+            0
+        };
+        Trees { nodes, n }
+    }
+
+    /// Sets up both trees: every cursor idle with key `idle_key`, none
+    /// ready.
+    pub(super) fn init(&mut self, idle_key: u64) {
+        let n = self.n;
+        for i in 0..n {
+            self.tree(Which::Ready)[n + i] = Node::absent(i);
+            self.tree(Which::Idle)[n + i] = Node::present(idle_key, i);
+        }
+        for w in [Which::Ready, Which::Idle] {
+            let t = self.tree(w);
+            for p in (1..n).rev() {
+                t[p] = t[2 * p].min(t[2 * p + 1]);
+            }
+        }
+    }
+
+    /// Tree `w`'s nodes: `2n` of them.
+    #[inline(always)]
+    fn tree(&mut self, w: Which) -> &mut [Node] {
+        let at = w as usize * 2 * self.n;
+        self.nodes.get_mut(at..at + 2 * self.n).unwrap_or(&mut [])
+    }
+
+    #[inline(always)]
+    fn tree_ref(&self, w: Which) -> &[Node] {
+        let at = w as usize * 2 * self.n;
+        self.nodes.get(at..at + 2 * self.n).unwrap_or(&[])
+    }
+
+    /// The cursor with the smallest key in tree `w`.
+    #[inline]
+    pub(super) fn top(&self, w: Which) -> Option<usize> {
+        self.tree_ref(w).get(1).and_then(|e| e.cursor())
+    }
+
+    /// Cursor `i`'s key in tree `w` (`u64::MAX` if not in it).
+    pub(super) fn key(&self, w: Which, i: usize) -> u64 {
+        self.tree_ref(w)
+            .get(self.n + i)
+            .and_then(|e| e.key())
+            .unwrap_or(u64::MAX)
+    }
+
+    /// The smallest key in tree `w` but the top's.
+    pub(super) fn second_key(&self, w: Which) -> Option<u64> {
+        let t = self.tree_ref(w);
+        let mut q = self.n + self.top(w)?;
+        let mut best = Node::absent(0);
+        while q > 1 {
+            if let Some(&s) = t.get(q ^ 1) {
+                best = best.min(s);
+            }
+            q >>= 1;
+        }
+        best.key()
+    }
+
+    /// Whether cursor `i` is in tree `w`.
+    pub(super) fn contains(&self, w: Which, i: usize) -> bool {
+        i < self.n
+            && self
+                .tree_ref(w)
+                .get(self.n + i)
+                .is_some_and(|e| e.key().is_some())
+    }
+
+    /// Sets cursor `i`'s entry in tree `w` and fixes its path to the root.
+    fn set(&mut self, w: Which, i: usize, mut e: Node) {
+        let n = self.n;
+        if i >= n {
+            return;
+        }
+        let t = self.tree(w);
+        let mut q = n + i;
+        if let Some(leaf) = t.get_mut(q) {
+            *leaf = e;
+        }
+        while q > 1 {
+            if let Some(&s) = t.get(q ^ 1) {
+                e = e.min(s);
+            }
+            q >>= 1;
+            if let Some(p) = t.get_mut(q) {
+                *p = e;
+            }
+        }
+    }
+
+    /// Adds cursor `i` to tree `w` with `key` (or gives it that key).
+    pub(super) fn push(&mut self, w: Which, i: usize, key: u64) {
+        self.set(w, i, Node::present(key, i));
+    }
+
+    /// Removes cursor `i` from tree `w`.
+    pub(super) fn remove(&mut self, w: Which, i: usize) {
+        self.set(w, i, Node::absent(i));
+    }
+
+    /// Gives cursor `i`, if in tree `w`, a new key.
+    pub(super) fn update(&mut self, w: Which, i: usize, key: u64) {
+        if self.contains(w, i) {
+            self.set(w, i, Node::present(key, i));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    /// Against a plain model (`keys[i]` = ready key): random pushes,
+    /// removals and updates, every size up to 40.
+    #[test]
+    fn trees_agree_with_a_scan() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move |m: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % m
+        };
+        for n in 1..40usize {
+            let mut nodes = std::vec![Node::default(); nodes_for(n)];
+            let mut t = Trees::of(&mut nodes, n);
+            t.init(5);
+            let mut model: Vec<Option<u64>> = std::vec![None; n];
+            for _ in 0..400 {
+                let i = rnd(n as u64) as usize;
+                match rnd(3) {
+                    0 => {
+                        let k = rnd(8);
+                        t.push(Which::Ready, i, k);
+                        t.remove(Which::Idle, i);
+                        model[i] = Some(k);
+                    }
+                    1 => {
+                        t.remove(Which::Ready, i);
+                        t.push(Which::Idle, i, 5);
+                        model[i] = None;
+                    }
+                    _ => {
+                        let k = rnd(8);
+                        t.update(Which::Ready, i, k);
+                        if model[i].is_some() {
+                            model[i] = Some(k);
+                        }
+                    }
+                }
+                let mut sorted: Vec<(u64, usize)> = model
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, k)| k.map(|k| (k, i)))
+                    .collect();
+                sorted.sort();
+                assert_eq!(t.top(Which::Ready), sorted.first().map(|e| e.1));
+                assert_eq!(t.second_key(Which::Ready), sorted.get(1).map(|e| e.0));
+                for (j, k) in model.iter().enumerate() {
+                    assert_eq!(t.contains(Which::Ready, j), k.is_some());
+                    assert_eq!(t.contains(Which::Idle, j), k.is_none());
+                }
+                let idle = model.iter().position(Option::is_none);
+                assert_eq!(t.top(Which::Idle), idle);
+            }
+        }
+    }
+}
