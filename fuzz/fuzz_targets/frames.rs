@@ -8,7 +8,6 @@
 use libfuzzer_sys::fuzz_target;
 use relay_core::checked;
 use relay_core::frames::{decode, encode, Frame};
-use relay_core::merge::Event;
 
 fuzz_target!(|data: &[u8]| {
     let mut at = 0;
@@ -18,22 +17,7 @@ fuzz_target!(|data: &[u8]| {
                 assert!(n >= 24 && n % 8 == 0 && at + n <= data.len());
                 // A record or loss frame re-encodes to the bytes it came
                 // from (up to the padding, which the decoder ignores).
-                let event = match frame {
-                    Frame::Record { cpu, record } => Some(Event::Record { cpu, record }),
-                    Frame::Lost {
-                        cpu,
-                        lost,
-                        ts,
-                        total,
-                    } => Some(Event::Lost {
-                        cpu,
-                        lost,
-                        ts,
-                        total,
-                    }),
-                    _ => None,
-                };
-                if let Some(e) = event {
+                if let Some(e) = frame.event() {
                     let mut out = vec![0u8; n];
                     let m = encode(&e, &mut out).expect("fits: same size");
                     assert_eq!(m, n);

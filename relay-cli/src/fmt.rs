@@ -101,29 +101,64 @@ fn first_escaped(bytes: &[u8]) -> Option<usize> {
         .map(|i| at + i)
 }
 
+/// Each byte escaped as `std::ascii::escape_default` escapes it, padded to
+/// four bytes, and how many of them count.
+const ESCAPES: [([u8; 4], u8); 256] = {
+    let mut t = [([0u8; 4], 0u8); 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = match b as u8 {
+            b'\t' => (*b"\\t  ", 2),
+            b'\r' => (*b"\\r  ", 2),
+            b'\n' => (*b"\\n  ", 2),
+            b'\\' | b'\'' | b'"' => ([b'\\', b as u8, 0, 0], 2),
+            0x20..=0x7e => ([b as u8, 0, 0, 0], 1),
+            _ => ([b'\\', b'x', HEX[b >> 4], HEX[b & 15]], 4),
+        };
+        b += 1;
+    }
+    t
+};
+
+/// Escapes the bytes of `src` into `dst` (four bytes of room per byte) up
+/// to the first one that stands for itself: how many it read and wrote.
+fn escape_run(dst: &mut [u8], src: &[u8]) -> (usize, usize) {
+    let mut at = 0;
+    for (n, &b) in src.iter().enumerate() {
+        let (e, len) = ESCAPES[usize::from(b)];
+        match dst.get_mut(at..at + 4) {
+            Some(d) if len != 1 => d.copy_from_slice(&e),
+            _ => return (n, at),
+        }
+        at += usize::from(len);
+    }
+    (src.len(), at)
+}
+
 /// Appends `bytes` escaped as `std::ascii::escape_default` escapes each
 /// byte: printable ASCII as is, `\t \r \n \\ \' \"`, anything else `\xNN`.
+/// Runs of printable bytes are copied whole; the others go through
+/// `ESCAPES`, four bytes stored per byte.
 pub(crate) fn push_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.reserve(bytes.len());
-    let mut rest = bytes;
+    let start = out.len();
+    out.resize(start + 4 * bytes.len(), 0);
+    let dst = &mut out[start..];
+    let (mut at, mut rest) = (0, bytes);
     while let Some(i) = first_escaped(rest) {
-        out.extend_from_slice(&rest[..i]);
-        let b = rest[i];
-        match b {
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\\' | b'\'' | b'"' => out.extend_from_slice(&[b'\\', b]),
-            _ => out.extend_from_slice(&[
-                b'\\',
-                b'x',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 15)],
-            ]),
+        if let Some(d) = dst.get_mut(at..at + i) {
+            d.copy_from_slice(&rest[..i]);
         }
-        rest = &rest[i + 1..];
+        at += i;
+        rest = &rest[i..];
+        let (n, written) = escape_run(dst.get_mut(at..).unwrap_or(&mut []), rest);
+        at += written;
+        rest = rest.get(n..).unwrap_or(&[]);
     }
-    out.extend_from_slice(rest);
+    if let Some(d) = dst.get_mut(at..at + rest.len()) {
+        d.copy_from_slice(rest);
+    }
+    at += rest.len();
+    out.truncate(start + at);
 }
 
 #[cfg(test)]

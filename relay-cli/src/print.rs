@@ -38,7 +38,7 @@ impl<W: Write> Printer<'_, W> {
                 self.corrupt += 1;
             }
             f => {
-                if let Some(e) = relay_user::frames::event(&f) {
+                if let Some(e) = f.event() {
                     self.print(e);
                 }
             }

@@ -239,21 +239,13 @@ pub(crate) fn verify_frames(path: &Path, o: &VerifyOptions) -> Result<bool, Erro
                     },
                 }
             }
-            Frame::Record { cpu, record } => Event::Record { cpu, record },
-            Frame::Lost {
-                cpu,
-                lost,
-                ts,
-                total,
-            } => {
-                overwritten |= lost.overwrite > 0;
-                Event::Lost {
-                    cpu,
-                    lost,
-                    ts,
-                    total,
+            _ => match frame.event() {
+                Some(e) => {
+                    overwritten |= matches!(e, Event::Lost { lost, .. } if lost.overwrite > 0);
+                    e
                 }
-            }
+                None => return true,
+            },
         };
         for v in &mut verifiers {
             v.see(&event);

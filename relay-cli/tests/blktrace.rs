@@ -8,6 +8,10 @@
 //! blkparse comes from Debian's `blktrace` package; `cargo xtask test`
 //! installs it. Without it these tests fail: the comparison is the point.
 
+mod common;
+
+use common::relay;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -17,10 +21,6 @@ use relay_user::blktrace::{
     category as c, encode_record, Endian, Trace, CGROUP, MAGIC, TN_MESSAGE, TN_PROCESS,
     TN_TIMESTAMP, VERSION,
 };
-
-fn relay() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_relay"))
-}
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir()

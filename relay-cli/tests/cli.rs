@@ -1,25 +1,13 @@
 //! The `relay` command end to end: several processes sharing one channel
 //! file, both modes, the merged order, loss accounting, and bad input.
 
+mod common;
+
+use common::{relay, run, tmp};
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-
-fn relay() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_relay"))
-}
-
-fn run(args: &[&str]) -> Output {
-    relay().args(args).output().expect("run relay")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("relay-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
-    let _ = std::fs::remove_file(&p);
-    p
-}
 
 fn create(path: &Path, extra: &[&str]) {
     let mut args = vec!["create", path.to_str().unwrap()];

@@ -2,36 +2,14 @@
 //! nothing and repeat, one consumer per CPU at a time, and a consumer's
 //! claim dies with its process.
 
+mod common;
+
+use common::{ok, relay, run, tmp};
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn relay() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_relay"))
-}
-
-fn run(args: &[&str]) -> Output {
-    relay().args(args).output().expect("run relay")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("relay-consumers-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
-    let _ = std::fs::remove_file(&p);
-    p
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// A channel of `cpus` CPU buffers with `per_cpu` lines written on each
 /// (`cpuN-IIIII`), flushed.

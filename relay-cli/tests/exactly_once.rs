@@ -6,33 +6,15 @@
 //! only in the batch a killed consumer had in flight (at most one pipe
 //! write, `PIPE_BUF` bytes).
 
+mod common;
+
+use common::{ok, relay, tmp};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Stdio};
 use std::time::Duration;
-
-fn relay() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_relay"))
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("relay-once-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
-    let _ = std::fs::remove_file(&p);
-    p
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn create(path: &Path, subbufs: u32, overwrite: bool) {
     let s = path.to_str().unwrap();

@@ -2,19 +2,18 @@
 //! made here with relay-core's encoder: what a kernel channel file's
 //! read() returns, without the kernel.
 
+mod common;
+
+use common::{relay, tmp};
+
 use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use relay_core::checked;
 use relay_core::format::{FormatError, Rule};
 use relay_core::frames::{encode, encode_start, encoded_len};
 use relay_core::merge::Event;
 use relay_core::{Lost, ReadError, Record};
-
-fn relay() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_relay"))
-}
 
 /// Runs `relay args...` with `input` on standard input.
 fn run_with(args: &[&str], input: &[u8]) -> Output {
@@ -76,12 +75,6 @@ fn lost(cpu: u32, ts: u64, full: u64, overwrite: u64) -> Event<'static> {
         ts,
         total: lost,
     }
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("relay-frames-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
 }
 
 #[test]

@@ -2,21 +2,17 @@
 //! payloads: the mapped stream is checked record by record, then against
 //! the channel's own statistics.
 
+mod common;
+
+use common::run;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use relay_core::checked;
 use relay_core::{ChannelFlags, GeometryParams};
 use relay_user::os::monotonic_ns;
 use relay_user::ChannelFile;
-
-fn relay(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_relay"))
-        .args(args)
-        .output()
-        .expect("run relay")
-}
 
 fn channel(name: &str, subbuf_size: u64, subbufs: u64, overwrite: bool) -> (ChannelFile, PathBuf) {
     let dir = std::env::temp_dir().join(format!("relay-verify-{}", std::process::id()));
@@ -63,7 +59,7 @@ fn write(
 fn verify(path: &Path, extra: &[&str]) -> (Option<i32>, String) {
     let mut args = vec!["verify", path.to_str().unwrap()];
     args.extend_from_slice(extra);
-    let out = relay(&args);
+    let out = run(&args);
     (
         out.status.code(),
         format!(
@@ -158,7 +154,7 @@ fn records_an_earlier_reader_took_need_resume() {
         write(&file, 0, 0..10, None);
         write(&file, 1, 0..5, None);
         // Another reader consumes all of it...
-        let out = relay(&["cat", "--consume", path.to_str().unwrap()]);
+        let out = run(&["cat", "--consume", path.to_str().unwrap()]);
         assert!(out.status.success());
         // ...then CPU 0 writes on: 10..20.
         write(&file, 0, 10..20, None);
@@ -191,7 +187,7 @@ fn statistics_catch_what_the_stream_never_showed() {
     // nothing to check, but the channel counts 5 writes.
     let (file, path) = channel("unseen.relay", 4096, 4, false);
     write(&file, 1, 0..5, None);
-    assert!(relay(&["cat", "--consume", path.to_str().unwrap()])
+    assert!(run(&["cat", "--consume", path.to_str().unwrap()])
         .status
         .success());
     write(&file, 0, 0..3, None);

@@ -83,6 +83,29 @@ pub enum Frame<'b> {
     },
 }
 
+impl<'b> Frame<'b> {
+    /// The merged-stream event this frame carries: records and losses
+    /// (`None` for start and corrupt frames, which carry no
+    /// [`crate::ReadError`], only its message).
+    pub fn event(&self) -> Option<Event<'b>> {
+        match *self {
+            Frame::Record { cpu, record } => Some(Event::Record { cpu, record }),
+            Frame::Lost {
+                cpu,
+                lost,
+                ts,
+                total,
+            } => Some(Event::Lost {
+                cpu,
+                lost,
+                ts,
+                total,
+            }),
+            Frame::Start { .. } | Frame::Corrupt { .. } => None,
+        }
+    }
+}
+
 /// Why bytes are not a frame stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FrameError {
@@ -439,22 +462,7 @@ mod tests {
         while at < data.len() {
             match decode(&data[at..]) {
                 Ok(Some((frame, n))) => {
-                    let event = match frame {
-                        Frame::Record { cpu, record } => Some(Event::Record { cpu, record }),
-                        Frame::Lost {
-                            cpu,
-                            lost,
-                            ts,
-                            total,
-                        } => Some(Event::Lost {
-                            cpu,
-                            lost,
-                            ts,
-                            total,
-                        }),
-                        _ => None,
-                    };
-                    if let Some(e) = event {
+                    if let Some(e) = frame.event() {
                         let mut out = [0u8; 512];
                         let m = encode(&e, &mut out).unwrap();
                         let len = u32_at(&data[at..], 0) as usize;

@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use relay_core::frames::{decode, Frame, FrameError, FRAME_HEADER_SIZE};
-use relay_core::merge::Event;
 
 use crate::error::{io, Error};
 
@@ -233,30 +232,11 @@ impl<R: Read + AsFd> FrameReader<R> {
     }
 }
 
-/// The merged-stream event a frame carries (`None` for start and corrupt
-/// frames, which carry no [`relay_core::ReadError`]).
-pub fn event<'b>(frame: &Frame<'b>) -> Option<Event<'b>> {
-    match *frame {
-        Frame::Record { cpu, record } => Some(Event::Record { cpu, record }),
-        Frame::Lost {
-            cpu,
-            lost,
-            ts,
-            total,
-        } => Some(Event::Lost {
-            cpu,
-            lost,
-            ts,
-            total,
-        }),
-        Frame::Start { .. } | Frame::Corrupt { .. } => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use relay_core::frames::{encode, encode_start};
+    use relay_core::merge::Event;
     use relay_core::{Lost, Record};
 
     fn stream(events: &[Event<'_>]) -> Vec<u8> {
