@@ -519,7 +519,8 @@ fn producer_killed_200_times_never_wedges() {
     let (text, err) = (reader.join().unwrap(), err_reader.join().unwrap());
     let mut last: Vec<Option<u32>> = vec![None; instances as usize + 1];
     let mut delivered = 0u64;
-    for line in text.lines() {
+    let lines: Vec<&str> = text.lines().collect();
+    for (n, line) in lines.iter().enumerate() {
         // "TS cpu0 type=1 len=51 KKK-IIIIII.xxxx"
         let f: Vec<&str> = line.split(' ').collect();
         assert_eq!(f.len(), 5, "{line:?}");
@@ -530,8 +531,11 @@ fn producer_killed_200_times_never_wedges() {
         let (k, i): (usize, u32) = (k.parse().unwrap(), i.parse().unwrap());
         let expect = last[k].map_or(0, |l| l + 1);
         assert_eq!(
-            i, expect,
-            "instance {k}: a record missing or repeated: {line}"
+            i,
+            expect,
+            "instance {k}: a record missing or repeated at line {n}: {line}\n\
+             lines before:\n{}\nthe consumer said:\n{err}",
+            lines[n.saturating_sub(4)..n].join("\n")
         );
         last[k] = Some(i);
         delivered += 1;

@@ -40,7 +40,7 @@ impl core::fmt::Display for MemError {
 ///   (the caller keeps the `vmalloc` area or the `mmap` alive);
 /// - every other access to that memory, from any thread, CPU or process, must
 ///   be an aligned 8-byte atomic access or a read that tolerates concurrent
-///   writes (as [`subbuf_bytes`] documents); no `&mut` reference to it exists.
+///   writes (as `subbuf_bytes` documents); no `&mut` reference to it exists.
 ///
 /// Pages mapped read-only are fine as long as the caller never stores to them;
 /// the protocol stores only to the words its role owns (see `docs/FORMAT.md`).

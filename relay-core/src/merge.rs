@@ -15,6 +15,15 @@
 //! records borrow the channel until the next call. Otherwise (overwrite
 //! channels, snapshots) each cursor copies one whole sub-buffer at a time
 //! into its own buffer (never record by record).
+//!
+//! Cost: the merger keeps the ready cursors in a winner tree by next
+//! timestamp and the idle ones in another by barrier (see `tree`; both in
+//! the [`Node`]s the caller gives [`Merger::new`], [`nodes_for`] its
+//! cursors), so a switch of CPU costs `log2(N)` steps and an idle CPU costs
+//! nothing until its barrier is the earliest. A CPU keeps the lead without
+//! a look at the others while its records are no later than the runner-up
+//! (a run), and records of a run are handed out straight from the
+//! sub-buffer.
 
 mod tree;
 
@@ -900,12 +909,12 @@ where
                             Some(ts) if !stopped && count < max => ts,
                             _ => break,
                         };
-                        trees.update(Which::Ready, i, ts);
+                        // `i` led, so it is in the ready tree.
+                        trees.push(Which::Ready, i, ts);
                         self.run = None;
-                        let Some(w) = trees.top(Which::Ready) else {
+                        let Some((w, lead)) = trees.top_entry(Which::Ready) else {
                             break;
                         };
-                        let lead = trees.key(Which::Ready, w);
                         let barrier = Self::idle_limit(&trees, drain);
                         let next = cursors.get(w);
                         if barrier < lead || !next.is_some_and(Cursor::runs_now) {

@@ -123,7 +123,15 @@ impl<'t> Trees<'t> {
         self.tree_ref(w).get(1).and_then(|e| e.cursor())
     }
 
+    /// The cursor with the smallest key in tree `w`, and that key.
+    #[inline]
+    pub(super) fn top_entry(&self, w: Which) -> Option<(usize, u64)> {
+        let e = *self.tree_ref(w).get(1)?;
+        Some((e.cursor()?, e.key()?))
+    }
+
     /// Cursor `i`'s key in tree `w` (`u64::MAX` if not in it).
+    #[inline]
     pub(super) fn key(&self, w: Which, i: usize) -> u64 {
         self.tree_ref(w)
             .get(self.n + i)
@@ -146,6 +154,7 @@ impl<'t> Trees<'t> {
     }
 
     /// Whether cursor `i` is in tree `w`.
+    #[inline]
     pub(super) fn contains(&self, w: Which, i: usize) -> bool {
         i < self.n
             && self
@@ -155,6 +164,7 @@ impl<'t> Trees<'t> {
     }
 
     /// Sets cursor `i`'s entry in tree `w` and fixes its path to the root.
+    #[inline]
     fn set(&mut self, w: Which, i: usize, mut e: Node) {
         let n = self.n;
         if i >= n {
@@ -177,6 +187,7 @@ impl<'t> Trees<'t> {
     }
 
     /// Adds cursor `i` to tree `w` with `key` (or gives it that key).
+    #[inline]
     pub(super) fn push(&mut self, w: Which, i: usize, key: u64) {
         self.set(w, i, Node::present(key, i));
     }
