@@ -915,11 +915,15 @@ where
                         let Some((w, lead)) = trees.top_entry(Which::Ready) else {
                             break;
                         };
-                        let barrier = Self::idle_limit(&trees, drain);
+                        // An idle CPU due a look (its key is its barrier,
+                        // or in a drain when it was last looked at) goes
+                        // through `find`.
+                        let idle = trees.top_entry(Which::Idle).map_or(u64::MAX, |e| e.1);
                         let next = cursors.get(w);
-                        if barrier < lead || !next.is_some_and(Cursor::runs_now) {
+                        if idle < lead || !next.is_some_and(Cursor::runs_now) {
                             break;
                         }
+                        let barrier = if drain { u64::MAX } else { idle };
                         limit = Limit {
                             low: lead.min(barrier),
                             high: ts.min(barrier),
