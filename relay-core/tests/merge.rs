@@ -542,3 +542,50 @@ fn read_step<'a>(
         Step::Idle => Some(u32::MAX),
     }
 }
+
+/// A drain does not wait for idle CPUs, but looks at each again within as
+/// many events as there are CPUs: records that reach an idle CPU during a
+/// batch merge in (here: a record written at ts 10 comes out before CPU 0's
+/// records from ts 10 + 2 CPUs + 1 on), even when the batch switches
+/// between the other CPUs all along.
+#[test]
+fn a_drain_looks_at_idle_cpus_within_a_batch() {
+    let geo = geometry(4096, 4, 3);
+    let mem = region(&geo);
+    let ch = create(&mem, geo, false);
+    // CPUs 0 and 1 alternate (every record switches CPU), ts 1..=60; CPU 2
+    // is empty.
+    for ts in 1..=60u64 {
+        let cpu = (ts % 2) as u32;
+        ch.writer(cpu)
+            .unwrap()
+            .write(1, &payload(ts, 8), &mut || ts)
+            .unwrap();
+    }
+    for cpu in 0..2 {
+        let _ = ch.writer(cpu).unwrap().flush(&mut || 60);
+    }
+    let mut m = merger(&ch);
+    let mut got: Vec<(u32, u64)> = Vec::new();
+    let n = m
+        .next_batch(true, 1000, &mut |e| {
+            if let Event::Record { cpu, record } = e {
+                if record.ts == 8 {
+                    // CPU 2 gets an older record while the batch runs.
+                    let w = ch.writer(2).unwrap();
+                    w.write(1, &payload(0, 8), &mut || 10).unwrap();
+                    let _ = w.flush(&mut || 10);
+                }
+                got.push((cpu, record.ts));
+            }
+            Flow::Take
+        })
+        .unwrap();
+    assert_eq!(n, 61);
+    let at = got.iter().position(|&(cpu, _)| cpu == 2).unwrap();
+    let before = got[..at].iter().map(|g| g.1).max().unwrap();
+    assert!(
+        before < 10 + 3 + 1,
+        "CPU 2's record came after ts {before}: {got:?}"
+    );
+}
