@@ -13,9 +13,9 @@
 //! Layout, for `N` cursors: nodes `1..N` are inner, `N..2N` are leaves
 //! (cursor `i`'s at `N + i`), node `p`'s children are `2p` and `2p + 1`
 //! (this works for any `N`, not only powers of two). Both trees live in one
-//! caller-provided array of [`Node`]s, `2N` each (node 0 unused): 16 bytes
-//! a node, so a step up a tree is one load and one store in a few
-//! kilobytes that stay in the cache.
+//! caller-provided array of [`Node`]s, pairs of siblings, `N` pairs a tree
+//! (node 0 unused): 16 bytes a node, so a step up a tree is one load of
+//! two siblings and one store, in a few kilobytes that stay in the cache.
 
 /// One of the two trees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,26 +27,19 @@ pub(super) enum Which {
 /// The tag bit of a cursor that is not in the tree.
 const ABSENT: u32 = 1 << 31;
 
-/// One node of the merger's trees (see [`crate::merge::Merger::new`]): a
-/// cursor and its key, `key << 32 | tag`, so one integer comparison orders
-/// by (key, cursor). The tag is the cursor index, with `ABSENT` set (and the
-/// key `u64::MAX`) when the cursor is not in the tree.
+/// A cursor and its key, `key << 32 | tag`, so one integer comparison
+/// orders by (key, cursor). The tag is the cursor index, with `ABSENT` set
+/// (and the key `u64::MAX`) when the cursor is not in the tree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Node(u128);
+struct Entry(u128);
 
-impl Default for Node {
-    fn default() -> Self {
-        Node::absent(0)
-    }
-}
-
-impl Node {
+impl Entry {
     fn present(key: u64, i: usize) -> Self {
-        Node(u128::from(key) << 32 | u128::from(i as u32 & !ABSENT))
+        Entry(u128::from(key) << 32 | u128::from(i as u32 & !ABSENT))
     }
 
     fn absent(i: usize) -> Self {
-        Node(u128::from(u64::MAX) << 32 | u128::from(i as u32 | ABSENT))
+        Entry(u128::from(u64::MAX) << 32 | u128::from(i as u32 | ABSENT))
     }
 
     fn key(self) -> Option<u64> {
@@ -59,20 +52,56 @@ impl Node {
     }
 }
 
+/// Two sibling nodes of one of the merger's trees (see
+/// [`crate::merge::Merger::new`]): tree node `q` is entry `q & 1` of pair
+/// `q / 2`, so a step up a tree reads one pair (both children) and writes
+/// one entry of the pair above.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Node([Entry; 2]);
+
+impl Default for Node {
+    fn default() -> Self {
+        Node([Entry::absent(0); 2])
+    }
+}
+
 /// How many [`Node`]s a [`crate::merge::Merger`] of `cursors` cursors
-/// needs: four per cursor (16 bytes each).
+/// needs: two per cursor (32 bytes each).
 pub const fn nodes_for(cursors: usize) -> usize {
-    cursors.saturating_mul(4)
+    cursors.saturating_mul(2)
 }
 
 /// The most cursors the trees can order (tags hold 31 bits of index: far
 /// more cursors than memory could hold).
 pub(super) const MAX_CURSORS: usize = ABSENT as usize;
 
-/// Both trees over `n` cursors, in `nodes` (at least [`nodes_for`]`(n)`).
+/// Both trees over `n` cursors, in `nodes` (at least [`nodes_for`]`(n)`):
+/// `n` pairs each.
 pub(super) struct Trees<'t> {
     nodes: &'t mut [Node],
     n: usize,
+}
+
+/// Tree node `q` of the pairs `t`.
+#[inline(always)]
+fn get(t: &[Node], q: usize) -> Entry {
+    t.get(q >> 1).map_or(Entry::absent(0), |p| p.0[q & 1])
+}
+
+#[inline(always)]
+fn put(t: &mut [Node], q: usize, e: Entry) {
+    if let Some(p) = t.get_mut(q >> 1) {
+        p.0[q & 1] = e;
+    }
+}
+
+/// Node `p` of `t` becomes the smaller of its children.
+#[inline(always)]
+fn pull(t: &mut [Node], p: usize) {
+    let Some(&Node([a, b])) = t.get(p) else {
+        return;
+    };
+    put(t, p, a.min(b));
 }
 
 impl<'t> Trees<'t> {
@@ -92,62 +121,63 @@ impl<'t> Trees<'t> {
     /// ready.
     pub(super) fn init(&mut self, idle_key: u64) {
         let n = self.n;
-        for i in 0..n {
-            self.tree(Which::Ready)[n + i] = Node::absent(i);
-            self.tree(Which::Idle)[n + i] = Node::present(idle_key, i);
-        }
         for w in [Which::Ready, Which::Idle] {
             let t = self.tree(w);
+            for i in 0..n {
+                let e = match w {
+                    Which::Ready => Entry::absent(i),
+                    Which::Idle => Entry::present(idle_key, i),
+                };
+                put(t, n + i, e);
+            }
             for p in (1..n).rev() {
-                t[p] = t[2 * p].min(t[2 * p + 1]);
+                pull(t, p);
             }
         }
     }
 
-    /// Tree `w`'s nodes: `2n` of them.
+    /// Tree `w`'s `n` pairs.
     #[inline(always)]
     fn tree(&mut self, w: Which) -> &mut [Node] {
-        let at = w as usize * 2 * self.n;
-        self.nodes.get_mut(at..at + 2 * self.n).unwrap_or(&mut [])
+        let at = w as usize * self.n;
+        self.nodes.get_mut(at..at + self.n).unwrap_or(&mut [])
     }
 
     #[inline(always)]
     fn tree_ref(&self, w: Which) -> &[Node] {
-        let at = w as usize * 2 * self.n;
-        self.nodes.get(at..at + 2 * self.n).unwrap_or(&[])
+        let at = w as usize * self.n;
+        self.nodes.get(at..at + self.n).unwrap_or(&[])
     }
 
     /// The cursor with the smallest key in tree `w`.
     #[inline]
     pub(super) fn top(&self, w: Which) -> Option<usize> {
-        self.tree_ref(w).get(1).and_then(|e| e.cursor())
+        get(self.tree_ref(w), 1).cursor()
     }
 
     /// The cursor with the smallest key in tree `w`, and that key.
     #[inline]
     pub(super) fn top_entry(&self, w: Which) -> Option<(usize, u64)> {
-        let e = *self.tree_ref(w).get(1)?;
+        let e = get(self.tree_ref(w), 1);
         Some((e.cursor()?, e.key()?))
     }
 
     /// Cursor `i`'s key in tree `w` (`u64::MAX` if not in it).
     #[inline]
     pub(super) fn key(&self, w: Which, i: usize) -> u64 {
-        self.tree_ref(w)
-            .get(self.n + i)
-            .and_then(|e| e.key())
-            .unwrap_or(u64::MAX)
+        if i >= self.n {
+            return u64::MAX;
+        }
+        get(self.tree_ref(w), self.n + i).key().unwrap_or(u64::MAX)
     }
 
     /// The smallest key in tree `w` but the top's.
     pub(super) fn second_key(&self, w: Which) -> Option<u64> {
         let t = self.tree_ref(w);
         let mut q = self.n + self.top(w)?;
-        let mut best = Node::absent(0);
+        let mut best = Entry::absent(0);
         while q > 1 {
-            if let Some(&s) = t.get(q ^ 1) {
-                best = best.min(s);
-            }
+            best = best.min(get(t, q ^ 1));
             q >>= 1;
         }
         best.key()
@@ -156,51 +186,40 @@ impl<'t> Trees<'t> {
     /// Whether cursor `i` is in tree `w`.
     #[inline]
     pub(super) fn contains(&self, w: Which, i: usize) -> bool {
-        i < self.n
-            && self
-                .tree_ref(w)
-                .get(self.n + i)
-                .is_some_and(|e| e.key().is_some())
+        i < self.n && get(self.tree_ref(w), self.n + i).key().is_some()
     }
 
     /// Sets cursor `i`'s entry in tree `w` and fixes its path to the root.
     #[inline]
-    fn set(&mut self, w: Which, i: usize, mut e: Node) {
+    fn set(&mut self, w: Which, i: usize, e: Entry) {
         let n = self.n;
         if i >= n {
             return;
         }
         let t = self.tree(w);
         let mut q = n + i;
-        if let Some(leaf) = t.get_mut(q) {
-            *leaf = e;
-        }
+        put(t, q, e);
         while q > 1 {
-            if let Some(&s) = t.get(q ^ 1) {
-                e = e.min(s);
-            }
             q >>= 1;
-            if let Some(p) = t.get_mut(q) {
-                *p = e;
-            }
+            pull(t, q);
         }
     }
 
     /// Adds cursor `i` to tree `w` with `key` (or gives it that key).
     #[inline]
     pub(super) fn push(&mut self, w: Which, i: usize, key: u64) {
-        self.set(w, i, Node::present(key, i));
+        self.set(w, i, Entry::present(key, i));
     }
 
     /// Removes cursor `i` from tree `w`.
     pub(super) fn remove(&mut self, w: Which, i: usize) {
-        self.set(w, i, Node::absent(i));
+        self.set(w, i, Entry::absent(i));
     }
 
     /// Gives cursor `i`, if in tree `w`, a new key.
     pub(super) fn update(&mut self, w: Which, i: usize, key: u64) {
         if self.contains(w, i) {
-            self.set(w, i, Node::present(key, i));
+            self.set(w, i, Entry::present(key, i));
         }
     }
 }
