@@ -120,45 +120,31 @@ const ESCAPES: [([u8; 4], u8); 256] = {
     t
 };
 
-/// Escapes the bytes of `src` into `dst` (four bytes of room per byte) up
-/// to the first one that stands for itself: how many it read and wrote.
-fn escape_run(dst: &mut [u8], src: &[u8]) -> (usize, usize) {
-    let mut at = 0;
-    for (n, &b) in src.iter().enumerate() {
-        let (e, len) = ESCAPES[usize::from(b)];
-        match dst.get_mut(at..at + 4) {
-            Some(d) if len != 1 => d.copy_from_slice(&e),
-            _ => return (n, at),
-        }
-        at += usize::from(len);
-    }
-    (src.len(), at)
-}
-
 /// Appends `bytes` escaped as `std::ascii::escape_default` escapes each
 /// byte: printable ASCII as is, `\t \r \n \\ \' \"`, anything else `\xNN`.
-/// Runs of printable bytes are copied whole; the others go through
-/// `ESCAPES`, four bytes stored per byte.
+/// Up to the first byte that needs escaping, eight bytes at a time; from
+/// there, a byte at a time through `ESCAPES`, four bytes stored per byte
+/// into a stack buffer whose bounds the compiler can see.
 pub(crate) fn push_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
-    let start = out.len();
-    out.resize(start + 4 * bytes.len(), 0);
-    let dst = &mut out[start..];
-    let (mut at, mut rest) = (0, bytes);
-    while let Some(i) = first_escaped(rest) {
-        if let Some(d) = dst.get_mut(at..at + i) {
-            d.copy_from_slice(&rest[..i]);
+    let Some(first) = first_escaped(bytes) else {
+        out.extend_from_slice(bytes);
+        return;
+    };
+    let (plain, rest) = bytes.split_at(first);
+    out.extend_from_slice(plain);
+    let mut buf = [0u8; 4 * 64 + 4];
+    for chunk in rest.chunks(64) {
+        let mut at = 0usize;
+        for &b in chunk {
+            let (e, len) = ESCAPES[usize::from(b)];
+            // At most 4 * 63 before the last byte: the clamp only shows
+            // the compiler that the store is in bounds.
+            let a = at.min(4 * 64);
+            buf[a..a + 4].copy_from_slice(&e);
+            at = a + usize::from(len);
         }
-        at += i;
-        rest = &rest[i..];
-        let (n, written) = escape_run(dst.get_mut(at..).unwrap_or(&mut []), rest);
-        at += written;
-        rest = rest.get(n..).unwrap_or(&[]);
+        out.extend_from_slice(&buf[..at.min(buf.len())]);
     }
-    if let Some(d) = dst.get_mut(at..at + rest.len()) {
-        d.copy_from_slice(rest);
-    }
-    at += rest.len();
-    out.truncate(start + at);
 }
 
 #[cfg(test)]
@@ -176,6 +162,20 @@ mod tests {
             .map(char::from)
             .collect();
         assert_eq!(String::from_utf8(out).unwrap(), std);
+        // Plain bytes first, then escaped ones; and none escaped.
+        for input in [
+            &b"abcdefghijklmnopq\x07\x00 tail"[..],
+            b"just plain text, long enough",
+        ] {
+            let mut out = b"prefix ".to_vec();
+            push_escaped(&mut out, input);
+            let std: String = input
+                .iter()
+                .flat_map(|&b| std::ascii::escape_default(b))
+                .map(char::from)
+                .collect();
+            assert_eq!(String::from_utf8(out).unwrap(), format!("prefix {std}"));
+        }
         let mut out = Vec::new();
         push_hex(&mut out, &all);
         let std: String = all.iter().map(|b| format!("{b:02x}")).collect();
