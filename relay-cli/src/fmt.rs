@@ -60,18 +60,6 @@ pub(crate) fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
-/// Which bytes `push_escaped` escapes: all but printable ASCII, and
-/// `\\ \' \"` among those.
-const ESCAPED: [bool; 256] = {
-    let mut t = [true; 256];
-    let mut b = 0x20;
-    while b <= 0x7e {
-        t[b] = matches!(b as u8, b'\\' | b'\'' | b'"');
-        b += 1;
-    }
-    t
-};
-
 /// The index of the first byte of `bytes` that `push_escaped` escapes:
 /// eight bytes at a time while none does (bit tricks on a `u64`), then
 /// byte by byte.
@@ -97,7 +85,7 @@ fn first_escaped(bytes: &[u8]) -> Option<usize> {
     }
     bytes[at..]
         .iter()
-        .position(|&b| ESCAPED[usize::from(b)])
+        .position(|&b| ESCAPES[usize::from(b)].1 != 1)
         .map(|i| at + i)
 }
 

@@ -122,13 +122,14 @@ struct NextRecord {
     after: usize,
 }
 
-/// How far the leading cursor's run may go (see [`Merger::find`]): on
-/// while its records are at most `low`, which is no later than any other
-/// CPU's next event or an idle CPU's barrier; over when one is later than
-/// `high`, which is (`high` is `u64::MAX` when unknown); in between, the
-/// exact limit (the runner-up, a walk up the ready tree) decides, computed
-/// once. A switch of CPU thus costs no walk when the next record is later
-/// than the CPU left last (`high`): the one-record-per-CPU case.
+/// How far the leading cursor's run may go (see [`Merger::find`]). The
+/// exact limit is the earlier of the runner-up's next event (a walk up the
+/// ready tree) and the earliest idle barrier; `low` is known to be no later
+/// than it, `high` no earlier (`u64::MAX` when nothing better is known).
+/// The run goes on while its records are at most `low`, ends at one later
+/// than `high`, and in between the exact limit, computed once, decides. A
+/// switch of CPU thus costs no walk when the next record is later than the
+/// CPU left last (`high`): the one-record-per-CPU case.
 #[derive(Clone, Copy, Debug)]
 struct Limit {
     low: u64,
@@ -136,6 +137,16 @@ struct Limit {
 }
 
 impl Limit {
+    /// The bounds for a leader whose next event is at `lead`, when another
+    /// ready CPU's next event is at `other` and the earliest idle barrier
+    /// that counts is `barrier`.
+    fn new(lead: u64, other: u64, barrier: u64) -> Self {
+        Limit {
+            low: lead.min(barrier),
+            high: other.min(barrier),
+        }
+    }
+
     /// Whether a record at `ts` (not the run's first) belongs to the run.
     #[inline(always)]
     fn admits(&mut self, ts: u64, exact: &mut impl FnMut() -> u64) -> bool {
@@ -509,15 +520,19 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
         (n, stopped)
     }
 
-    /// Whether a run can start here now: a plain record decoded at the
-    /// head (no loss, corrupt sub-buffer or tail loss first).
-    fn runs_now(&self) -> bool {
-        self.head.is_some()
-            && self.pos.is_some()
-            && !self.handed_out
-            && self.corrupt.is_none()
+    /// Whether the next event is a record (no corrupt sub-buffer, tail
+    /// loss or loss before the loaded sub-buffer comes first), so a run
+    /// may hand it out.
+    fn plain(&self) -> bool {
+        self.corrupt.is_none()
             && self.tail.is_none()
             && self.loaded.as_ref().is_some_and(|l| l.lost.is_none())
+    }
+
+    /// Whether a run can start here now: a plain record decoded at the
+    /// head.
+    fn runs_now(&self) -> bool {
+        self.head.is_some() && self.pos.is_some() && !self.handed_out && self.plain()
     }
 
     /// The time up to which this CPU (which has nothing readable now)
@@ -650,9 +665,7 @@ where
             if let Some(c) = cursors.get_mut(i) {
                 c.flushed = Some((barrier, next));
                 if let Some(empty) = c.known_empty_until() {
-                    if trees.contains(Which::Idle, i) {
-                        trees.update(Which::Idle, i, empty);
-                    }
+                    trees.update(Which::Idle, i, empty);
                 }
             }
         }
@@ -806,10 +819,7 @@ where
             let left = touched
                 .filter(|&t| t != i && trees.contains(Which::Ready, t))
                 .map_or(u64::MAX, |t| trees.key(Which::Ready, t));
-            let limit = Limit {
-                low: ts.min(barrier),
-                high: left.min(barrier),
-            };
+            let limit = Limit::new(ts, left, barrier);
             // Corrupt-sub-buffer and loss events come out one at a time.
             let plain = cursors
                 .get(i)
@@ -887,9 +897,7 @@ where
             let cursors = self.cursors.as_mut();
             let mut trees = Trees::of(self.nodes.as_mut(), cursors.len());
             let Some(c) = cursors.get_mut(i) else { break };
-            let plain = c.corrupt.is_none()
-                && c.tail.is_none()
-                && c.loaded.as_ref().is_some_and(|l| l.lost.is_none());
+            let plain = c.plain();
             match limit {
                 Some(mut limit) if plain => {
                     let (mut i, mut declined) = (i, false);
@@ -924,10 +932,7 @@ where
                             break;
                         }
                         let barrier = if drain { u64::MAX } else { idle };
-                        limit = Limit {
-                            low: lead.min(barrier),
-                            high: ts.min(barrier),
-                        };
+                        limit = Limit::new(lead, ts, barrier);
                         i = w;
                     }
                     if declined {
