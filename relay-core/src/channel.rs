@@ -58,10 +58,14 @@ pub(crate) struct CpuBuffer<'a> {
     pub(crate) mode: Mode,
     pub(crate) shift: u32,
     pub(crate) count: u32,
-    /// `count - 1` when `count` is a power of two: slot lookup without a division.
-    pub(crate) count_mask: Option<u64>,
     /// `count`, for the division when it is not a power of two.
     pub(crate) count_nz: core::num::NonZeroU64,
+    /// `size - 1`: a head word's offset bits.
+    pub(crate) size_mask: u64,
+    /// `count * size - 1` when `count` is a power of two, else 0: the
+    /// writer's fast path turns a head word into the record's byte offset
+    /// in `data` with one AND (`seq % count * size + off`).
+    pub(crate) data_mask: u64,
     pub(crate) head: &'a AtomicU64,
     /// The fixed producer words (head, statistics).
     pub(crate) producer: &'a [AtomicU64],
@@ -91,11 +95,13 @@ impl<'a> CpuBuffer<'a> {
     #[inline]
     pub(crate) fn slot(&self, seq: u64) -> usize {
         // The remainder is below `count`, a u32: the cast is lossless.
-        match self.count_mask {
-            Some(mask) => (seq & mask) as usize,
+        if self.data_mask != 0 {
+            // `count` is a power of two: no division.
+            (seq & (self.count_nz.get() - 1)) as usize
+        } else {
             // A non-zero divisor the compiler can see: no division-by-zero
             // panic path (the kernel's objtool flags those).
-            None => (seq % self.count_nz) as usize,
+            (seq % self.count_nz) as usize
         }
     }
 
@@ -353,11 +359,13 @@ impl<'a> Channel<'a> {
             mode: self.mode(),
             shift: g.subbuf_shift(),
             count: g.subbuf_count(),
-            count_mask: g
-                .subbuf_count()
-                .is_power_of_two()
-                .then(|| u64::from(g.subbuf_count()) - 1),
             count_nz: core::num::NonZeroU64::new(g.subbuf_count().into())?,
+            size_mask: u64::from(g.subbuf_size()) - 1,
+            data_mask: if g.subbuf_count().is_power_of_two() {
+                (u64::from(g.subbuf_size()) << g.subbuf_count().trailing_zeros()) - 1
+            } else {
+                0
+            },
             head: producer.get(producer::HEAD)?,
             producer,
             commits,

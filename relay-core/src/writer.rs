@@ -25,6 +25,19 @@
 //! counts the occupant's records as lost if it was unread: that CAS is the one
 //! point where writer and reader agree on who owns the old data.
 //!
+//! # The fast path
+//!
+//! Almost every record fits the open sub-buffer. For those, [`Writer::write`]
+//! runs one straight line: load the head, read the clock, test the room with
+//! masks (`Head::has_room`, no decoding), move the head with one CAS, mark
+//! the reservation and store the time, copy the payload with one `memcpy`,
+//! store the header, add to the commit word, and test its top bit (only a
+//! closed sub-buffer can be complete). The head's word turns into the
+//! record's place with one AND (`data_mask`, for power-of-two sub-buffer
+//! counts). Opening a sub-buffer, the policy, reclaim, sealing and refusals
+//! are out of line (`#[cold]`), as is any write that lost the head to an
+//! interrupting one: they go through a [`Grant`].
+//!
 //! # Invariants (checked by the loom models and the differential test)
 //!
 //! 1. Every reserved byte of a sub-buffer is committed exactly once, so a
@@ -46,7 +59,7 @@
 use crate::channel::CpuBuffer;
 use crate::format::{
     close_flags, consumer, producer, record_total, subbuf, Commit, Head, RecordHeader, Seal,
-    RECORD_HEADER_SIZE, SUBBUF_HEADER_SIZE,
+    RECORD_ALIGN, RECORD_HEADER_SIZE, SUBBUF_HEADER_SIZE,
 };
 use crate::policy::{may_open, reclaim_push, required_seal, Mode, RECLAIM_ATTEMPTS};
 
@@ -144,8 +157,19 @@ impl core::fmt::Display for WriteError {
 pub struct Committed {
     /// The sub-buffer this commit sealed, if any: readers waiting for data
     /// can be woken (from a context where waking is allowed). A seal made
-    /// while reserving is not reported here: see [`Grant::sealed_previous`].
+    /// while reserving is not reported here: see [`Self::sealed_previous`].
     pub sealed: Option<u64>,
+    /// Whether the reservation sealed the sub-buffer before this record's
+    /// (see [`Grant::sealed_previous`]). [`Writer::write`] reports it;
+    /// [`Grant::commit`] cannot and leaves it false: ask the grant.
+    pub sealed_previous: bool,
+}
+
+impl Committed {
+    /// Whether a sub-buffer became readable: wake waiting readers.
+    pub fn sealed_any(&self) -> bool {
+        self.sealed.is_some() || self.sealed_previous
+    }
 }
 
 /// The result of a flush.
@@ -179,12 +203,16 @@ pub struct Writer<'a, S: Sharing = Shared> {
 #[derive(Debug)]
 pub struct Grant<'w, 'a, S: Sharing = Shared> {
     writer: &'w Writer<'a, S>,
+    /// The record's words: the 16-byte header, then the payload padded to
+    /// whole words (`record_total / 8` words; empty only if a corrupt
+    /// detached grant pointed outside the buffer).
+    record: &'a [AtomicU64],
+    /// Its slot's commit word (None only in that corrupt case).
+    commit: Option<&'a AtomicU64>,
+    /// The sub-buffer holding the record.
     seq: u64,
-    slot: usize,
-    /// The sub-buffer's words.
-    words: &'a [AtomicU64],
-    /// Word index of the record within `words`.
-    at: usize,
+    /// Byte offset of the record in its sub-buffer.
+    off: u64,
     total: u64,
     payload_len: usize,
     ts: u64,
@@ -291,8 +319,56 @@ impl<'a, S: Sharing> Writer<'a, S> {
         }
     }
 
+    /// The fast path: the record fits the open sub-buffer and nothing but
+    /// the head moves. Everything else (opening a sub-buffer, the policy,
+    /// reclaim, refusals) is [`Self::reserve_slow`], out of line.
     #[inline(always)]
     fn reserve_counting<const COUNT: bool>(
+        &self,
+        payload_len: usize,
+        clock: &mut impl FnMut() -> u64,
+    ) -> Result<Grant<'_, 'a, S>, WriteError> {
+        let b = &self.b;
+        let head = b.head.load(Ordering::Acquire);
+        let ts = clock();
+        if let Some(total) = record_total(payload_len) {
+            // `total < 2^32`: the cast is lossless.
+            let total = total as u64;
+            if let Some(pos) = self.claim(head, total) {
+                let grant = Grant::new(self, head >> b.shift, pos, total, payload_len, ts, false);
+                grant.mark();
+                return Ok(grant);
+            }
+        }
+        self.reserve_slow::<COUNT>(payload_len, clock)
+    }
+
+    /// The fast path's claim: if `head` is open with room for `total` more
+    /// bytes and the head word still holds it, moves the head past the
+    /// record and returns the record's byte position in the CPU's data.
+    #[inline(always)]
+    fn claim(&self, head: u64, total: u64) -> Option<u64> {
+        let b = &self.b;
+        if Head::has_room(head, b.size_mask, total)
+            && b.data_mask != 0
+            && S::cas(b.head, head, head.wrapping_add(total))
+        {
+            // Our stores into the sub-buffer come after whoever opened it
+            // took the slot (see `data_after_claim`).
+            data_after_claim();
+            // `has_room`: the record starts inside sub-buffer `head >> shift`,
+            // so `head & data_mask` is `seq % count * size + off`.
+            return Some(head & b.data_mask);
+        }
+        None
+    }
+
+    /// Reserves when the fast path cannot: the record opens the next
+    /// sub-buffer (closing this one), is too big, or an interrupting write
+    /// moved the head first.
+    #[cold]
+    #[inline(never)]
+    fn reserve_slow<const COUNT: bool>(
         &self,
         payload_len: usize,
         clock: &mut impl FnMut() -> u64,
@@ -318,7 +394,9 @@ impl<'a, S: Sharing> Writer<'a, S> {
                         if let Some(stale) = owned {
                             self.release_slot(stale);
                         }
-                        return Ok(Grant::new(self, seq, off, total, payload_len, ts, false));
+                        let grant = Grant::locate(self, seq, off, total, payload_len, ts, false);
+                        grant.mark();
+                        return Ok(grant);
                     }
                     continue;
                 }
@@ -348,6 +426,8 @@ impl<'a, S: Sharing> Writer<'a, S> {
                 continue;
             }
             data_after_claim();
+            let grant = Grant::locate(self, target, HDR, total, payload_len, ts, true);
+            grant.mark();
             if let Some((seq, off)) = closing {
                 // Sealing here is possible (everyone else committed already);
                 // no commit reports it: callers that wake readers ask
@@ -355,11 +435,14 @@ impl<'a, S: Sharing> Writer<'a, S> {
                 let _ = self.close(seq, off, ts, 0);
             }
             self.write_subbuf_header(target, ts);
-            return Ok(Grant::new(self, target, HDR, total, payload_len, ts, true));
+            return Ok(grant);
         }
     }
 
     /// Reserves, copies `payload` and commits: one record of type `rtype`.
+    /// The returned [`Committed`] reports every seal the write made, the
+    /// reservation's included: a caller that wakes readers needs nothing
+    /// else.
     #[inline]
     pub fn write(
         &self,
@@ -367,9 +450,7 @@ impl<'a, S: Sharing> Writer<'a, S> {
         payload: &[u8],
         clock: &mut impl FnMut() -> u64,
     ) -> Result<Committed, WriteError> {
-        let mut grant = self.reserve(payload.len(), clock)?;
-        grant.write_payload(payload);
-        Ok(grant.commit(rtype))
+        self.write_counting::<true>(rtype, payload, clock)
     }
 
     /// [`Self::write`] with [`Self::try_reserve`]: a refused record is not
@@ -381,15 +462,95 @@ impl<'a, S: Sharing> Writer<'a, S> {
         payload: &[u8],
         clock: &mut impl FnMut() -> u64,
     ) -> Result<Committed, WriteError> {
-        let mut grant = self.try_reserve(payload.len(), clock)?;
-        grant.write_payload(payload);
-        Ok(grant.commit(rtype))
+        self.write_counting::<false>(rtype, payload, clock)
+    }
+
+    /// The whole write of a record that fits the open sub-buffer, straight
+    /// line: claim, mark, one `memcpy`, header, commit. Anything else is
+    /// [`Self::write_slow`]. Under loom, which models atomics only, every
+    /// write takes the grant path with word stores.
+    #[inline(always)]
+    fn write_counting<const COUNT: bool>(
+        &self,
+        rtype: u16,
+        payload: &[u8],
+        clock: &mut impl FnMut() -> u64,
+    ) -> Result<Committed, WriteError> {
+        #[cfg(not(loom))]
+        {
+            let b = &self.b;
+            let len = payload.len();
+            let head = b.head.load(Ordering::Acquire);
+            let ts = clock();
+            // No sub-buffer holds 2^30 bytes; below that nothing overflows.
+            if len < 1 << 30 {
+                let total =
+                    ((len + RECORD_HEADER_SIZE + RECORD_ALIGN - 1) & !(RECORD_ALIGN - 1)) as u64;
+                if let Some(pos) = self.claim(head, total) {
+                    // `pos + total <= count * size`, the data's bytes
+                    // (`claim`): the range exists; the casts are lossless.
+                    let at = (pos >> 3) as usize;
+                    let Some([w0, w1, payload_words @ ..]) =
+                        b.data.get(at..at + (total >> 3) as usize)
+                    else {
+                        return Err(self.refused::<COUNT>(WriteError::Full));
+                    };
+                    let len_field = (len as u32).wrapping_add(RECORD_HEADER_SIZE as u32);
+                    w0.store(
+                        RecordHeader::word0(len_field, 0, crate::format::record_flags::RESERVED),
+                        Ordering::Relaxed,
+                    );
+                    // The time now: one value fewer to keep across the copy.
+                    w1.store(ts, Ordering::Relaxed);
+                    if let Some(last) = payload_words.last() {
+                        // Zero padding; the copy then overwrites its bytes.
+                        last.store(0, Ordering::Relaxed);
+                    }
+                    // SAFETY: `payload_words` is this reservation's payload:
+                    // `total / 8 - 2 = ceil(len / 8)` words, at least `len`
+                    // bytes, which no one else writes; readers read them only
+                    // as `Grant::copy_payload` describes. An `AtomicU64` may
+                    // be written through its pointer.
+                    unsafe {
+                        core::ptr::copy_nonoverlapping(
+                            payload.as_ptr(),
+                            payload_words.as_ptr().cast::<u8>().cast_mut(),
+                            len,
+                        )
+                    };
+                    w0.store(RecordHeader::word0(len_field, rtype, 0), Ordering::Relaxed);
+                    let slot = (pos >> b.shift) as usize;
+                    return Ok(self.commit_add(
+                        head >> b.shift,
+                        b.commits.get(slot),
+                        Commit::RECORD.wrapping_add(total),
+                    ));
+                }
+            }
+        }
+        self.write_slow::<COUNT>(rtype, payload, clock)
+    }
+
+    /// [`Self::write`] through a grant: for a record that opens a
+    /// sub-buffer, is refused, or lost the head to an interrupting write.
+    #[cold]
+    #[inline(never)]
+    fn write_slow<const COUNT: bool>(
+        &self,
+        rtype: u16,
+        payload: &[u8],
+        clock: &mut impl FnMut() -> u64,
+    ) -> Result<Committed, WriteError> {
+        // Not `reserve_counting`: its fast path just failed here (under
+        // loom, it has not run; the slow path serves every case).
+        let grant = self.reserve_slow::<COUNT>(payload.len(), clock)?;
+        Ok(grant.fill_and_commit(rtype, payload))
     }
 
     /// Turns a [`Grant::detach`]ed reservation of this writer back into a
     /// grant, to commit or discard it.
     pub fn attach(&self, d: Detached) -> Grant<'_, 'a, S> {
-        Grant::new(self, d.seq, d.off, d.total, d.payload_len, d.ts, d.opened)
+        Grant::locate(self, d.seq, d.off, d.total, d.payload_len, d.ts, d.opened)
     }
 
     /// Counts a record that its caller refused before reserving (a limit of
@@ -557,31 +718,35 @@ impl<'a, S: Sharing> Writer<'a, S> {
         }
         self.commit_add(
             seq,
-            slot,
+            b.commits.get(slot),
             Commit::CLOSED.wrapping_add(b.size().wrapping_sub(off)),
         )
     }
 
-    /// Adds `add` to the commit word of `slot` (holding `seq`); seals `seq`
-    /// if that completed it.
+    /// Adds `add` to commit word `w` (of `seq`'s slot); seals `seq` if
+    /// that completed it.
     #[inline(always)]
-    fn commit_add(&self, seq: u64, slot: usize, add: u64) -> Committed {
-        let b = &self.b;
-        let Some(w) = b.commits.get(slot) else {
+    fn commit_add(&self, seq: u64, w: Option<&AtomicU64>, add: u64) -> Committed {
+        let Some(w) = w else {
             return Committed::default();
         };
         let now = S::add(w, add).wrapping_add(add);
-        if Commit::is_complete(now, b.size()) {
-            return self.seal(seq, slot, Commit::records(now));
+        // Only a closed sub-buffer can be complete: one test of the top bit
+        // on the hot path.
+        if now & Commit::CLOSED != 0 {
+            return self.seal_if_complete(seq, now);
         }
         Committed::default()
     }
 
-    /// Seals sub-buffer `seq` (in `slot`), which holds `records` records.
+    /// Seals sub-buffer `seq` if commit word value `now` says it is complete.
     #[cold]
     #[inline(never)]
-    fn seal(&self, seq: u64, slot: usize, records: u32) -> Committed {
-        self.seal_records(seq, slot, records, 0)
+    fn seal_if_complete(&self, seq: u64, now: u64) -> Committed {
+        if Commit::is_complete(now, self.b.size()) {
+            return self.seal_records(seq, self.b.slot(seq), Commit::records(now), 0);
+        }
+        Committed::default()
     }
 
     /// [`Self::seal`], with the records a repair counted abandoned.
@@ -598,12 +763,47 @@ impl<'a, S: Sharing> Writer<'a, S> {
         if let Some(seal) = b.seals.get(slot) {
             seal.store(Seal::Sealed(seq).encode(), Ordering::Release);
         }
-        Committed { sealed: Some(seq) }
+        Committed {
+            sealed: Some(seq),
+            sealed_previous: false,
+        }
     }
 }
 
 impl<'w, 'a, S: Sharing> Grant<'w, 'a, S> {
+    /// The grant for the record at byte `pos` of the CPU's data (slot
+    /// `pos >> shift`), in sub-buffer `seq`.
+    #[inline(always)]
     fn new(
+        writer: &'w Writer<'a, S>,
+        seq: u64,
+        pos: u64,
+        total: u64,
+        payload_len: usize,
+        ts: u64,
+        opened: bool,
+    ) -> Self {
+        let b = &writer.b;
+        // `pos < count << shift <= 2^62` bytes of a slice that exists:
+        // the casts are lossless, the word range below does not overflow.
+        let at = (pos >> 3) as usize;
+        let record = b.data.get(at..at + (total >> 3) as usize).unwrap_or(&[]);
+        Grant {
+            writer,
+            record,
+            commit: b.commits.get((pos >> b.shift) as usize),
+            seq,
+            off: pos & b.size_mask,
+            total,
+            payload_len,
+            ts,
+            opened,
+            done: false,
+        }
+    }
+
+    /// The grant for the record at offset `off` of sub-buffer `seq`.
+    fn locate(
         writer: &'w Writer<'a, S>,
         seq: u64,
         off: u64,
@@ -612,31 +812,29 @@ impl<'w, 'a, S: Sharing> Grant<'w, 'a, S> {
         ts: u64,
         opened: bool,
     ) -> Self {
-        let slot = writer.b.slot(seq);
-        let words = writer.b.subbuf_words(slot);
-        // `off <= size <= 2^30`: the cast is lossless.
-        let at = (off / 8) as usize;
-        if let Some(w) = words.get(at) {
-            // Marks the reservation (see `record_flags::RESERVED`). The
-            // payload is at most a sub-buffer: `len` fits a `u32`.
-            let len = (payload_len + RECORD_HEADER_SIZE) as u32;
+        let b = &writer.b;
+        // `slot < count`, `off < size`: the position is inside the data.
+        let pos = ((b.slot(seq) as u64) << b.shift) | (off & b.size_mask);
+        Self::new(writer, seq, pos, total, payload_len, ts, opened)
+    }
+
+    /// Marks the reservation (see `record_flags::RESERVED`): the first
+    /// store after the head CAS.
+    #[inline(always)]
+    fn mark(&self) {
+        if let Some(w) = self.record.first() {
             w.store(
-                RecordHeader::word0(len, 0, crate::format::record_flags::RESERVED),
+                RecordHeader::word0(self.len_field(), 0, crate::format::record_flags::RESERVED),
                 Ordering::Relaxed,
             );
         }
-        Grant {
-            writer,
-            seq,
-            slot,
-            words,
-            at,
-            total,
-            payload_len,
-            ts,
-            opened,
-            done: false,
-        }
+    }
+
+    /// The header's `len`: the payload is at most a sub-buffer, so
+    /// `payload_len + 16` fits a `u32`.
+    #[inline(always)]
+    fn len_field(&self) -> u32 {
+        (self.payload_len as u32).wrapping_add(RECORD_HEADER_SIZE as u32)
     }
 
     /// The record's timestamp.
@@ -684,7 +882,7 @@ impl<'w, 'a, S: Sharing> Grant<'w, 'a, S> {
         if self.payload_len == 0 {
             return None;
         }
-        let w = self.words.get(self.at + RECORD_HEADER_SIZE / 8)?;
+        let w = self.record.get(RECORD_HEADER_SIZE / 8)?;
         core::ptr::NonNull::new(w.as_ptr().cast::<u8>())
     }
 
@@ -694,7 +892,7 @@ impl<'w, 'a, S: Sharing> Grant<'w, 'a, S> {
         self.done = true;
         Detached {
             seq: self.seq,
-            off: self.at as u64 * 8,
+            off: self.off,
             total: self.total,
             payload_len: self.payload_len,
             ts: self.ts,
@@ -702,18 +900,23 @@ impl<'w, 'a, S: Sharing> Grant<'w, 'a, S> {
         }
     }
 
+    /// The payload's words (the record's after its header).
+    #[inline(always)]
+    fn payload_words(&self) -> &'a [AtomicU64] {
+        self.record.get(RECORD_HEADER_SIZE / 8..).unwrap_or(&[])
+    }
+
     /// Copies `payload` to the start of the reserved payload, zero-filling the
-    /// last word. Bytes beyond the reservation are ignored.
+    /// last word, one atomic store per word (what loom can model). Bytes
+    /// beyond the reservation are ignored.
     #[inline]
     pub fn write_payload(&mut self, payload: &[u8]) {
         let payload = payload.get(..self.payload_len).unwrap_or(payload);
-        let first = self.at + RECORD_HEADER_SIZE / 8;
-        let dst = self.words.get(first..).unwrap_or(&[]);
         // Whole words, then the zero-padded tail. `as_chunks` splits with
         // shifts (`chunks_exact` divides, and the kernel's objtool flags the
         // division-by-zero panic path when it is not inlined).
         let (words, tail) = payload.as_chunks::<8>();
-        let mut dst = dst.iter();
+        let mut dst = self.payload_words().iter();
         for (chunk, w) in words.iter().zip(&mut dst) {
             w.store(u64::from_le_bytes(*chunk), Ordering::Relaxed);
         }
@@ -727,37 +930,42 @@ impl<'w, 'a, S: Sharing> Grant<'w, 'a, S> {
     }
 
     /// As [`Grant::write_payload`], with one `memcpy` (plain stores) for
-    /// all but the zero-padded last word: much faster for large payloads
-    /// where the copy is not a tight loop (the kernel's `memcpy`). Only for
-    /// writers whose readers never read a reservation before its seal, or
-    /// validate what they copied (both of relay's readers do), since those
-    /// stores are not atomic. Not under loom, which models atomics only.
+    /// the payload after zero-filling its last word: what [`Writer::write`]
+    /// does, and what a caller filling a grant itself should do. Not under
+    /// loom, which models atomics only.
+    ///
+    /// Plain stores are sound because no reader looks at a reservation
+    /// before its sub-buffer seals, except a copying reader in overwrite
+    /// mode (a snapshot, or a consumer behind a reclaiming writer), which
+    /// races with the writer by design: it copies a sealed sub-buffer and
+    /// then re-checks the seal (or its claim CAS fails) and discards the
+    /// copy if a writer reopened the slot meanwhile, so a torn copy is never
+    /// delivered (FORMAT.md, "Reading in overwrite mode").
     #[cfg(not(loom))]
     #[inline]
     pub fn copy_payload(&mut self, payload: &[u8]) {
         let payload = payload.get(..self.payload_len).unwrap_or(payload);
-        let first = self.at + RECORD_HEADER_SIZE / 8;
-        let whole = payload.len() / 8;
-        let Some(dst) = self.words.get(first..first + payload.len().div_ceil(8)) else {
-            return;
+        let dst = self.payload_words();
+        if payload.len() > dst.len() * 8 {
+            return; // only a corrupt detached grant has a short record
+        }
+        if !payload.len().is_multiple_of(8) {
+            if let Some(last) = dst.get(payload.len() / 8) {
+                // The tail word, zero-filled, before the copy writes its bytes.
+                last.store(0, Ordering::Relaxed);
+            }
+        }
+        // SAFETY: `dst` is this grant's reservation, at least
+        // `payload.len()` bytes (checked above), which no one else writes,
+        // and which readers read only as described above; an `AtomicU64`
+        // may be written through its pointer.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                payload.as_ptr(),
+                dst.as_ptr().cast::<u8>().cast_mut(),
+                payload.len(),
+            )
         };
-        if let Some(last) = dst.get(whole) {
-            // The tail word, zero-filled, before the copy writes its bytes.
-            last.store(0, Ordering::Relaxed);
-        }
-        if let Some(w) = dst.first() {
-            // SAFETY: `dst` is this grant's reservation, `payload.len()`
-            // bytes of it from `w` on (the slice above is in bounds), which
-            // no one else writes or reads until the commit seals it; an
-            // `AtomicU64` may be written through its pointer.
-            unsafe {
-                core::ptr::copy_nonoverlapping(
-                    payload.as_ptr(),
-                    w.as_ptr().cast::<u8>(),
-                    payload.len(),
-                )
-            };
-        }
     }
 
     /// Copies `bytes` to payload offset `offset`. Returns false (writing
@@ -767,10 +975,10 @@ impl<'w, 'a, S: Sharing> Grant<'w, 'a, S> {
             Some(end) if end <= self.payload_len => {}
             _ => return false,
         }
-        let base = (self.at * 8 + RECORD_HEADER_SIZE) + offset;
+        let words = self.payload_words();
         for (i, &byte) in bytes.iter().enumerate() {
-            let pos = base + i;
-            if let Some(w) = self.words.get(pos / 8) {
+            let pos = offset + i;
+            if let Some(w) = words.get(pos / 8) {
                 // This word is inside our reservation: no one else stores to it.
                 let shift = (pos % 8) * 8;
                 let old = w.load(Ordering::Relaxed);
@@ -784,16 +992,37 @@ impl<'w, 'a, S: Sharing> Grant<'w, 'a, S> {
     #[inline(always)]
     fn finish(&mut self, rtype: u16, flags: u16, records: u64) -> Committed {
         self.done = true;
-        // `payload_len + 16 <= size <= 2^30`: the cast is lossless.
-        let len = (self.payload_len + RECORD_HEADER_SIZE) as u32;
-        if let Some(w) = self.words.get(self.at) {
-            w.store(RecordHeader::word0(len, rtype, flags), Ordering::Relaxed);
+        if let [w0, w1, ..] = self.record {
+            w0.store(
+                RecordHeader::word0(self.len_field(), rtype, flags),
+                Ordering::Relaxed,
+            );
+            w1.store(self.ts, Ordering::Relaxed);
         }
-        if let Some(w) = self.words.get(self.at + 1) {
-            w.store(self.ts, Ordering::Relaxed);
+        // A record and its sub-buffer's header are at most `size <= 2^30`
+        // bytes: nothing wraps.
+        let bytes = if self.opened {
+            self.total.wrapping_add(HDR)
+        } else {
+            self.total
+        };
+        self.writer
+            .commit_add(self.seq, self.commit, records.wrapping_add(bytes))
+    }
+
+    /// Copies `payload` in and commits, reporting the reservation's seal
+    /// too ([`Writer::write`]).
+    #[inline(always)]
+    fn fill_and_commit(mut self, rtype: u16, payload: &[u8]) -> Committed {
+        #[cfg(not(loom))]
+        self.copy_payload(payload);
+        #[cfg(loom)]
+        self.write_payload(payload);
+        let sealed_previous = self.sealed_previous();
+        Committed {
+            sealed_previous,
+            ..self.commit(rtype)
         }
-        let add = records + self.total + if self.opened { HDR } else { 0 };
-        self.writer.commit_add(self.seq, self.slot, add)
     }
 
     /// Publishes the record with type `rtype`.

@@ -234,7 +234,7 @@ pub unsafe extern "C" fn relay_rust_channel_free(k: *mut c_void) {
 /// 0 written, or the refusal as a negative errno.
 fn write_result(r: core::result::Result<relay_core::Committed, WriteError>) -> c_int {
     match r {
-        Ok(c) if c.sealed.is_some() => 1,
+        Ok(c) if c.sealed_any() => 1,
         Ok(_) => 0,
         Err(WriteError::Full) => ENOSPC.to_errno(),
         Err(WriteError::TooBig) => emsgsize().to_errno(),
@@ -270,20 +270,9 @@ pub unsafe extern "C" fn relay_rust_write(
         // SAFETY: the caller's contract: `data` is valid for `len` bytes.
         unsafe { core::slice::from_raw_parts(data.cast::<u8>(), len) }
     };
-    let mut grant = match writer.reserve(data.len(), &mut clock_ns) {
-        Ok(g) => g,
-        Err(e) => return write_result(Err(e)),
-    };
-    // Reserving this record may have sealed the sub-buffer before it.
-    let sealed_previous = grant.sealed_previous();
-    // One memcpy: the module's readers (mmap, read()) only read sealed
-    // sub-buffers and validate overwrite-mode copies.
-    grant.copy_payload(data);
-    let c = grant.commit(rtype);
-    if sealed_previous {
-        return 1;
-    }
-    write_result(Ok(c))
+    // One memcpy (`Writer::write`): the module's readers (mmap, read())
+    // only read sealed sub-buffers and validate overwrite-mode copies.
+    write_result(writer.write(rtype, data, &mut clock_ns))
 }
 
 /// Storage the C glue keeps for one detached grant (`struct relay_grant`'s
