@@ -44,19 +44,42 @@ enum Path {
     RelayWrite,
     RelayReserveTs,
     Ringbuf,
+    RingbufTs,
     CoreKernel,
+    CoreLocal,
     CoreUser,
+    CoreUserWords,
+    Clock,
 }
 
-const PATHS: [(Path, &str); 6] = [
+const PATHS: [(Path, &str); 10] = [
     (Path::RelayWrite, "relay_write (no timestamp)"),
     (
         Path::RelayReserveTs,
         "relay_reserve + 16-byte header, rdtsc",
     ),
     (Path::Ringbuf, "bpf_ringbuf_output (no timestamp)"),
+    (
+        Path::RingbufTs,
+        "bpf_ringbuf_output of a record stamped with rdtsc",
+    ),
     (Path::CoreKernel, "relay-core, relay-kmod's path, rdtsc"),
-    (Path::CoreUser, "relay-core, userspace Writer::write, rdtsc"),
+    (
+        Path::CoreLocal,
+        "relay-core, the same writer without the lookup",
+    ),
+    (
+        Path::CoreUser,
+        "relay-core, userspace Writer::write (Shared), rdtsc",
+    ),
+    (
+        Path::CoreUserWords,
+        "relay-core, userspace, payload stored word by word (write() before)",
+    ),
+    (
+        Path::Clock,
+        "rdtsc alone (the clock in every timestamped row)",
+    ),
     (Path::Empty, "empty loop + call (floor)"),
 ];
 
@@ -102,6 +125,33 @@ fn user_write(w: &Writer<'_>, rtype: u16, data: &[u8]) -> i32 {
 }
 
 #[inline(never)]
+fn local_write(w: &Writer<'_, CpuLocal>, rtype: u16, data: &[u8]) -> i32 {
+    match w.write(rtype, data, &mut rdtsc) {
+        Ok(c) => i32::from(c.sealed_any()),
+        Err(_) => -28,
+    }
+}
+
+/// What `Writer::write` did before the fast path: a grant, the payload
+/// stored as atomic words, the commit.
+#[inline(never)]
+fn user_write_words(w: &Writer<'_>, rtype: u16, data: &[u8]) -> i32 {
+    match w.reserve(data.len(), &mut rdtsc) {
+        Ok(mut g) => {
+            g.write_payload(data);
+            i32::from(g.commit(rtype).sealed.is_some())
+        }
+        Err(_) => -28,
+    }
+}
+
+#[inline(never)]
+fn clock_only(_cpu: u32, data: &[u8]) -> i32 {
+    black_box(data.len());
+    rdtsc() as i32
+}
+
+#[inline(never)]
 fn empty(_cpu: u32, data: &[u8]) -> i32 {
     black_box(data.len()) as i32
 }
@@ -143,8 +193,14 @@ enum Target<'a> {
     RelayWrite(RelayCpu<'a>),
     RelayReserveTs(RelayCpu<'a>),
     Ringbuf(&'a RingbufModel),
+    /// The ring buffer and the caller's copy of the payload, whose first
+    /// word it stamps (as a BPF program stores `bpf_ktime_get_ns()`).
+    RingbufTs(&'a RingbufModel, Vec<u8>),
     Kernel(&'a KChannel<'a>),
+    Local(Writer<'a, CpuLocal>),
     User(Writer<'a>),
+    UserWords(Writer<'a>),
+    Clock,
 }
 
 /// The measured loop: `n` records of `payload` on CPU `cpu`. Its name is
@@ -173,9 +229,22 @@ fn relay_bench_drive(target: &mut Target<'_>, cpu: u32, payload: &[u8], n: u64) 
                 rb.output(black_box(payload));
             }
         }
+        Target::RingbufTs(rb, record) => {
+            for _ in 0..n {
+                if let Some(ts) = record.first_chunk_mut::<8>() {
+                    *ts = rdtsc().to_le_bytes();
+                }
+                rb.output(black_box(record));
+            }
+        }
         Target::Kernel(k) => {
             for _ in 0..n {
                 relay_rust_write(k, cpu, 1, black_box(payload));
+            }
+        }
+        Target::Local(w) => {
+            for _ in 0..n {
+                local_write(w, 1, black_box(payload));
             }
         }
         Target::User(w) => {
@@ -183,15 +252,26 @@ fn relay_bench_drive(target: &mut Target<'_>, cpu: u32, payload: &[u8], n: u64) 
                 user_write(w, 1, black_box(payload));
             }
         }
+        Target::UserWords(w) => {
+            for _ in 0..n {
+                user_write_words(w, 1, black_box(payload));
+            }
+        }
+        Target::Clock => {
+            for _ in 0..n {
+                clock_only(cpu, black_box(payload));
+            }
+        }
     }
 }
 
 /// Builds `path`'s writer for `cpus` CPUs (one shared ring buffer for all)
 /// and hands `f` one target per CPU.
-fn with_targets<R>(path: Path, cpus: u32, f: impl FnOnce(Vec<Target<'_>>) -> R) -> R {
+fn with_targets<R>(path: Path, cpus: u32, size: usize, f: impl FnOnce(Vec<Target<'_>>) -> R) -> R {
     let cpu_list = 0..cpus;
     match path {
         Path::Empty => f(cpu_list.map(|_| Target::Empty).collect()),
+        Path::Clock => f(cpu_list.map(|_| Target::Clock).collect()),
         Path::RelayWrite | Path::RelayReserveTs => {
             let mut model = RelayModel::new(cpus, SUBBUF, SUBBUFS);
             let targets = model
@@ -208,6 +288,12 @@ fn with_targets<R>(path: Path, cpus: u32, f: impl FnOnce(Vec<Target<'_>>) -> R) 
             let rb = RingbufModel::new(RING);
             f(cpu_list.map(|_| Target::Ringbuf(&rb)).collect())
         }
+        Path::RingbufTs => {
+            let rb = RingbufModel::new(RING);
+            f(cpu_list
+                .map(|_| Target::RingbufTs(&rb, vec![0x5a; size]))
+                .collect())
+        }
         Path::CoreKernel => {
             let channels = Channels::new(cpus);
             let channel = channels.channel();
@@ -218,29 +304,40 @@ fn with_targets<R>(path: Path, cpus: u32, f: impl FnOnce(Vec<Target<'_>>) -> R) 
             };
             f((0..cpus).map(|_| Target::Kernel(&k)).collect())
         }
-        Path::CoreUser => {
+        Path::CoreLocal => {
             let channels = Channels::new(cpus);
             let channel = channels.channel();
             f(cpu_list
-                .map(|cpu| Target::User(channel.writer(cpu).expect("cpu exists")))
+                .map(|cpu| Target::Local(channel.local_writer(cpu).expect("cpu exists")))
+                .collect())
+        }
+        Path::CoreUser | Path::CoreUserWords => {
+            let channels = Channels::new(cpus);
+            let channel = channels.channel();
+            f(cpu_list
+                .map(|cpu| {
+                    let w = channel.writer(cpu).expect("cpu exists");
+                    if path == Path::CoreUser {
+                        Target::User(w)
+                    } else {
+                        Target::UserWords(w)
+                    }
+                })
                 .collect())
         }
     }
 }
 
-/// Nanoseconds per record, one thread: the best of `RUNS` runs.
+/// Nanoseconds per record, one thread, one run of `RECORDS` after a
+/// warm-up (the caller takes the best of several, paths interleaved).
 fn time_one_thread(path: Path, size: usize) -> f64 {
     let payload = vec![0x5au8; size];
-    with_targets(path, 1, |mut targets| {
+    with_targets(path, 1, size, |mut targets| {
         let t = &mut targets[0];
         relay_bench_drive(t, 0, &payload, RECORDS / 10);
-        (0..RUNS)
-            .map(|_| {
-                let start = Instant::now();
-                relay_bench_drive(t, 0, &payload, RECORDS);
-                start.elapsed().as_nanos() as f64 / RECORDS as f64
-            })
-            .fold(f64::INFINITY, f64::min)
+        let start = Instant::now();
+        relay_bench_drive(t, 0, &payload, RECORDS);
+        start.elapsed().as_nanos() as f64 / RECORDS as f64
     })
 }
 
@@ -248,7 +345,7 @@ fn time_one_thread(path: Path, size: usize) -> f64 {
 /// CPU writing at once: the best of `RUNS` runs.
 fn rate_parallel(path: Path, size: usize, threads: u32) -> f64 {
     let payload = vec![0x5au8; size];
-    with_targets(path, threads, |targets| {
+    with_targets(path, threads, size, |targets| {
         let barrier = Barrier::new(threads as usize + 1);
         let mut best = f64::INFINITY;
         std::thread::scope(|s| {
@@ -312,7 +409,7 @@ fn instructions(path: Path, size: usize) -> Option<f64> {
 /// Under valgrind: `COUNTED` records of `path` at `size`, nothing else.
 fn count(path: Path, size: usize) {
     let payload = vec![0x5au8; size];
-    with_targets(path, 1, |mut targets| {
+    with_targets(path, 1, size, |mut targets| {
         relay_bench_drive(&mut targets[0], 0, &payload, COUNTED)
     });
 }
@@ -340,16 +437,26 @@ fn main() {
     }
     println!("| path | 64 B ns/rec | 64 B instr/rec | 1 KiB ns/rec | 1 KiB instr/rec | 2 threads, 64 B, M rec/s |");
     println!("|---|---:|---:|---:|---:|---:|");
+    // Rounds over every path and size, the best of each kept: a drift of
+    // the machine's speed during the run then spreads over all rows alike.
     let mut ns = std::collections::HashMap::new();
+    for _ in 0..RUNS {
+        for &(path, _) in &PATHS {
+            for &size in &sizes {
+                let t = time_one_thread(path, size);
+                let best = ns.entry((path, size)).or_insert(f64::INFINITY);
+                *best = f64::min(*best, t);
+            }
+        }
+    }
     for &(path, name) in &PATHS {
         let mut row = format!("| {name} |");
         for &size in &sizes {
-            let t = time_one_thread(path, size);
-            ns.insert((path, size), t);
+            let t = ns[&(path, size)];
             let i = instructions(path, size).map_or("n/a".to_string(), |i| format!("{i:.1}"));
             row += &format!(" {t:.2} | {i} |");
         }
-        let par = if path == Path::Empty {
+        let par = if matches!(path, Path::Empty | Path::Clock) {
             "".to_string()
         } else {
             format!("{:.1}", rate_parallel(path, 64, 2))
@@ -360,10 +467,18 @@ fn main() {
     for &size in &sizes {
         let core = ns[&(Path::CoreKernel, size)];
         println!(
-            "{size} B: relay-core kernel path vs relay_write {:.2}x, vs relay_reserve+ts {:.2}x, vs bpf_ringbuf_output {:.2}x (time ratios, >1 = relay-core faster)",
+            "{size} B, one thread, relay-core's kernel path against: relay_write {:.2}x, \
+             relay_reserve+ts {:.2}x, bpf_ringbuf_output {:.2}x, stamped {:.2}x \
+             (time ratios, above 1: relay-core is faster)",
             ns[&(Path::RelayWrite, size)] / core,
             ns[&(Path::RelayReserveTs, size)] / core,
             ns[&(Path::Ringbuf, size)] / core,
+            ns[&(Path::RingbufTs, size)] / core,
         );
     }
+    println!(
+        "userspace Writer::write against storing the payload word by word: {:.2}x at 64 B, {:.2}x at 1 KiB",
+        ns[&(Path::CoreUserWords, 64)] / ns[&(Path::CoreUser, 64)],
+        ns[&(Path::CoreUserWords, 1024)] / ns[&(Path::CoreUser, 1024)],
+    );
 }

@@ -10,10 +10,12 @@ pub(crate) fn kernel_command(command: KernelCommand) -> Result<(), Error> {
             subbuf_size,
             subbufs,
             overwrite,
+            clock,
         } => {
-            let info = kernel::create(&name, subbuf_size, subbufs, overwrite)?;
+            let clock = Clock::from(clock);
+            let info = kernel::create(&name, subbuf_size, subbufs, overwrite, clock)?;
             println!(
-                "{}: {} CPUs x {} x {} bytes, {} mode, {} bytes, id {}",
+                "{}: {} CPUs x {} x {} bytes, {} mode, {} clock, {} bytes, id {}",
                 info.path.display(),
                 info.cpu_count,
                 if subbufs == 0 { 8 } else { subbufs },
@@ -23,6 +25,7 @@ pub(crate) fn kernel_command(command: KernelCommand) -> Result<(), Error> {
                 } else {
                     "no-overwrite"
                 },
+                clock.name(),
                 info.total_size,
                 info.id
             );
@@ -74,12 +77,15 @@ pub(crate) fn kernel_command(command: KernelCommand) -> Result<(), Error> {
             size,
             subbuf_size,
             subbufs,
+            clock,
         } => {
+            let clock = Clock::from(clock);
             let r = kernel::bench(kernel::BenchArgs {
                 records,
                 size,
                 subbuf_size,
                 subbuf_count: subbufs,
+                clock,
             })?;
             let (k, w, t) = (
                 r.relay_kmod_rate(),
@@ -88,10 +94,15 @@ pub(crate) fn kernel_command(command: KernelCommand) -> Result<(), Error> {
             );
             let ratio = |other: f64| if other > 0.0 { k / other } else { 0.0 };
             println!(
-                "bench: size={size} relay-kmod={k:.2} M/s/cpu relay_write={w:.2} M/s/cpu \
-                 relay_reserve+timestamp={t:.2} M/s/cpu ratio={:.2} ratio_timestamped={:.2}",
+                "bench: size={size} clock={} relay-kmod={k:.2} M/s/cpu relay_write={w:.2} M/s/cpu \
+                 relay_reserve+timestamp={t:.2} M/s/cpu ratio={:.2} ratio_timestamped={:.2} \
+                 read_ns: monotonic={:.1} local={:.1} tsc={:.1}",
+                clock.name(),
                 ratio(w),
-                ratio(t)
+                ratio(t),
+                r.clock_read_ns(0),
+                r.clock_read_ns(1),
+                r.clock_read_ns(2),
             );
         }
     }

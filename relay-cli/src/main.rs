@@ -34,7 +34,7 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use relay_core::checked::{self, CpuTally, Verifier};
 use relay_core::frames::Frame;
 use relay_core::merge::Event;
-use relay_core::{ChannelFlags, FormatError, GeometryParams, Lost, Mode, ReadError};
+use relay_core::{ChannelFlags, Clock, FormatError, GeometryParams, Lost, Mode, ReadError};
 use relay_user::blktrace::{self, CpuInput, Decoder, Item, Severity};
 use relay_user::frames::Until;
 use relay_user::kernel;
@@ -262,6 +262,11 @@ enum KernelCommand {
         /// Flight-recorder mode.
         #[arg(long)]
         overwrite: bool,
+        /// What stamps the records: monotonic (CLOCK_MONOTONIC, one clock
+        /// for every CPU), local (local_clock(), ftrace's; a bounded drift
+        /// between CPUs), tsc (raw cycles, the cheapest).
+        #[arg(long, value_enum, default_value_t = ClockArg::Monotonic)]
+        clock: ClockArg,
     },
     /// Destroy channel NAME (open files keep its memory until closed).
     Destroy {
@@ -302,6 +307,9 @@ enum KernelCommand {
         /// Sub-buffers per CPU of both channels.
         #[arg(long, default_value_t = 8)]
         subbufs: u64,
+        /// The clock of relay-kmod's records and relay_reserve()'s stamp.
+        #[arg(long, value_enum, default_value_t = ClockArg::Monotonic)]
+        clock: ClockArg,
     },
 }
 
@@ -316,6 +324,24 @@ impl From<ModeArg> for Mode {
         match m {
             ModeArg::NoOverwrite => Mode::NoOverwrite,
             ModeArg::Overwrite => Mode::Overwrite,
+        }
+    }
+}
+
+/// The clock of a kernel channel (`relay kernel create --clock`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ClockArg {
+    Monotonic,
+    Local,
+    Tsc,
+}
+
+impl From<ClockArg> for Clock {
+    fn from(c: ClockArg) -> Clock {
+        match c {
+            ClockArg::Monotonic => Clock::Monotonic,
+            ClockArg::Local => Clock::Local,
+            ClockArg::Tsc => Clock::Tsc,
         }
     }
 }

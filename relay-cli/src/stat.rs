@@ -28,8 +28,9 @@ pub(crate) fn stat(path: &Path, json: bool) -> Result<(), Error> {
         }
         return Ok(());
     }
+    let clock = file.channel().clock();
     println!(
-        "{}: {} CPUs x {} x {} bytes, {}",
+        "{}: {} CPUs x {} x {} bytes, {}, clock {}",
         path.display(),
         g.cpu_count(),
         g.subbuf_count(),
@@ -38,7 +39,8 @@ pub(crate) fn stat(path: &Path, json: bool) -> Result<(), Error> {
             "overwrite"
         } else {
             "no-overwrite"
-        }
+        },
+        Clock::from_u32(clock).map_or_else(|| clock.to_string(), |c| c.name().to_string())
     );
     // The abandoned column only where a dead producer left some.
     let abandoned = rows.iter().any(|(_, s)| s.lost.abandoned > 0);

@@ -321,6 +321,15 @@ impl<'a> Channel<'a> {
         self.flags
     }
 
+    /// The header's `clock` code ([`Clock::from_u32`] names the known ones;
+    /// readers accept any).
+    pub fn clock(&self) -> u32 {
+        // Word 13 holds `clock` in its low half (FORMAT.md, byte 104).
+        self.words
+            .get(13)
+            .map_or(0, |w| w.load(Ordering::Relaxed) as u32)
+    }
+
     /// The overwrite mode the flags select.
     pub fn mode(&self) -> Mode {
         self.flags.into()

@@ -219,16 +219,54 @@ impl ChannelHeader {
     }
 }
 
-/// What clock the timestamps come from (informational: readers merge by value).
+/// What clock the timestamps come from (informational: readers merge by
+/// value, and count a record that arrives later than its order allows as
+/// late). A channel's clock decides how far its CPUs' times agree:
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Clock {
     /// Not stated.
     Unspecified = 0,
-    /// `CLOCK_MONOTONIC` nanoseconds (`ktime_get_mono_fast_ns` in the kernel).
+    /// `CLOCK_MONOTONIC` nanoseconds (`ktime_get_mono_fast_ns` in the
+    /// kernel): one clock for all CPUs and for userspace producers; it may
+    /// step back only for a record stamped in an NMI that interrupted a
+    /// timekeeping update.
     Monotonic = 1,
     /// A test counter, not time.
     Counter = 2,
+    /// The kernel's `local_clock()` nanoseconds (ftrace's and perf's
+    /// default): monotonic on each CPU; between CPUs it agrees only within a
+    /// bounded drift unless the kernel found the TSC stable.
+    Local = 3,
+    /// Raw x86 TSC cycles (`rdtsc`): the cheapest stamp; CPUs agree where
+    /// the kernel marked the TSC reliable (`constant_tsc`, `nonstop_tsc`),
+    /// and readers that want time must know the TSC frequency.
+    Tsc = 4,
+}
+
+impl Clock {
+    /// The clock a header's `clock` field names, if it is one of these.
+    pub const fn from_u32(v: u32) -> Option<Clock> {
+        Some(match v {
+            0 => Clock::Unspecified,
+            1 => Clock::Monotonic,
+            2 => Clock::Counter,
+            3 => Clock::Local,
+            4 => Clock::Tsc,
+            _ => return None,
+        })
+    }
+
+    /// A short name: `monotonic`, `local`, `tsc`, `counter`, `unspecified`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Clock::Unspecified => "unspecified",
+            Clock::Monotonic => "monotonic",
+            Clock::Counter => "counter",
+            Clock::Local => "local",
+            Clock::Tsc => "tsc",
+        }
+    }
 }
 
 /// Word indices of the per-CPU producer state. Only writers store to it;

@@ -8,8 +8,9 @@
  * - contexts: cross-CPU calls, kthreads, hard-IRQ hrtimers, NMIs sent by
  *   IPI, irq_work wakeups;
  * - BPF: the kfuncs (a copy, and reserve/commit with the grant as an
- *   acquired reference) and their per-CPU grant slots;
- * - the kernel's relay_write(), for the benchmark.
+ *   acquired reference) and their per-CPU grant slots.
+ *
+ * The benchmark against the kernel's relay_write() is relay_bench.c.
  *
  * Every decision about a channel's bytes (geometry, layout, writing,
  * reading, merging, verifying) is made by relay-core through the Rust side
@@ -60,48 +61,9 @@
 #include <asm/apic.h>
 #include <asm/nmi.h>
 
+#include "relay_glue.h"
 #include "relay_kmod.h"
 #include "relay_uapi.h"
-
-/* ------------------------------------------------------------------------
- * Implemented in Rust (relay_main.rs).
- */
-int relay_rust_geometry(u64 subbuf_size, u64 subbuf_count, u64 flags,
-			u64 *total_size, u64 *consumer_offset,
-			u64 *consumer_size, u32 *cpu_count);
-int relay_rust_channel_new(void *mem, u64 size, u64 subbuf_size,
-			   u64 subbuf_count, u64 flags, void **out);
-void relay_rust_channel_free(void *k);
-int relay_rust_write(void *k, u32 cpu, u16 type, const void *data, u64 len);
-#define RELAY_GRANT_WORDS 6	/* relay_main.rs: GRANT_WORDS */
-int relay_rust_reserve(void *k, u32 cpu, u32 len, u64 *state, u8 **data);
-void relay_rust_refuse(void *k, u32 cpu);
-int relay_rust_commit(void *k, u32 cpu, const u64 *state, u16 type, bool discard);
-int relay_rust_load_write(void *k, u32 cpu, u32 source, u64 seq, void *buf,
-			  u64 len);
-int relay_rust_flush(void *k, u32 cpu, bool on_cpu, u64 *barrier, u64 *next);
-int relay_rust_stats(void *k, u32 cpu, struct relay_cpu_stats *out);
-int relay_rust_reader_new(void *k, s32 cpu, void *flusher, u32 pid, void **out);
-void relay_rust_reader_free(void *r);
-ssize_t relay_rust_reader_fill(void *r, void *buf, u64 cap);
-void relay_rust_reader_advance(void *r, u64 n);
-bool relay_rust_reader_ready(void *r);
-bool relay_rust_ready(void *k, s32 cpu);
-int relay_rust_selftest(void);
-
-/* Called by Rust. */
-u32 relay_glue_this_cpu(void);
-u32 relay_glue_nr_cpu_ids(void);
-u32 relay_glue_num_online_cpus(void);
-void relay_glue_on_each_cpu(smp_call_func_t func, void *info);
-int relay_glue_flush_cpu(void *flusher, u32 cpu, u64 *barrier, u64 *next);
-struct relay_glue_works;
-struct relay_glue_works *relay_glue_works_start(void (*fn)(void *),
-						void (*tick)(void *), void *info,
-						u64 period_ns);
-void relay_glue_works_finish(struct relay_glue_works *ws);
-int relay_glue_register(void);
-void relay_glue_unregister(void);
 
 u32 relay_glue_this_cpu(void)
 {
@@ -899,7 +861,7 @@ static int relay_chan_mmap(struct file *file, struct vm_area_struct *vma)
  * each then lives until kthread_stop(), so the stopper never races its
  * exit (kthread_stop on a thread that already returned is not allowed).
  */
-static int relay_kthread_done(atomic_t *running, struct completion *done)
+int relay_kthread_done(atomic_t *running, struct completion *done)
 {
 	if (atomic_dec_and_test(running))
 		complete(done);
@@ -1371,171 +1333,6 @@ static long relay_destroy(void __user *uarg)
 		relay_unregister_chan(ch);
 	mutex_unlock(&relay_lock);
 	return ch ? 0 : -ENOENT;
-}
-
-/*
- * The benchmark: relay-kmod's writer against relay_write(), set up the way
- * relay's users (blktrace) do: per-CPU files in debugfs.
- */
-static struct dentry *relay_bench_create_buf_file(const char *filename,
-						  struct dentry *parent,
-						  umode_t mode,
-						  struct rchan_buf *buf,
-						  int *is_global)
-{
-	return debugfs_create_file(filename, mode, parent, buf,
-				   &relay_file_operations);
-}
-
-static int relay_bench_remove_buf_file(struct dentry *dentry)
-{
-	debugfs_remove(dentry);
-	return 0;
-}
-
-/* Flight mode, as relay-kmod's overwrite channel: never refuse. */
-static int relay_bench_subbuf_start(struct rchan_buf *buf, void *subbuf,
-				    void *prev_subbuf, size_t prev_padding)
-{
-	return 1;
-}
-
-static const struct rchan_callbacks relay_bench_callbacks = {
-	.subbuf_start = relay_bench_subbuf_start,
-	.create_buf_file = relay_bench_create_buf_file,
-	.remove_buf_file = relay_bench_remove_buf_file,
-};
-
-struct relay_bench_ctx {
-	struct relay_bench args;
-	void *k;
-	struct rchan *rchan;
-	atomic_t running;
-	struct completion done;
-	atomic64_t kmod_ns, relay_ns, reserve_ns;
-	struct task_struct *task[];
-};
-
-static int relay_bench_thread(void *data)
-{
-	struct relay_bench_ctx *ctx = data;
-	u32 size = ctx->args.size;
-	u64 i, t0, t1, t2, t3;
-	void *buf = kzalloc(size, GFP_KERNEL);
-
-	if (buf) {
-		t0 = ktime_get_ns();
-		for (i = 0; i < ctx->args.records; i++) {
-			preempt_disable();
-			relay_rust_write(ctx->k, raw_smp_processor_id(), 1, buf, size);
-			preempt_enable();
-		}
-		t1 = ktime_get_ns();
-		for (i = 0; i < ctx->args.records; i++)
-			relay_write(ctx->rchan, buf, size);
-		t2 = ktime_get_ns();
-		for (i = 0; i < ctx->args.records; i++) {
-			unsigned long flags;
-			u64 *p;
-
-			local_irq_save(flags);
-			p = relay_reserve(ctx->rchan, 16 + size);
-			if (p) {
-				p[0] = (16 + size) | 1ULL << 32;
-				p[1] = ktime_get_mono_fast_ns();
-				memcpy(p + 2, buf, size);
-			}
-			local_irq_restore(flags);
-		}
-		t3 = ktime_get_ns();
-		atomic64_add(t1 - t0, &ctx->kmod_ns);
-		atomic64_add(t2 - t1, &ctx->relay_ns);
-		atomic64_add(t3 - t2, &ctx->reserve_ns);
-		kfree(buf);
-	}
-	return relay_kthread_done(&ctx->running, &ctx->done);
-}
-
-static long relay_bench(void __user *uarg)
-{
-	struct relay_bench_ctx *ctx;
-	u64 total, consumer_offset, consumer_size;
-	u32 cpus, cpu;
-	void *mem = NULL;
-	long err;
-
-	ctx = kzalloc(struct_size(ctx, task, nr_cpu_ids), GFP_KERNEL);
-	if (!ctx)
-		return -ENOMEM;
-	err = -EFAULT;
-	if (copy_from_user(&ctx->args, uarg, sizeof(ctx->args)))
-		goto out;
-	err = -EINVAL;
-	if (ctx->args.records > (1ULL << 26) || ctx->args.size < 8 ||
-	    ctx->args.size > 4096 || ctx->args.size % 8 ||
-	    ctx->args.size > ctx->args.subbuf_size / 2)
-		goto out;
-	err = relay_rust_geometry(ctx->args.subbuf_size, ctx->args.subbuf_count,
-				  RELAY_FLAG_OVERWRITE, &total, &consumer_offset,
-				  &consumer_size, &cpus);
-	if (err)
-		goto out;
-	err = -E2BIG;
-	if (total > (1ULL << 30))
-		goto out;
-	err = -ENOMEM;
-	mem = vmalloc_user(total);
-	if (!mem)
-		goto out;
-	err = relay_rust_channel_new(mem, total, ctx->args.subbuf_size,
-				     ctx->args.subbuf_count, RELAY_FLAG_OVERWRITE,
-				     &ctx->k);
-	if (err)
-		goto out;
-	err = -ENOMEM;
-	ctx->rchan = relay_open("relay_bench", NULL, ctx->args.subbuf_size,
-				ctx->args.subbuf_count ?: 8,
-				&relay_bench_callbacks, NULL);
-	if (!ctx->rchan)
-		goto out;
-	init_completion(&ctx->done);
-	err = 0;
-	cpus_read_lock();
-	for_each_online_cpu(cpu) {
-		struct task_struct *t = kthread_create_on_cpu(relay_bench_thread,
-							      ctx, cpu,
-							      "relay_bench/%u");
-
-		if (IS_ERR(t)) {
-			err = PTR_ERR(t);
-			break;
-		}
-		ctx->task[cpu] = t;
-		atomic_inc(&ctx->running);
-		ctx->args.cpus++;
-	}
-	for_each_online_cpu(cpu)
-		if (ctx->task[cpu])
-			wake_up_process(ctx->task[cpu]);
-	cpus_read_unlock();
-	if (ctx->args.cpus)
-		wait_for_completion(&ctx->done);
-	for (cpu = 0; cpu < nr_cpu_ids; cpu++)
-		if (ctx->task[cpu])
-			kthread_stop(ctx->task[cpu]);
-	ctx->args.relay_kmod_ns = atomic64_read(&ctx->kmod_ns);
-	ctx->args.relay_write_ns = atomic64_read(&ctx->relay_ns);
-	ctx->args.relay_reserve_ns = atomic64_read(&ctx->reserve_ns);
-	if (!err && copy_to_user(uarg, &ctx->args, sizeof(ctx->args)))
-		err = -EFAULT;
-out:
-	if (ctx->rchan)
-		relay_close(ctx->rchan);
-	if (ctx->k)
-		relay_rust_channel_free(ctx->k);
-	vfree(mem);
-	kfree(ctx);
-	return err;
 }
 
 static long relay_control_ioctl(struct file *file, unsigned int cmd,

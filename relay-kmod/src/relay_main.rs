@@ -80,6 +80,12 @@ mod glue {
         pub(crate) fn relay_glue_works_finish(works: *mut c_void);
     }
 
+    extern "C" {
+        /// The kernel's `local_clock()` (exported on x86, which has an
+        /// unstable sched_clock): nanoseconds, any context, NMI included.
+        fn local_clock() -> u64;
+    }
+
     /// The NMI-safe monotonic clock (`CLOCK_MONOTONIC`, what userspace
     /// producers stamp too), as relay-core's writer wants it; called
     /// directly, not through the glue: every record reads it.
@@ -89,9 +95,22 @@ mod glue {
         // called from any context, NMI included.
         unsafe { kernel::bindings::ktime_get_mono_fast_ns() }
     }
+
+    /// Reads `clock` (a channel's, see `requested`) now.
+    #[inline(always)]
+    pub(crate) fn now(clock: super::Clock) -> u64 {
+        match clock {
+            // SAFETY: `local_clock` has no preconditions and may be called
+            // from any context, NMI included.
+            super::Clock::Local => unsafe { local_clock() },
+            // SAFETY: `rdtsc` reads the time-stamp counter, which the kernel
+            // lets ring 0 read on every x86-64 CPU; it touches no memory.
+            super::Clock::Tsc => unsafe { core::arch::x86_64::_rdtsc() },
+            _ => clock_ns(),
+        }
+    }
 }
 
-use glue::clock_ns;
 
 /// Errno values `kernel::error::code` lacks in 6.12.
 fn emsgsize() -> Error {
@@ -111,8 +130,27 @@ fn errno(r: Result) -> c_int {
 
 /// The geometry and flags of a create request; `EINVAL` for any bad field
 /// (relay-core's geometry rules), `EOPNOTSUPP` for unknown flags.
-fn requested(subbuf_size: u64, subbuf_count: u64, flags: u64) -> Result<(Geometry, ChannelFlags)> {
-    let flags = ChannelFlags::from_bits(flags).ok_or_else(eopnotsupp)?;
+/// `RELAY_FLAG_CLOCK(c)` (relay_uapi.h): the clock code in bits 8..16 of
+/// a create request's flags.
+const FLAG_CLOCK_SHIFT: u32 = 8;
+const FLAG_CLOCK_MASK: u64 = 0xff << FLAG_CLOCK_SHIFT;
+
+/// A create request's geometry, flags and clock (0 means monotonic).
+fn requested(
+    subbuf_size: u64,
+    subbuf_count: u64,
+    flags: u64,
+) -> Result<(Geometry, ChannelFlags, Clock)> {
+    let clock = match (flags & FLAG_CLOCK_MASK) >> FLAG_CLOCK_SHIFT {
+        0 | 1 => Clock::Monotonic,
+        3 => Clock::Local,
+        4 => Clock::Tsc,
+        c => {
+            pr_info!("create: clock {c}: not 1 (monotonic), 3 (local) or 4 (tsc)\n");
+            return Err(EINVAL);
+        }
+    };
+    let flags = ChannelFlags::from_bits(flags & !FLAG_CLOCK_MASK).ok_or_else(eopnotsupp)?;
     let page_size = u32::try_from(kernel::page::PAGE_SIZE).map_err(|_| EINVAL)?;
     let geometry = Geometry::new(GeometryParams {
         subbuf_size,
@@ -125,7 +163,7 @@ fn requested(subbuf_size: u64, subbuf_count: u64, flags: u64) -> Result<(Geometr
         pr_info!("create: {e}\n");
         EINVAL
     })?;
-    Ok((geometry, flags))
+    Ok((geometry, flags, clock))
 }
 
 /// Validates a channel request and reports its layout.
@@ -144,7 +182,7 @@ pub unsafe extern "C" fn relay_rust_geometry(
     cpu_count: *mut u32,
 ) -> c_int {
     errno(
-        requested(subbuf_size, subbuf_count, flags).and_then(|(g, _)| {
+        requested(subbuf_size, subbuf_count, flags).and_then(|(g, _, _)| {
             let size = g
                 .data_offset()
                 .checked_sub(g.consumer_offset())
@@ -166,6 +204,16 @@ struct KChannel {
     channel: Channel<'static>,
     /// Per-CPU writers, made once: a write only indexes.
     writers: KVec<Writer<'static, CpuLocal>>,
+    /// What every record and flush of this channel is stamped with.
+    clock: Clock,
+}
+
+impl KChannel {
+    /// The channel's clock, now.
+    #[inline(always)]
+    fn now(&self) -> u64 {
+        glue::now(self.clock)
+    }
 }
 
 /// # Safety
@@ -197,20 +245,26 @@ pub unsafe extern "C" fn relay_rust_channel_new(
     out: *mut *mut c_void,
 ) -> c_int {
     errno((|| {
-        let (geometry, flags) = requested(subbuf_size, subbuf_count, flags)?;
+        let (geometry, flags, clock) = requested(subbuf_size, subbuf_count, flags)?;
         let len = usize::try_from(size).map_err(|_| EINVAL)?;
         // SAFETY: the caller's contract: `mem` outlives every user of the
         // words (all of them are gone before `relay_rust_channel_free`).
         let words: &'static [AtomicU64] =
             unsafe { relay_core::mem::words_from_raw(mem.cast::<u8>(), len) }
                 .map_err(|_| EINVAL)?;
-        let channel =
-            Channel::create(words, geometry, flags, Clock::Monotonic).map_err(|_| EINVAL)?;
+        let channel = Channel::create(words, geometry, flags, clock).map_err(|_| EINVAL)?;
         let mut writers = KVec::with_capacity(geometry.cpu_count() as usize, GFP_KERNEL)?;
         for cpu in 0..geometry.cpu_count() {
             writers.push(channel.local_writer(cpu).ok_or(EINVAL)?, GFP_KERNEL)?;
         }
-        let k = KBox::new(KChannel { channel, writers }, GFP_KERNEL)?;
+        let k = KBox::new(
+            KChannel {
+                channel,
+                writers,
+                clock,
+            },
+            GFP_KERNEL,
+        )?;
         // SAFETY: `out` is valid for a write (the caller's contract).
         unsafe { *out = KBox::into_raw(k).cast::<c_void>() };
         Ok(())
@@ -272,7 +326,7 @@ pub unsafe extern "C" fn relay_rust_write(
     };
     // One memcpy (`Writer::write`): the module's readers (mmap, read())
     // only read sealed sub-buffers and validate overwrite-mode copies.
-    write_result(writer.write(rtype, data, &mut clock_ns))
+    write_result(writer.write(rtype, data, &mut || k.now()))
 }
 
 /// Storage the C glue keeps for one detached grant (`struct relay_grant`'s
@@ -306,7 +360,7 @@ pub unsafe extern "C" fn relay_rust_reserve(
     let Some(writer) = k.writers.get(cpu as usize) else {
         return EINVAL.to_errno();
     };
-    let mut grant = match writer.reserve(len as usize, &mut clock_ns) {
+    let mut grant = match writer.reserve(len as usize, &mut || k.now()) {
         Ok(g) => g,
         Err(e) => return write_result(Err(e)),
     };
@@ -418,9 +472,12 @@ pub unsafe extern "C" fn relay_rust_flush(
     // SAFETY: the caller's contract.
     let k = unsafe { kchannel(k) };
     let flushed = if on_cpu {
-        k.channel.local_writer(cpu).map(|w| w.flush(&mut clock_ns))
+        k.channel.local_writer(cpu).map(|w| w.flush(&mut || k.now()))
     } else {
-        k.channel.writer(cpu).map(|w| w.flush(&mut clock_ns))
+        // Another CPU's clock: with `Clock::Local` the barrier may be a
+        // bounded drift off this CPU's (an offline CPU's records after it
+        // would then count as late).
+        k.channel.writer(cpu).map(|w| w.flush(&mut || k.now()))
     };
     let Some(f) = flushed else {
         return EINVAL.to_errno();

@@ -45,7 +45,7 @@ struct relay_create {
 	char name[RELAY_NAME_MAX];
 	__u64 subbuf_size;	/* power of two, 128 ..= 2^30 */
 	__u64 subbuf_count;	/* 0 (means 8) or 2 ..= 2^20; upper 32 bits 0 */
-	__u64 flags;		/* RELAY_FLAG_OVERWRITE */
+	__u64 flags;		/* RELAY_FLAG_OVERWRITE | RELAY_FLAG_CLOCK(c) */
 	__u64 total_size;	/* out: bytes to map */
 	__u32 cpu_count;	/* out: per-CPU buffers (nr_cpu_ids) */
 	__u32 id;		/* in: 0; out: the channel's number for BPF
@@ -53,6 +53,17 @@ struct relay_create {
 };
 
 #define RELAY_FLAG_OVERWRITE	1ULL
+/* The clock that stamps every record (the channel header's `clock`):
+ * RELAY_CLOCK_MONOTONIC (the default, also as 0): ktime_get_mono_fast_ns(),
+ *	CLOCK_MONOTONIC, one clock for every CPU and for userspace;
+ * RELAY_CLOCK_LOCAL: local_clock() ns, ftrace's and perf's clock, monotonic
+ *	per CPU, a bounded drift between CPUs unless the TSC is stable;
+ * RELAY_CLOCK_TSC: raw TSC cycles (rdtsc), the cheapest; CPUs agree where
+ *	the TSC is reliable. Any other code: EINVAL. */
+#define RELAY_FLAG_CLOCK(c)	((__u64)(c) << 8)
+#define RELAY_CLOCK_MONOTONIC	1U
+#define RELAY_CLOCK_LOCAL	3U
+#define RELAY_CLOCK_TSC		4U
 /* Channels that exist at once (and channel numbers: 0 ..= 63). */
 #define RELAY_MAX_CHANNELS	64
 
@@ -127,9 +138,11 @@ struct relay_load {
  * `records` records of `size` bytes through (a) relay-kmod's writer, (b)
  * the kernel's relay_write() of the bare payload, and (c) relay_reserve()
  * of a record with the same 16-byte header relay-kmod writes (length, type,
- * ktime_get_mono_fast_ns() timestamp), interrupts off as relay_write()
- * does: what a relay user who timestamps records pays. Channels of the same
- * geometry, overwrite (flight) mode, no reader; summed nanoseconds. */
+ * a timestamp of the same clock), interrupts off as relay_write() does:
+ * what a relay user who timestamps records pays; then reads each clock
+ * `records` times. Channels of the same geometry, overwrite (flight) mode,
+ * no reader; summed nanoseconds. */
+#define RELAY_BENCH_CLOCKS	3
 struct relay_bench {
 	__u64 records;		/* per CPU, <= 2^26 */
 	__u64 subbuf_size;
@@ -139,6 +152,10 @@ struct relay_bench {
 	__u64 relay_kmod_ns;	/* out: sum over CPUs */
 	__u64 relay_write_ns;	/* out: sum over CPUs */
 	__u64 relay_reserve_ns;	/* out: sum over CPUs */
+	__u32 clock;		/* RELAY_CLOCK_* of (a) and (c); 0: monotonic */
+	__u32 reserved;		/* must be 0 */
+	/* out, sum over CPUs: ktime_get_mono_fast_ns(), local_clock(), rdtsc */
+	__u64 clock_ns[RELAY_BENCH_CLOCKS];
 };
 
 #define RELAY_IOC_MAGIC		'r'

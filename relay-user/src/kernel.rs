@@ -22,6 +22,11 @@ pub const DEV_DIR: &str = "/dev/relay";
 pub const NAME_MAX: usize = 32;
 /// `RELAY_FLAG_OVERWRITE`.
 pub const FLAG_OVERWRITE: u64 = 1;
+
+/// `RELAY_FLAG_CLOCK(c)`: the clock's header code in bits 8..16.
+pub fn flag_clock(clock: relay_core::Clock) -> u64 {
+    (clock as u64) << 8
+}
 /// `RELAY_LOAD_IRQ`: add a hard-IRQ writer on every CPU.
 pub const LOAD_IRQ: u32 = 1;
 /// `RELAY_LOAD_NMI`: that timer also sends an NMI whose handler writes.
@@ -151,6 +156,14 @@ pub struct RelayBench {
     pub relay_write_ns: u64,
     /// Out: `relay_reserve()` of a timestamped record, summed over CPUs.
     pub relay_reserve_ns: u64,
+    /// The clock (a header code: 1, 3 or 4; 0 means 1) of relay-kmod's
+    /// records and of `relay_reserve()`'s stamp.
+    pub clock: u32,
+    /// Must be 0.
+    pub reserved: u32,
+    /// Out: `records` reads of `ktime_get_mono_fast_ns()`, `local_clock()`
+    /// and `rdtsc`, summed over CPUs.
+    pub clock_ns: [u64; 3],
 }
 
 // The C layouts: sizes and every offset (no padding anywhere).
@@ -183,7 +196,10 @@ const _: () = {
     assert!(offset_of!(RelayLoad, elapsed_ns) == 56);
     assert!(offset_of!(RelayLoad, cpus) == 64);
     assert!(offset_of!(RelayLoad, reserved) == 68);
-    assert!(size_of::<RelayBench>() == 56);
+    assert!(size_of::<RelayBench>() == 88);
+    assert!(offset_of!(RelayBench, clock) == 56);
+    assert!(offset_of!(RelayBench, reserved) == 60);
+    assert!(offset_of!(RelayBench, clock_ns) == 64);
     assert!(offset_of!(RelayBench, relay_reserve_ns) == 48);
     assert!(offset_of!(RelayBench, size) == 24);
     assert!(offset_of!(RelayBench, cpus) == 28);
@@ -417,18 +433,21 @@ pub struct CreateInfo {
     pub id: u32,
 }
 
-/// Creates channel `name` (RELAY_IOC_CREATE on the control device).
+/// Creates channel `name` (RELAY_IOC_CREATE on the control device),
+/// stamped with `clock` (`Monotonic`, `Local` or `Tsc`; the module refuses
+/// others with EINVAL).
 pub fn create(
     name: &str,
     subbuf_size: u64,
     subbuf_count: u64,
     overwrite: bool,
+    clock: relay_core::Clock,
 ) -> Result<CreateInfo, KernelError> {
     let mut arg = RelayCreate {
         name: encode_name(Op::Create, name)?,
         subbuf_size,
         subbuf_count,
-        flags: if overwrite { FLAG_OVERWRITE } else { 0 },
+        flags: if overwrite { FLAG_OVERWRITE } else { 0 } | flag_clock(clock),
         ..RelayCreate::default()
     };
     let target = bare_name(name);
@@ -539,7 +558,7 @@ pub fn load(fd: BorrowedFd<'_>, args: LoadArgs) -> Result<LoadResult, KernelErro
 }
 
 /// What [`bench`] asks for.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BenchArgs {
     /// Records per CPU, each way.
     pub records: u64,
@@ -549,6 +568,20 @@ pub struct BenchArgs {
     pub subbuf_size: u64,
     /// Geometry of both channels.
     pub subbuf_count: u64,
+    /// The clock relay-kmod's records and `relay_reserve()`'s carry.
+    pub clock: relay_core::Clock,
+}
+
+impl Default for BenchArgs {
+    fn default() -> Self {
+        BenchArgs {
+            records: 0,
+            size: 0,
+            subbuf_size: 0,
+            subbuf_count: 0,
+            clock: relay_core::Clock::Monotonic,
+        }
+    }
 }
 
 /// What [`bench`] measured.
@@ -564,9 +597,21 @@ pub struct BenchResult {
     pub relay_write_ns: u64,
     /// `relay_reserve()` of a timestamped record: nanoseconds summed over CPUs.
     pub relay_reserve_ns: u64,
+    /// `records` reads of `ktime_get_mono_fast_ns()`, `local_clock()` and
+    /// `rdtsc`: nanoseconds summed over CPUs.
+    pub clock_ns: [u64; 3],
 }
 
 impl BenchResult {
+    /// Nanoseconds per read of clock `i` (in [`BenchResult::clock_ns`]'s order).
+    pub fn clock_read_ns(&self, i: usize) -> f64 {
+        let reads = self.records as f64 * f64::from(self.cpus);
+        if reads == 0.0 {
+            return 0.0;
+        }
+        self.clock_ns.get(i).map_or(0.0, |&ns| ns as f64 / reads)
+    }
+
     /// Millions of records per second per CPU for `ns` summed over CPUs.
     fn rate(&self, ns: u64) -> f64 {
         if ns == 0 {
@@ -600,6 +645,7 @@ pub fn bench(args: BenchArgs) -> Result<BenchResult, KernelError> {
         subbuf_size: args.subbuf_size,
         subbuf_count: args.subbuf_count,
         size: args.size,
+        clock: args.clock as u32,
         ..RelayBench::default()
     };
     let ctl = control()?;
@@ -610,6 +656,7 @@ pub fn bench(args: BenchArgs) -> Result<BenchResult, KernelError> {
         relay_kmod_ns: arg.relay_kmod_ns,
         relay_write_ns: arg.relay_write_ns,
         relay_reserve_ns: arg.relay_reserve_ns,
+        clock_ns: arg.clock_ns,
     })
 }
 
@@ -631,7 +678,7 @@ mod tests {
         assert_eq!(RELAY_IOC_FLUSH.number(), 0xc018_7203); // _IOWR, 24 bytes
         assert_eq!(RELAY_IOC_STATS.number(), 0xc018_7204); // _IOWR, 24 bytes
         assert_eq!(RELAY_IOC_LOAD.number(), 0xc048_7205); // _IOWR, 72 bytes
-        assert_eq!(RELAY_IOC_BENCH.number(), 0xc038_7206); // _IOWR, 56 bytes
+        assert_eq!(RELAY_IOC_BENCH.number(), 0xc058_7206); // _IOWR, 88 bytes
     }
 
     #[test]
@@ -642,7 +689,10 @@ mod tests {
         assert_eq!(size_of::<RelayCpuStats>(), 6 * 8);
         assert_eq!(size_of::<RelayStats>(), 8 + 2 * 4 + 8);
         assert_eq!(size_of::<RelayLoad>(), 2 * 8 + 2 * 4 + 5 * 8 + 2 * 4);
-        assert_eq!(size_of::<RelayBench>(), 3 * 8 + 2 * 4 + 3 * 8);
+        assert_eq!(
+            size_of::<RelayBench>(),
+            3 * 8 + 2 * 4 + 3 * 8 + 2 * 4 + 3 * 8
+        );
     }
 
     #[test]
@@ -713,8 +763,13 @@ mod tests {
             relay_kmod_ns: 4 * 100_000_000, // 0.1 s per CPU
             relay_write_ns: 4 * 200_000_000,
             relay_reserve_ns: 4 * 400_000_000,
+            clock_ns: [4 * 20_000_000, 4 * 10_000_000, 0],
         };
         assert!((r.relay_kmod_rate() - 10.0).abs() < 1e-9);
+        assert!((r.clock_read_ns(0) - 20.0).abs() < 1e-9);
+        assert!((r.clock_read_ns(1) - 10.0).abs() < 1e-9);
+        assert_eq!(r.clock_read_ns(2), 0.0);
+        assert_eq!(r.clock_read_ns(3), 0.0);
         assert!((r.relay_write_rate() - 5.0).abs() < 1e-9);
         assert!((r.relay_reserve_rate() - 2.5).abs() < 1e-9);
     }

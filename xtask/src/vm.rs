@@ -121,12 +121,20 @@ const REQUIRED: &[(&str, &str)] = &[
         "the same in overwrite mode",
     ),
     (
-        "relay-guest: nested ok mode=no-overwrite",
+        "relay-guest: nested ok mode=no-overwrite clock=monotonic",
         "hard-IRQ and NMI writers nested in kthread writes, verified",
     ),
     (
-        "relay-guest: nested ok mode=overwrite",
+        "relay-guest: nested ok mode=overwrite clock=monotonic",
         "the same in overwrite mode",
+    ),
+    (
+        "relay-guest: nested ok mode=overwrite clock=local",
+        "the same with local_clock() stamps (relay stat names the clock)",
+    ),
+    (
+        "relay-guest: nested ok mode=no-overwrite clock=tsc",
+        "the same with raw TSC stamps",
     ),
     (
         "relay-guest: restart ok mode=no-overwrite",
@@ -222,12 +230,20 @@ const REQUIRED: &[(&str, &str)] = &[
     ),
     ("relay-guest: relay-test ok", "the bad-input test exited 0"),
     (
-        "relay-guest: bench: size=64",
+        "relay-guest: bench: size=64 clock=monotonic",
         "the benchmark against relay_write() ran (64 B)",
     ),
     (
-        "relay-guest: bench: size=1024",
+        "relay-guest: bench: size=1024 clock=monotonic",
         "the benchmark against relay_write() ran (1 KiB)",
+    ),
+    (
+        "relay-guest: bench: size=64 clock=local",
+        "the same stamped with local_clock()",
+    ),
+    (
+        "relay-guest: bench: size=64 clock=tsc",
+        "the same stamped with rdtsc",
     ),
     (
         "relay-guest: rmmod while open refused ok",
