@@ -413,6 +413,11 @@ fn main() -> ExitCode {
     if let Err(e) = relay_user::truncation::exit_on_truncation("relay", exit::IO) {
         eprintln!("relay: sigaction(SIGBUS): {e}");
     }
+    // `relay cat` sees a closed pipe as the end of its output and commits
+    // what it wrote; every other command just ends with its reader.
+    if !matches!(cli.command, Command::Cat { .. }) {
+        relay_user::os::die_on_sigpipe();
+    }
     let result = match cli.command {
         Command::Create {
             path,

@@ -574,3 +574,38 @@ fn create_on_a_full_filesystem_fails_at_create_with_the_path() {
     );
     assert!(!exists, "the half-made file was left behind");
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_relay_quietly() {
+    // `relay stat | head -1`: the pipe's reader is gone before relay prints
+    // (its read end closed at once); relay must end as `cat` would (by
+    // SIGPIPE, or successfully), never panic about a broken pipe.
+    use std::os::unix::process::ExitStatusExt;
+    let path = tmp("gone.relay");
+    create(&path, &["--cpus", "256"]);
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is valid for two ints.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both fds are ours; the read end is closed once, here, and
+    // the write end moves into the child's stdout.
+    let (read_end, write_end) = unsafe {
+        use std::os::fd::FromRawFd;
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    };
+    drop(read_end);
+    let out = relay()
+        .args(["stat", path.to_str().unwrap()])
+        .stdout(write_end)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+        "{:?}: {stderr}",
+        out.status
+    );
+}

@@ -335,7 +335,15 @@ impl<'a, S: Sharing> Writer<'a, S> {
             // `total < 2^32`: the cast is lossless.
             let total = total as u64;
             if let Some(pos) = self.claim(head, total) {
-                let grant = Grant::new(self, head >> b.shift, pos, total, payload_len, ts, false);
+                let grant = Grant::new(
+                    self,
+                    head.wrapping_shr(b.shift),
+                    pos,
+                    total,
+                    payload_len,
+                    ts,
+                    false,
+                );
                 grant.mark();
                 return Ok(grant);
             }
@@ -519,9 +527,9 @@ impl<'a, S: Sharing> Writer<'a, S> {
                         )
                     };
                     w0.store(RecordHeader::word0(len_field, rtype, 0), Ordering::Relaxed);
-                    let slot = (pos >> b.shift) as usize;
+                    let slot = pos.wrapping_shr(b.shift) as usize;
                     return Ok(self.commit_add(
-                        head >> b.shift,
+                        head.wrapping_shr(b.shift),
                         b.commits.get(slot),
                         Commit::RECORD.wrapping_add(total),
                     ));
@@ -791,7 +799,7 @@ impl<'w, 'a, S: Sharing> Grant<'w, 'a, S> {
         Grant {
             writer,
             record,
-            commit: b.commits.get((pos >> b.shift) as usize),
+            commit: b.commits.get(pos.wrapping_shr(b.shift) as usize),
             seq,
             off: pos & b.size_mask,
             total,

@@ -295,6 +295,18 @@ pub fn end_by_signal() {
     }
 }
 
+/// Restores SIGPIPE's default action (Rust's runtime ignores it): a
+/// command whose reader went away (`relay stat | head -1`) then ends
+/// silently, as `cat` and `ls` do, instead of failing its next print. Not
+/// for a consumer, which must see the closed pipe to commit what it wrote.
+pub fn die_on_sigpipe() {
+    // SAFETY: setting a signal's disposition to its default has no
+    // memory-safety preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Writes all of `buf` to standard output with write(2), unbuffered: one
 /// call for a chunk of up to `PIPE_BUF` bytes to a pipe, which the kernel
 /// then takes whole or not at all. Interrupted writes are resumed.

@@ -916,7 +916,12 @@ fn boot(vm: &Path, kdir: &Path, initramfs: &Path) -> String {
     .arg(kdir.join("arch/x86/boot/bzImage"))
     .arg("-initrd")
     .arg(initramfs)
-    .args(["-append", "console=ttyS0 panic=-1"])
+    // `tsc=reliable`: TCG's virtual TSC is one counter for every vCPU, but
+    // the clocksource watchdog, comparing it with an emulated HPET on a
+    // loaded host, marks it unstable mid-run and switches timekeeping to
+    // the HPET: every `ktime_get_mono_fast_ns()` then costs an emulated
+    // MMIO read (200 ns to 1 us here), which distorted the benchmarks.
+    .args(["-append", "console=ttyS0 panic=-1 tsc=reliable"])
     .stdin(Stdio::null())
     .stdout(log)
     .stderr(log_err);
