@@ -78,6 +78,7 @@ pub(crate) fn kernel_command(command: KernelCommand) -> Result<(), Error> {
             subbuf_size,
             subbufs,
             clock,
+            cpus,
         } => {
             let clock = Clock::from(clock);
             let r = kernel::bench(kernel::BenchArgs {
@@ -86,6 +87,7 @@ pub(crate) fn kernel_command(command: KernelCommand) -> Result<(), Error> {
                 subbuf_size,
                 subbuf_count: subbufs,
                 clock,
+                cpus,
             })?;
             let (k, w, t) = (
                 r.relay_kmod_rate(),
@@ -94,10 +96,11 @@ pub(crate) fn kernel_command(command: KernelCommand) -> Result<(), Error> {
             );
             let ratio = |other: f64| if other > 0.0 { k / other } else { 0.0 };
             println!(
-                "bench: size={size} clock={} relay-kmod={k:.2} M/s/cpu relay_write={w:.2} M/s/cpu \
+                "bench: size={size} clock={} cpus={} relay-kmod={k:.2} M/s/cpu relay_write={w:.2} M/s/cpu \
                  relay_reserve+timestamp={t:.2} M/s/cpu ratio={:.2} ratio_timestamped={:.2} \
                  read_ns: monotonic={:.1} local={:.1} tsc={:.1}",
                 clock.name(),
+                r.cpus,
                 ratio(w),
                 ratio(t),
                 r.clock_read_ns(0),

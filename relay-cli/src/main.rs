@@ -310,6 +310,9 @@ enum KernelCommand {
         /// The clock of relay-kmod's records and relay_reserve()'s stamp.
         #[arg(long, value_enum, default_value_t = ClockArg::Monotonic)]
         clock: ClockArg,
+        /// Run on the first N online CPUs (0: all).
+        #[arg(long, default_value_t = 0)]
+        cpus: u32,
     },
 }
 

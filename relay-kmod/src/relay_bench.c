@@ -155,7 +155,7 @@ long relay_bench(void __user *uarg)
 {
 	struct relay_bench_ctx *ctx;
 	u64 total, consumer_offset, consumer_size;
-	u32 cpus, cpu;
+	u32 cpus, cpu, want;
 	void *mem = NULL;
 	long err;
 
@@ -202,10 +202,15 @@ long relay_bench(void __user *uarg)
 	init_completion(&ctx->done);
 	err = 0;
 	cpus_read_lock();
+	want = ctx->args.cpus;
+	ctx->args.cpus = 0;
 	for_each_online_cpu(cpu) {
-		struct task_struct *t = kthread_create_on_cpu(relay_bench_thread,
-							      ctx, cpu,
-							      "relay_bench/%u");
+		struct task_struct *t;
+
+		if (want && ctx->args.cpus == want)
+			break;
+		t = kthread_create_on_cpu(relay_bench_thread, ctx, cpu,
+					  "relay_bench/%u");
 
 		if (IS_ERR(t)) {
 			err = PTR_ERR(t);

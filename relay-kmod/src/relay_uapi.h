@@ -134,7 +134,8 @@ struct relay_load {
 #define RELAY_LOAD_IRQ		1U
 #define RELAY_LOAD_NMI		2U
 
-/* RELAY_IOC_BENCH (control): on every online CPU, a kthread writes
+/* RELAY_IOC_BENCH (control): on every online CPU (or the first `cpus`), a
+ * kthread writes
  * `records` records of `size` bytes through (a) relay-kmod's writer, (b)
  * the kernel's relay_write() of the bare payload, and (c) relay_reserve()
  * of a record with the same 16-byte header relay-kmod writes (length, type,
@@ -149,7 +150,7 @@ struct relay_bench {
 	__u64 subbuf_size;
 	__u64 subbuf_count;
 	__u32 size;		/* payload bytes, 8 ..= 4096, a multiple of 8 */
-	__u32 cpus;		/* out */
+	__u32 cpus;		/* in: the first N online CPUs, 0 all; out: ran */
 	__u64 relay_kmod_ns;	/* out: sum over CPUs */
 	__u64 relay_write_ns;	/* out: sum over CPUs */
 	__u64 relay_reserve_ns;	/* out: sum over CPUs */

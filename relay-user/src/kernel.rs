@@ -148,7 +148,7 @@ pub struct RelayBench {
     pub subbuf_count: u64,
     /// Payload bytes, 8 ..= 4096.
     pub size: u32,
-    /// Out.
+    /// In: run on the first this many online CPUs, 0 on all; out: ran.
     pub cpus: u32,
     /// Out: relay-kmod's writer, summed over CPUs.
     pub relay_kmod_ns: u64,
@@ -570,6 +570,8 @@ pub struct BenchArgs {
     pub subbuf_count: u64,
     /// The clock relay-kmod's records and `relay_reserve()`'s carry.
     pub clock: relay_core::Clock,
+    /// Run on the first this many online CPUs; 0: on all.
+    pub cpus: u32,
 }
 
 impl Default for BenchArgs {
@@ -580,6 +582,7 @@ impl Default for BenchArgs {
             subbuf_size: 0,
             subbuf_count: 0,
             clock: relay_core::Clock::Monotonic,
+            cpus: 0,
         }
     }
 }
@@ -646,6 +649,7 @@ pub fn bench(args: BenchArgs) -> Result<BenchResult, KernelError> {
         subbuf_count: args.subbuf_count,
         size: args.size,
         clock: args.clock as u32,
+        cpus: args.cpus,
         ..RelayBench::default()
     };
     let ctl = control()?;
