@@ -44,10 +44,15 @@ use relay_user::{ChannelFile, Error, Flow, FrameReader, RelayfsDir, Stream, Stre
 /// Exit codes (distinct per kind of failure).
 mod exit {
     pub const VERIFY: u8 = 1;
+    /// clap's own code for usage errors.
+    pub const USAGE: u8 = 2;
     pub const IO: u8 = 3;
+    /// Not a relay channel or frame stream, or a malformed one.
     pub const FORMAT: u8 = 4;
     /// Another consumer holds a CPU of the channel.
     pub const BUSY: u8 = 5;
+    /// Corrupt data was skipped (and counted); everything else was delivered.
+    pub const SKIPPED: u8 = 6;
 }
 
 #[derive(Parser)]
@@ -82,9 +87,11 @@ Kernel module (root):
   relay kernel bench --records 1000000        relay-kmod vs relay_write()
   relay kernel destroy t
 
-Exit codes: 0 success; 1 relay verify found the stream wrong; 2 bad usage;
-3 an I/O error (including a channel file truncated under relay); 4 not a
-relay file, or corrupt data skipped; 5 another consumer holds a CPU.
+Exit codes: 0 success; 1 relay verify found the stream wrong; 2 bad usage
+(a geometry no channel can have included); 3 an I/O error (a channel file
+truncated under relay included); 4 not a relay channel or frame stream, or
+a malformed one; 5 another consumer holds a CPU; 6 corrupt data was
+skipped (reported, its records counted lost), the rest delivered.
 On SIGINT, SIGTERM or SIGHUP, relay cat commits what it printed, then ends.";
 
 #[derive(Subcommand)]
@@ -557,7 +564,9 @@ fn main() -> ExitCode {
             ExitCode::from(match e {
                 Error::Io { .. } | Error::Kernel(_) => exit::IO,
                 Error::Decode { unreadable, .. } if unreadable > 0 => exit::IO,
+                Error::Decode { .. } | Error::Corrupt { .. } | Error::Read { .. } => exit::SKIPPED,
                 Error::Busy { .. } => exit::BUSY,
+                Error::Geometry(_) => exit::USAGE,
                 _ => exit::FORMAT,
             })
         }

@@ -646,6 +646,18 @@ impl core::fmt::Display for FormatError {
             value,
             rule,
         } = *self;
+        if field == "magic" && offset == 0 && rule == Rule::Equals(MAGIC) {
+            // Not a channel at all: say what the file starts with instead.
+            f.write_str("not a relay channel: starts with \"")?;
+            for b in value.to_le_bytes() {
+                if b.is_ascii_graphic() || b == b' ' {
+                    write!(f, "{}", b as char)?;
+                } else {
+                    write!(f, "\\x{b:02x}")?;
+                }
+            }
+            return f.write_str("\", expected \"RELAYCHN\"");
+        }
         write!(f, "{field} (byte {offset}): ")?;
         match rule {
             Rule::Equals(v) => write!(f, "must be {v}")?,
