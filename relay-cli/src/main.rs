@@ -232,6 +232,15 @@ enum Command {
         /// takes) instead of refusing the record and counting it lost.
         #[arg(long, value_name = "MS", num_args = 0..=1, default_missing_value = "18446744073709551615")]
         block: Option<u64>,
+        /// Records are separated by NUL bytes, not newlines.
+        #[arg(long)]
+        nul: bool,
+        /// The switch timer: flush what was written at least this often
+        /// (100ms, 1s; 0 never), so a follow reader sees a slow producer's
+        /// records within about that long. Userspace channels only (a
+        /// kernel channel's readers flush idle CPUs themselves).
+        #[arg(long, default_value = "100ms", value_parser = parse_ms)]
+        flush_interval: u64,
     },
     /// Close every CPU's open sub-buffer so readers get it.
     Flush { path: PathBuf },
@@ -549,7 +558,16 @@ fn main() -> ExitCode {
             cpu,
             rtype,
             block,
-        } => write(&path, cpu, rtype, block.map(Duration::from_millis)),
+            nul,
+            flush_interval,
+        } => write(
+            &path,
+            cpu,
+            rtype,
+            block.map(Duration::from_millis),
+            if nul { 0 } else { b'\n' },
+            Duration::from_millis(flush_interval),
+        ),
         Command::Flush { path } => flush(&path),
         Command::Demo {
             seconds,

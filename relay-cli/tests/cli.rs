@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{relay, run, tmp};
+use common::{ok, relay, run, tmp};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -611,5 +611,88 @@ fn a_reader_that_goes_away_ends_relay_quietly() {
         out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
         "{:?}: {stderr}",
         out.status
+    );
+}
+
+#[test]
+fn a_slow_producers_records_arrive_within_the_flush_interval() {
+    // One line, then the producer waits (its stdin stays open): the switch
+    // timer flushes the open sub-buffer, so a reader gets the line now,
+    // not when 64 KiB fill. Without the timer it stays invisible.
+    for (interval, visible) in [("50ms", true), ("0", false)] {
+        let path = tmp(&format!("slow-{visible}.relay"));
+        create(&path, &[]);
+        let mut child = relay()
+            .args([
+                "write",
+                path.to_str().unwrap(),
+                "--flush-interval",
+                interval,
+            ])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "slow line").unwrap();
+        stdin.flush().unwrap();
+        // Well past the interval; the reader is a snapshot (changes nothing).
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let seen = ok(&run(&["cat", path.to_str().unwrap()]));
+        assert_eq!(
+            seen.contains("slow line"),
+            visible,
+            "interval {interval}: {seen:?}"
+        );
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        // Ended: flushed either way.
+        assert!(ok(&run(&["cat", path.to_str().unwrap()])).contains("slow line"));
+    }
+}
+
+#[test]
+fn write_takes_any_bytes_and_nul_separated_records() {
+    let path = tmp("bytes.relay");
+    create(&path, &[]);
+    let write = |extra: &[&str], input: &[u8]| {
+        let mut args = vec!["write", path.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let mut child = relay()
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let summary = write(&["--nul"], b"a\nb\0\xff\xfe\0last");
+    assert!(
+        summary.contains("3 records written, 0 refused"),
+        "{summary}"
+    );
+    let summary = write(&[], b"not utf-8: \xc3\x28\r\nsecond");
+    assert!(summary.contains("2 records written"), "{summary}");
+    let out = ok(&run(&["cat", "--json", path.to_str().unwrap()]));
+    let hex: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split("\"payload_hex\":\"").nth(1))
+        .map(|rest| &rest[..rest.find('"').unwrap()])
+        .collect();
+    let want = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    assert_eq!(
+        hex,
+        [
+            want(b"a\nb"),
+            want(b"\xff\xfe"),
+            want(b"last"),
+            want(b"not utf-8: \xc3\x28"),
+            want(b"second")
+        ],
+        "{out}"
     );
 }

@@ -576,6 +576,15 @@ impl<'a, S: Sharing> Writer<'a, S> {
             .is_some_and(|w| Seal::decode(w.load(Ordering::Acquire)) == Seal::Sealed(seq))
     }
 
+    /// Whether a sub-buffer is open: it holds records no reader gets until
+    /// it fills or is flushed. What a switch timer asks before flushing.
+    pub fn has_open_subbuf(&self) -> bool {
+        matches!(
+            Head::decode(self.b.head.load(Ordering::Acquire), self.b.shift),
+            Head::Open { .. }
+        )
+    }
+
     /// Closes the open sub-buffer, if any, so readers get it without waiting
     /// for it to fill. Safe to call from any CPU, concurrently with writers.
     pub fn flush(&self, clock: &mut impl FnMut() -> u64) -> Flushed {

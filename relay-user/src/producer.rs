@@ -1,8 +1,11 @@
 //! Userspace producers that wait for room instead of losing records (as
 //! LTTng-UST's blocking mode does): a record refused for want of a free
 //! sub-buffer is retried until a consumer frees one or `timeout` passes,
-//! and counted lost only then.
+//! and counted lost only then. And a switch timer (LTTng's
+//! `--switch-timer`), so that a slow producer's records reach a follow
+//! reader within a bound instead of when a whole sub-buffer fills.
 
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use relay_core::{Committed, Lost, Sharing, WriteError, Writer};
@@ -43,5 +46,61 @@ pub fn write_waiting<S: Sharing>(
                 return Err(e);
             }
         }
+    }
+}
+
+/// Tells a [`switch_timer`] to end.
+#[derive(Debug, Default)]
+pub struct Stop {
+    stopped: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Stop {
+    /// A signal not given yet.
+    pub fn new() -> Stop {
+        Stop::default()
+    }
+
+    /// Ends the timer now (it flushes once more first).
+    pub fn stop(&self) {
+        *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.wake.notify_all();
+    }
+}
+
+/// Flushes each of `writers` whose buffer has an open sub-buffer, every
+/// `interval`, until `stop`; then once more. Run it on a thread of its own
+/// (`std::thread::scope`) beside the producer: a record written at any
+/// time is then readable within about `interval`, at the price of a
+/// sub-buffer sealed per interval in which the producer wrote (a reader
+/// gets each partly filled). The writers must be [`relay_core::Shared`]
+/// ones, since the timer's thread flushes them while the producer writes.
+pub fn switch_timer(writers: &[Writer<'_>], interval: Duration, stop: &Stop) {
+    let flush_open = || {
+        for w in writers {
+            if w.has_open_subbuf() {
+                let _ = w.flush(&mut crate::sys::monotonic_ns);
+            }
+        }
+    };
+    let mut stopped = stop.stopped.lock().unwrap_or_else(|e| e.into_inner());
+    while !*stopped {
+        let deadline = Instant::now() + interval;
+        // Sleep the whole interval (spurious wakeups resume it), then flush.
+        while !*stopped {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            stopped = stop
+                .wake
+                .wait_timeout(stopped, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        drop(stopped);
+        flush_open();
+        stopped = stop.stopped.lock().unwrap_or_else(|e| e.into_inner());
     }
 }
