@@ -534,11 +534,31 @@ fn main() -> ExitCode {
                 mode: mode.map(Mode::from),
                 verbose,
             };
-            let r = if path.as_os_str() == "-" || read {
-                verify_frames(&path, &o)
-            } else {
-                verify_mapped(&path, &o)
+            // SIGINT, SIGTERM or SIGHUP end a follow with the summary of
+            // what was read, then the signal's exit.
+            let stop = match relay_user::os::catch_termination() {
+                Ok(stop) => stop,
+                Err(source) => {
+                    return report(Error::Io {
+                        path: path.clone(),
+                        op: "sigaction",
+                        source,
+                    })
+                }
             };
+            let r = if path.as_os_str() == "-" || read {
+                verify_frames(&path, &o, stop)
+            } else {
+                verify_mapped(&path, &o, stop)
+            };
+            if stop.load(Ordering::Acquire) {
+                eprintln!(
+                    "relay: {}: interrupted: the summary covers what was read",
+                    path.display()
+                );
+                let _ = io::stdout().flush();
+                relay_user::os::end_by_signal();
+            }
             match r {
                 Ok(true) => Ok(()),
                 Ok(false) => return ExitCode::from(exit::VERIFY),
@@ -577,18 +597,21 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("relay: {e}");
-            ExitCode::from(match e {
-                Error::Io { .. } | Error::Kernel(_) => exit::IO,
-                Error::Decode { unreadable, .. } if unreadable > 0 => exit::IO,
-                Error::Decode { .. } | Error::Corrupt { .. } | Error::Read { .. } => exit::SKIPPED,
-                Error::Busy { .. } => exit::BUSY,
-                Error::Geometry(_) => exit::USAGE,
-                _ => exit::FORMAT,
-            })
-        }
+        Err(e) => report(e),
     }
+}
+
+/// Prints `e` and gives its exit code.
+fn report(e: Error) -> ExitCode {
+    eprintln!("relay: {e}");
+    ExitCode::from(match e {
+        Error::Io { .. } | Error::Kernel(_) => exit::IO,
+        Error::Decode { unreadable, .. } if unreadable > 0 => exit::IO,
+        Error::Decode { .. } | Error::Corrupt { .. } | Error::Read { .. } => exit::SKIPPED,
+        Error::Busy { .. } => exit::BUSY,
+        Error::Geometry(_) => exit::USAGE,
+        _ => exit::FORMAT,
+    })
 }
 
 /// The CPU buffers of a new channel: as asked, or one per CPU the machine

@@ -138,7 +138,11 @@ pub(crate) fn verify_report(
 }
 
 /// `relay verify PATH`: the mapped channel, merged; then its statistics.
-pub(crate) fn verify_mapped(path: &Path, o: &VerifyOptions) -> Result<bool, Error> {
+pub(crate) fn verify_mapped(
+    path: &Path,
+    o: &VerifyOptions,
+    stop: &AtomicBool,
+) -> Result<bool, Error> {
     let file = ChannelFile::open_consumer(path, &[])?;
     let mode = o.mode.unwrap_or_else(|| file.flags().into());
     let n = file.geometry().cpu_count();
@@ -162,7 +166,7 @@ pub(crate) fn verify_mapped(path: &Path, o: &VerifyOptions) -> Result<bool, Erro
             })
             .collect()
     });
-    let mut stream = Stream::new(&file, options);
+    let mut stream = Stream::new(&file, options).stop_when(stop);
     while stream
         .next_batch(4096, &mut |e| {
             if let Event::Corrupt { cpu, error } = e {
@@ -193,7 +197,11 @@ pub(crate) fn verify_mapped(path: &Path, o: &VerifyOptions) -> Result<bool, Erro
 
 /// `relay verify -` and `relay verify --read PATH`: decoded frames. Only a
 /// kernel channel file read() whole can also give statistics (the ioctl).
-pub(crate) fn verify_frames(path: &Path, o: &VerifyOptions) -> Result<bool, Error> {
+pub(crate) fn verify_frames(
+    path: &Path,
+    o: &VerifyOptions,
+    stop: &AtomicBool,
+) -> Result<bool, Error> {
     let name = if path.as_os_str() == "-" {
         Path::new("<stdin>")
     } else {
@@ -250,7 +258,7 @@ pub(crate) fn verify_frames(path: &Path, o: &VerifyOptions) -> Result<bool, Erro
         for v in &mut verifiers {
             v.see(&event);
         }
-        true
+        !stop.load(Ordering::Acquire)
     })?;
     for v in &mut verifiers {
         v.finish();

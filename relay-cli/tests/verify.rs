@@ -286,3 +286,37 @@ fn a_resumed_stream_must_start_after_what_was_taken() {
         "{out}"
     );
 }
+
+#[test]
+fn sigint_ends_a_follow_with_its_summary() {
+    // A follow with no idle end: SIGINT must end it with the summary of
+    // what it read, then by the signal (as relay cat ends).
+    use std::os::unix::process::ExitStatusExt;
+    let (file, path) = channel("sigint.relay", 4096, 8, false);
+    write(&file, 0, 0..100, None);
+    write(&file, 1, 0..50, None);
+    let child = common::relay()
+        .args([
+            "verify",
+            "--follow",
+            "--until-idle",
+            "3600s",
+            path.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.signal(), Some(libc::SIGINT), "{stdout} {stderr}");
+    assert!(
+        stdout.contains("verify ok: records=150 lost=0"),
+        "{stdout} {stderr}"
+    );
+    assert!(stderr.contains("interrupted"), "{stderr}");
+}
