@@ -5,6 +5,7 @@
 
 mod cat;
 mod demo;
+mod docs;
 mod fmt;
 mod kmod;
 mod print;
@@ -260,6 +261,22 @@ enum Command {
         /// Number of CPU buffers and writer threads.
         #[arg(long)]
         cpus: Option<u32>,
+    },
+    /// Shell completions, for bash, zsh, fish, elvish or powershell
+    /// (`relay completions bash > /usr/share/bash-completion/completions/relay`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// The manual page (roff) of relay, or of one subcommand:
+    /// `relay man cat | man -l -`; `relay man kernel create`.
+    Man {
+        /// The subcommand (words, as typed after `relay`).
+        subcommand: Vec<String>,
+        /// Write every page (relay.1, relay-cat.1, relay-kernel-create.1,
+        /// ...) into this directory instead.
+        #[arg(long, value_name = "DIR", conflicts_with = "subcommand")]
+        all: Option<PathBuf>,
     },
 }
 
@@ -594,6 +611,14 @@ fn main() -> ExitCode {
             overwrite,
             cpus,
         } => return demo(seconds, overwrite, cpus),
+        Command::Completions { shell } => {
+            docs::completions(shell, Cli::command());
+            Ok(())
+        }
+        Command::Man { subcommand, all } => match all {
+            Some(dir) => docs::man_all(Cli::command(), &dir),
+            None => docs::man(Cli::command(), &subcommand, &mut io::stdout()),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -696,3 +696,69 @@ fn write_takes_any_bytes_and_nul_separated_records() {
         "{out}"
     );
 }
+
+#[test]
+fn completions_and_man_pages_cover_every_subcommand() {
+    for shell in ["bash", "zsh", "fish"] {
+        let script = ok(&run(&["completions", shell]));
+        for sub in [
+            "cat",
+            "verify",
+            "snapshot",
+            "kernel",
+            "subbuf-size",
+            "clock",
+        ] {
+            assert!(script.contains(sub), "{shell} completions lack {sub}");
+        }
+    }
+    let out = run(&["completions", "tcsh"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+
+    let page = ok(&run(&["man", "kernel", "create"]));
+    assert!(page.contains(".TH relay-kernel-create 1"), "{page}");
+    assert!(page.contains("\\-\\-clock"), "{page}");
+    let out = run(&["man", "nosuch"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no subcommand \"nosuch\""));
+
+    let dir = tmp("man");
+    let _ = std::fs::remove_dir_all(&dir);
+    ok(&run(&["man", "--all", dir.to_str().unwrap()]));
+    let help = ok(&run(&["--help"]));
+    let mut pages: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    pages.sort();
+    for sub in [
+        "cat",
+        "create",
+        "stat",
+        "verify",
+        "write",
+        "kernel-create",
+        "kernel-bench",
+    ] {
+        let name = format!("relay-{sub}.1");
+        assert!(pages.contains(&name), "{name} missing from {pages:?}");
+        let text = std::fs::read_to_string(dir.join(&name)).unwrap();
+        assert!(text.contains(".SH NAME"), "{name}");
+    }
+    // A page for every subcommand --help lists.
+    let listed = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|&c| c != "help")
+        .count();
+    assert!(listed >= 10, "{help}");
+    let top = pages.iter().filter(|p| p.matches('-').count() == 1).count();
+    assert_eq!(top, listed, "{pages:?}");
+}

@@ -557,7 +557,7 @@ pub fn load(fd: BorrowedFd<'_>, args: LoadArgs) -> Result<LoadResult, KernelErro
     })
 }
 
-/// What [`bench`] asks for.
+/// What [`bench()`] asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BenchArgs {
     /// Records per CPU, each way.
@@ -587,7 +587,7 @@ impl Default for BenchArgs {
     }
 }
 
-/// What [`bench`] measured.
+/// What [`bench()`] measured.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BenchResult {
     /// CPUs that wrote.

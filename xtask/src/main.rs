@@ -12,6 +12,9 @@
 //!   (default 30; `test` runs this as a smoke run).
 //! - `vm-test`: build the test kernel and relay-kmod, boot them in qemu and
 //!   run the in-guest scenarios (see `vm.rs`).
+//! - `man`: the manual pages (target/man) and shell completions
+//!   (target/completions); `test` builds them too, after the API docs
+//!   (`cargo doc`, warnings are errors).
 //!
 //! Every step prints what it runs; any failure stops the run with a non-zero
 //! exit. Nothing is skipped silently: a step that cannot run fails.
@@ -131,6 +134,43 @@ fn fuzz(args: &[String]) {
     }
 }
 
+/// The manual pages (target/man/relay*.1, one per subcommand) and the
+/// shell completions (target/completions/), from the CLI's own definitions.
+fn man() {
+    let out = root().join("target");
+    let mut c = cargo_args(&["run", "--release", "-p", "relay-cli", "--", "man", "--all"]);
+    c.arg(out.join("man"));
+    run("manual pages (target/man)", c);
+    let dir = out.join("completions");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| {
+        eprintln!("xtask man: cannot create {}: {e}", dir.display());
+        exit(2)
+    });
+    for (shell, file) in [
+        ("bash", "relay.bash"),
+        ("zsh", "_relay"),
+        ("fish", "relay.fish"),
+    ] {
+        let mut c = cargo_args(&[
+            "run",
+            "--release",
+            "-q",
+            "-p",
+            "relay-cli",
+            "--",
+            "completions",
+            shell,
+        ]);
+        let path = dir.join(file);
+        let f = std::fs::File::create(&path).unwrap_or_else(|e| {
+            eprintln!("xtask man: cannot create {}: {e}", path.display());
+            exit(2)
+        });
+        c.stdout(f);
+        run(&format!("{shell} completions ({})", path.display()), c);
+    }
+}
+
 fn test() {
     run("format", cargo_args(&["fmt", "--all", "--", "--check"]));
     run(
@@ -152,6 +192,10 @@ fn test() {
             "warnings",
         ]),
     );
+    let mut doc = cargo_args(&["doc", "--workspace", "--no-deps"]);
+    doc.env("RUSTDOCFLAGS", "-D warnings");
+    run("API docs, no warnings", doc);
+    man();
     // relay-cli's blktrace tests compare `relay cat` with Debian's blkparse.
     vm::install_packages("host test", vm::HOST_PACKAGES);
     run(
@@ -193,6 +237,7 @@ fn main() {
             run("demo", c)
         }
         Some("vm-test") => vm::run(&args[1..]),
+        Some("man") => man(),
         Some("fuzz") => fuzz(&args[1..]),
         Some("bench") => {
             let mut c = cargo_args(&["bench", "-p", "relay-core"]);
@@ -200,7 +245,7 @@ fn main() {
             run("benchmarks", c)
         }
         _ => {
-            eprintln!("usage: cargo xtask <test|demo|bench|fuzz|vm-test> [args]");
+            eprintln!("usage: cargo xtask <test|demo|bench|fuzz|vm-test|man> [args]");
             exit(2)
         }
     }
