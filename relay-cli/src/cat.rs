@@ -10,6 +10,7 @@ pub(crate) fn cat(
     raw: bool,
     flush: bool,
     consume: bool,
+    time: crate::time::TimeArg,
 ) -> Result<(), Error> {
     if path.is_dir() {
         return cat_relayfs(path, options, json, raw);
@@ -23,6 +24,13 @@ pub(crate) fn cat(
     } else {
         ChannelFile::open_snapshot(path)?
     };
+    let times = crate::time::Times::new(
+        time,
+        Some(file.channel().clock()),
+        file.channel().anchor(),
+        path,
+    )
+    .unwrap_or_else(|e| usage_error(e));
     let cpus = file.geometry().cpu_count();
     if let Some(cpu) = options.cpus.iter().find(|&&c| c >= cpus) {
         usage_error(format!(
@@ -54,6 +62,7 @@ pub(crate) fn cat(
         closed: false,
         notes: Vec::new(),
         line: Vec::new(),
+        times,
     };
     while !terminating.load(Ordering::Acquire) {
         let batch = stream.next_batch(usize::MAX, &mut |e| {
@@ -153,6 +162,7 @@ pub(crate) fn cat_frames(
     options: &StreamOptions,
     json: bool,
     raw: bool,
+    time: crate::time::TimeArg,
 ) -> Result<(), Error> {
     let name = if path.as_os_str() == "-" {
         Path::new("<stdin>")
@@ -169,6 +179,8 @@ pub(crate) fn cat_frames(
         closed: false,
         notes: Vec::new(),
         line: Vec::new(),
+        // Frames say nothing of their clock.
+        times: crate::time::Times::new(time, None, None, name).unwrap_or_else(|e| usage_error(e)),
     };
     let follow = options.follow;
     let mut source = FrameSource::open(path)?;

@@ -11,6 +11,7 @@ mod kmod;
 mod print;
 mod snapshot;
 mod stat;
+mod time;
 mod verify;
 mod write;
 
@@ -157,6 +158,12 @@ enum Command {
         /// or use shared writers).
         #[arg(long)]
         flush: bool,
+        /// How timestamps print: auto (seconds for a nanosecond clock, as
+        /// perf script prints them; raw values otherwise and for frames),
+        /// raw, mono (seconds), rel (seconds since the first record), wall
+        /// (UTC, through the channel's realtime anchor; JSON adds "wall").
+        #[arg(long, value_enum, default_value_t = time::TimeArg::Auto)]
+        time: time::TimeArg,
     },
     /// Check a stream of checked payloads (relay demo, relay kernel load)
     /// against the loss accounting; exit 1 if anything is off. Consumes
@@ -514,6 +521,7 @@ fn main() -> ExitCode {
             cpus,
             latency,
             flush,
+            time,
         } => {
             let options = StreamOptions {
                 cpus,
@@ -523,9 +531,9 @@ fn main() -> ExitCode {
             };
             paths.iter().try_for_each(|p| {
                 if p.as_os_str() == "-" || read {
-                    cat_frames(p, &options, json, raw)
+                    cat_frames(p, &options, json, raw, time)
                 } else {
-                    cat(p, &options, json, raw, flush, consume || follow)
+                    cat(p, &options, json, raw, flush, consume || follow, time)
                 }
             })
         }

@@ -27,6 +27,8 @@ pub(crate) struct Printer<'p, W: Write> {
     pub(crate) notes: Vec<String>,
     /// The line being formatted (reused: no allocation per record).
     pub(crate) line: Vec<u8>,
+    /// How timestamps print (`--time`).
+    pub(crate) times: crate::time::Times,
 }
 
 impl<W: Write> Printer<'_, W> {
@@ -59,6 +61,7 @@ impl<W: Write> Printer<'_, W> {
                 if json {
                     l.extend_from_slice(b"{\"ts\":");
                     push_u64(l, record.ts);
+                    self.times.push_json(l, record.ts);
                     l.extend_from_slice(b",\"cpu\":");
                     push_u64(l, cpu.into());
                     l.extend_from_slice(b",\"type\":");
@@ -69,7 +72,7 @@ impl<W: Write> Printer<'_, W> {
                     push_hex(l, record.payload);
                     l.extend_from_slice(b"\"}\n");
                 } else {
-                    push_u64(l, record.ts);
+                    self.times.push(l, record.ts);
                     l.extend_from_slice(b" cpu");
                     push_u64(l, cpu.into());
                     l.extend_from_slice(b" type=");

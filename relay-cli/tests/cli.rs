@@ -762,3 +762,88 @@ fn completions_and_man_pages_cover_every_subcommand() {
     let top = pages.iter().filter(|p| p.matches('-').count() == 1).count();
     assert_eq!(top, listed, "{pages:?}");
 }
+
+#[test]
+fn timestamps_print_as_seconds_raw_relative_or_wall_time() {
+    let path = tmp("time.relay");
+    create(&path, &[]);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let _ = spawn_writer(&path, 1, vec!["one".into(), "two".into()])
+        .wait_with_output()
+        .unwrap();
+    let p = path.to_str().unwrap();
+    let first = |args: &[&str]| -> Vec<String> {
+        let mut a = vec!["cat"];
+        a.extend_from_slice(args);
+        a.push(p);
+        ok(&run(&a))
+            .lines()
+            .map(|l| l.split(' ').next().unwrap().to_string())
+            .collect()
+    };
+    let raw: Vec<u64> = first(&["--time", "raw"])
+        .iter()
+        .map(|t| t.parse().unwrap())
+        .collect();
+    let secs = first(&[]);
+    assert_eq!(
+        secs,
+        raw.iter()
+            .map(|t| format!("{}.{:09}", t / 1_000_000_000, t % 1_000_000_000))
+            .collect::<Vec<_>>(),
+        "the default prints the monotonic nanoseconds as seconds"
+    );
+    let rel = first(&["--time", "rel"]);
+    assert_eq!(rel[0], "0.000000000");
+    let d = raw[1] - raw[0];
+    assert_eq!(
+        rel[1],
+        format!("{}.{:09}", d / 1_000_000_000, d % 1_000_000_000)
+    );
+    // Wall time through the header's anchor: today, within the run.
+    let wall = first(&["--time", "wall"]);
+    let after = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let day = |ns: u64| ns / 86_400_000_000_000;
+    assert!(wall[0].ends_with('Z') && wall[0].contains('T'), "{wall:?}");
+    assert!(day(before) <= day(after));
+    let json = ok(&run(&["cat", "--json", "--time", "wall", p]));
+    assert!(
+        json.contains(&format!("\"wall\":\"{}\"", wall[0])),
+        "{json}"
+    );
+    // The wall time of the record lies between before and after: parse
+    // back its seconds of the day.
+    let hms = &wall[0][11..19];
+    let secs_of_day = |h: &str| {
+        let v: Vec<u64> = h.split(':').map(|x| x.parse().unwrap()).collect();
+        v[0] * 3600 + v[1] * 60 + v[2]
+    };
+    let s = secs_of_day(hms);
+    let (b, a) = (
+        before / 1_000_000_000 % 86_400,
+        after / 1_000_000_000 % 86_400,
+    );
+    assert!(
+        b > a || (b..=a).contains(&s),
+        "{hms} not in {b}..{a}"
+    );
+    // A snapshot keeps the anchor (and the clock).
+    let copy = tmp("time-copy.relay");
+    ok(&run(&["snapshot", p, "-o", copy.to_str().unwrap()]));
+    let copied = ok(&run(&["cat", "--time", "wall", copy.to_str().unwrap()]));
+    assert!(copied.starts_with(&wall[0]), "{copied}");
+    // Frames carry no anchor: a usage error that says so.
+    let out = relay()
+        .args(["cat", "--time", "wall", "-"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no realtime anchor"));
+}

@@ -199,7 +199,8 @@ fn snapshots_beside_a_consumer_and_writers_see_ordered_valid_records() {
             // "TS cpuN type=1 len=L cpuN-IIIII"
             let f: Vec<&str> = line.split(' ').collect();
             assert_eq!(f.len(), 5, "{line}");
-            let ts: u64 = f[0].parse().unwrap();
+            // Seconds with nine decimals (the default --time): ns without the dot.
+            let ts: u64 = f[0].replace('.', "").parse().unwrap();
             assert!(ts >= last_ts, "out of order: {line}");
             last_ts = ts;
             let cpu: usize = f[1].trim_start_matches("cpu").parse().unwrap();

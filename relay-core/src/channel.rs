@@ -3,7 +3,7 @@
 //! writers and readers only ever index slices whose bounds were checked here.
 
 use crate::format::{
-    consumer, producer, ChannelHeader, Clock, FormatError, Head, Rule, CHANNEL_HEADER_SIZE,
+    consumer, producer, Anchor, ChannelHeader, Clock, FormatError, Head, Rule, CHANNEL_HEADER_SIZE,
     CHANNEL_HEADER_WORDS, CONSUMER_STRIDE, MAGIC, PRODUCER_FIXED_WORDS, RECORD_HEADER_SIZE,
     SUBBUF_HEADER_SIZE, VERSION_MAJOR,
 };
@@ -155,6 +155,18 @@ impl<'a> Channel<'a> {
         flags: ChannelFlags,
         clock: Clock,
     ) -> Result<Self, ChannelError> {
+        Self::create_anchored(words, geometry, flags, clock, None)
+    }
+
+    /// [`Self::create`], recording where `clock` stood in wall time (the
+    /// header's `realtime_anchor` and `clock_anchor`).
+    pub fn create_anchored(
+        words: &'a [AtomicU64],
+        geometry: Geometry,
+        flags: ChannelFlags,
+        clock: Clock,
+        anchor: Option<Anchor>,
+    ) -> Result<Self, ChannelError> {
         let channel = Self::attach(words, geometry, flags)?;
         for cpu in 0..geometry.cpu_count() {
             let Some(b) = channel.cpu_buffer(cpu) else {
@@ -171,7 +183,12 @@ impl<'a> Channel<'a> {
             }
             b.head.store(Head::INITIAL, Ordering::Relaxed);
         }
-        let header = ChannelHeader::new(&geometry, flags.bits(), clock).to_words();
+        let mut header = ChannelHeader::new(&geometry, flags.bits(), clock);
+        if let Some(a) = anchor {
+            header.realtime_anchor = a.realtime_ns;
+            header.clock_anchor = a.clock;
+        }
+        let header = header.to_words();
         // The magic goes last, with release: whoever sees it sees the rest.
         for (w, v) in words.iter().zip(header).skip(1) {
             w.store(v, Ordering::Relaxed);
@@ -319,6 +336,14 @@ impl<'a> Channel<'a> {
     /// The channel's flags.
     pub fn flags(&self) -> ChannelFlags {
         self.flags
+    }
+
+    /// Where the channel's clock stood in wall time, if its creator said
+    /// (format 1.2; a `realtime_anchor` of 0 means it did not).
+    pub fn anchor(&self) -> Option<Anchor> {
+        let word = |i: usize| self.words.get(i).map_or(0, |w| w.load(Ordering::Relaxed));
+        let (realtime_ns, clock) = (word(14), word(15));
+        (realtime_ns != 0).then_some(Anchor { realtime_ns, clock })
     }
 
     /// The header's `clock` code ([`Clock::from_u32`] names the known ones;
@@ -548,10 +573,30 @@ mod tests {
             }
         );
         let e = format!("{}", try_with(0, 0));
-        assert!(
-            e.starts_with("channel header: magic (byte 0): must be"),
-            "{e}"
+        assert_eq!(
+            e,
+            "channel header: not a relay channel: starts with \"\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\", expected \"RELAYCHN\""
         );
+    }
+
+    #[test]
+    fn the_realtime_anchor_survives_a_reopen() {
+        let g = geo();
+        let mem = region(&g);
+        let a = Anchor {
+            realtime_ns: 1_796_228_044_000_000_123,
+            clock: 4_602_902_069_035,
+        };
+        Channel::create_anchored(&mem, g, ChannelFlags::empty(), Clock::Local, Some(a)).unwrap();
+        let c = Channel::open(&mem).unwrap();
+        assert_eq!(c.anchor(), Some(a));
+        assert_eq!(c.clock(), Clock::Local as u32);
+        assert_eq!(a.wall_ns(a.clock + 5), Some(a.realtime_ns + 5));
+        assert_eq!(a.wall_ns(a.clock - 5), Some(a.realtime_ns - 5));
+        assert_eq!(a.wall_ns(u64::MAX), None);
+        let mem = region(&g);
+        Channel::create(&mem, g, ChannelFlags::empty(), Clock::Counter).unwrap();
+        assert_eq!(Channel::open(&mem).unwrap().anchor(), None);
     }
 
     #[test]

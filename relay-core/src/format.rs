@@ -20,7 +20,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"RELAYCHN");
 /// Incompatible format changes bump the major version; readers refuse others.
 pub const VERSION_MAJOR: u16 = 1;
 /// Compatible additions bump the minor version; readers accept any.
-pub const VERSION_MINOR: u16 = 1;
+pub const VERSION_MINOR: u16 = 2;
 
 /// Bytes of the channel header at offset 0 (the rest of its page is zero).
 pub const CHANNEL_HEADER_SIZE: usize = 128;
@@ -90,8 +90,35 @@ pub struct ChannelHeader {
     pub clock: u32,
     /// Zero.
     pub reserved0: u32,
-    /// Zero.
-    pub reserved: [u64; 2],
+    /// `CLOCK_REALTIME` nanoseconds at the instant `clock_anchor` was read
+    /// (format 1.2; 0: no anchor).
+    pub realtime_anchor: u64,
+    /// The channel's clock at that instant: a timestamp `ts` happened at
+    /// wall time `realtime_anchor + (ts - clock_anchor)` (nanosecond clocks).
+    pub clock_anchor: u64,
+}
+
+/// Where a channel's clock stood in wall time: read back to back when the
+/// channel was created, so that its timestamps can be printed as dates and
+/// lined up with another machine's or another boot's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Anchor {
+    /// `CLOCK_REALTIME` nanoseconds since the Unix epoch.
+    pub realtime_ns: u64,
+    /// The channel's clock at the same instant.
+    pub clock: u64,
+}
+
+impl Anchor {
+    /// Wall time (ns since the epoch, UTC) of timestamp `ts` of a
+    /// nanosecond clock; None if it falls outside what a u64 holds.
+    pub fn wall_ns(&self, ts: u64) -> Option<u64> {
+        if ts >= self.clock {
+            self.realtime_ns.checked_add(ts - self.clock)
+        } else {
+            self.realtime_ns.checked_sub(self.clock - ts)
+        }
+    }
 }
 
 const_assert_eq!(core::mem::size_of::<ChannelHeader>(), CHANNEL_HEADER_SIZE);
@@ -115,7 +142,8 @@ const_assert_eq!(offset_of!(ChannelHeader, subbuf_header_size), 96);
 const_assert_eq!(offset_of!(ChannelHeader, record_header_size), 100);
 const_assert_eq!(offset_of!(ChannelHeader, clock), 104);
 const_assert_eq!(offset_of!(ChannelHeader, reserved0), 108);
-const_assert_eq!(offset_of!(ChannelHeader, reserved), 112);
+const_assert_eq!(offset_of!(ChannelHeader, realtime_anchor), 112);
+const_assert_eq!(offset_of!(ChannelHeader, clock_anchor), 120);
 
 /// Words of the channel header.
 pub const CHANNEL_HEADER_WORDS: usize = CHANNEL_HEADER_SIZE / 8;
@@ -154,7 +182,8 @@ impl ChannelHeader {
             record_header_size: RECORD_HEADER_SIZE as u32,
             clock: clock as u32,
             reserved0: 0,
-            reserved: [0; 2],
+            realtime_anchor: 0,
+            clock_anchor: 0,
         }
     }
 
@@ -176,8 +205,8 @@ impl ChannelHeader {
             self.total_size,
             pair(self.subbuf_header_size, self.record_header_size),
             pair(self.clock, self.reserved0),
-            self.reserved[0],
-            self.reserved[1],
+            self.realtime_anchor,
+            self.clock_anchor,
         ]
     }
 
@@ -204,7 +233,8 @@ impl ChannelHeader {
             record_header_size: hi(w[12]),
             clock: lo(w[13]),
             reserved0: hi(w[13]),
-            reserved: [w[14], w[15]],
+            realtime_anchor: w[14],
+            clock_anchor: w[15],
         }
     }
 
@@ -255,6 +285,12 @@ impl Clock {
             4 => Clock::Tsc,
             _ => return None,
         })
+    }
+
+    /// Whether timestamps are nanoseconds (of a clock an [`Anchor`] can
+    /// turn into wall time).
+    pub const fn is_ns(self) -> bool {
+        matches!(self, Clock::Monotonic | Clock::Local)
     }
 
     /// A short name: `monotonic`, `local`, `tsc`, `counter`, `unspecified`.

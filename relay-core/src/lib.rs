@@ -69,7 +69,7 @@ mod sync;
 pub mod writer;
 
 pub use channel::{Channel, ChannelError};
-pub use format::{Clock, FormatError, Record, SubbufView};
+pub use format::{Anchor, Clock, FormatError, Record, SubbufView};
 pub use geometry::{Geometry, GeometryError, GeometryParams};
 pub use policy::{ChannelFlags, Mode};
 pub use reader::{CpuReader, CpuStats, Delivery, Lost, ReadError};

@@ -84,6 +84,24 @@ mod glue {
         /// The kernel's `local_clock()` (exported on x86, which has an
         /// unstable sched_clock): nanoseconds, any context, NMI included.
         fn local_clock() -> u64;
+        /// `CLOCK_REALTIME` nanoseconds, NMI-safe (kernel/time/timekeeping.c).
+        fn ktime_get_real_fast_ns() -> u64;
+    }
+
+    /// Where `clock` stands in wall time now, for the channel header; None
+    /// for the TSC, whose cycles have no fixed rate the header could give.
+    pub(crate) fn anchor(clock: super::Clock) -> Option<relay_core::Anchor> {
+        if !clock.is_ns() {
+            return None;
+        }
+        let before = now(clock);
+        // SAFETY: no preconditions; any context.
+        let realtime_ns = unsafe { ktime_get_real_fast_ns() };
+        let after = now(clock);
+        Some(relay_core::Anchor {
+            realtime_ns,
+            clock: before.wrapping_add(after.wrapping_sub(before) / 2),
+        })
     }
 
     /// The NMI-safe monotonic clock (`CLOCK_MONOTONIC`, what userspace
@@ -252,7 +270,8 @@ pub unsafe extern "C" fn relay_rust_channel_new(
         let words: &'static [AtomicU64] =
             unsafe { relay_core::mem::words_from_raw(mem.cast::<u8>(), len) }
                 .map_err(|_| EINVAL)?;
-        let channel = Channel::create(words, geometry, flags, clock).map_err(|_| EINVAL)?;
+        let channel = Channel::create_anchored(words, geometry, flags, clock, glue::anchor(clock))
+            .map_err(|_| EINVAL)?;
         let mut writers = KVec::with_capacity(geometry.cpu_count() as usize, GFP_KERNEL)?;
         for cpu in 0..geometry.cpu_count() {
             writers.push(channel.local_writer(cpu).ok_or(EINVAL)?, GFP_KERNEL)?;

@@ -97,11 +97,22 @@ fn validate(file: &File, path: &Path, size: u64) -> Result<(Geometry, ChannelFla
 
 impl ChannelFile {
     /// Creates a channel file at `path` (it must not exist) for `params` and
-    /// `flags`, sized and laid out as docs/FORMAT.md says.
-    pub fn create(
+    /// `flags`, sized and laid out as docs/FORMAT.md says, stamped with
+    /// `CLOCK_MONOTONIC` and anchored to the wall time now.
+    pub fn create(path: &Path, params: GeometryParams, flags: ChannelFlags) -> Result<Self, Error> {
+        let anchor = crate::sys::monotonic_anchor();
+        Self::create_as(path, params, flags, Clock::Monotonic, Some(anchor))
+    }
+
+    /// [`Self::create`] for timestamps of `clock` anchored at `anchor`: a
+    /// copy of another channel (a snapshot keeps its source's clock and
+    /// anchor).
+    pub fn create_as(
         path: &Path,
         mut params: GeometryParams,
         flags: ChannelFlags,
+        clock: Clock,
+        anchor: Option<relay_core::Anchor>,
     ) -> Result<Self, Error> {
         if params.page_size == 0 {
             params.page_size = page_size() as u32;
@@ -127,12 +138,12 @@ impl ChannelFile {
         })?;
         let mut mapping = Mapping::new(&file, len, Access::ReadWrite).map_err(io(path, "map"))?;
         mapping.name(path);
-        Channel::create(mapping.words(), geometry, flags, Clock::Monotonic).map_err(|source| {
-            Error::Format {
+        Channel::create_anchored(mapping.words(), geometry, flags, clock, anchor).map_err(
+            |source| Error::Format {
                 path: path.to_path_buf(),
                 source,
-            }
-        })?;
+            },
+        )?;
         crate::sys::lock_range_shared(&file, PRODUCER_LOCK.0, PRODUCER_LOCK.1)
             .map_err(io(path, "lock"))?;
         Ok(ChannelFile {

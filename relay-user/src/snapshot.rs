@@ -45,7 +45,10 @@ pub fn write_snapshot(
         cpu_count: g.cpu_count(),
         page_size: 0,
     };
-    let copy = ChannelFile::create(dest, params, source.flags())?;
+    let channel = source.channel();
+    let clock =
+        relay_core::Clock::from_u32(channel.clock()).unwrap_or(relay_core::Clock::Unspecified);
+    let copy = ChannelFile::create_as(dest, params, source.flags(), clock, channel.anchor())?;
     let result = fill(source, &copy, options);
     if result.is_err() {
         let _ = std::fs::remove_file(dest);

@@ -370,6 +370,34 @@ pub fn page_size() -> usize {
     usize::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
 }
 
+/// `CLOCK_REALTIME` in nanoseconds since the epoch (0 before 1970).
+pub fn realtime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts);
+    }
+    u64::try_from(ts.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(ts.tv_nsec).unwrap_or(0))
+}
+
+/// Where `CLOCK_MONOTONIC` stands in wall time now: the realtime clock read
+/// between two monotonic reads, paired with their midpoint.
+pub fn monotonic_anchor() -> relay_core::Anchor {
+    let before = monotonic_ns();
+    let realtime_ns = realtime_ns();
+    let after = monotonic_ns();
+    relay_core::Anchor {
+        realtime_ns,
+        clock: before + (after.wrapping_sub(before)) / 2,
+    }
+}
+
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock of userspace channels (the
 /// kernel's `ktime_get_mono_fast_ns` reads the same clock).
 pub fn monotonic_ns() -> u64 {

@@ -129,6 +129,10 @@ const REQUIRED: &[(&str, &str)] = &[
         "the same in overwrite mode",
     ),
     (
+        "relay-guest: wall-clock ok",
+        "a kernel channel's realtime anchor dates its records",
+    ),
+    (
         "relay-guest: nested ok mode=overwrite clock=local",
         "the same with local_clock() stamps (relay stat names the clock)",
     ),
