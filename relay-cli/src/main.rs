@@ -679,7 +679,7 @@ fn create(
 /// Opens `path` as a producer, saying on stderr what the open repaired (a
 /// dead producer's unfinished sub-buffers).
 fn open_producer(path: &Path) -> Result<ChannelFile, Error> {
-    let file = ChannelFile::open(path, true)?;
+    let file = ChannelFile::open_producer(path)?;
     for (cpu, r) in file.repaired() {
         eprintln!(
             "relay: {}: cpu {cpu}: a dead producer left {} sub-buffers unfinished: sealed them, {} records abandoned",

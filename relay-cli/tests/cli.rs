@@ -829,10 +829,7 @@ fn timestamps_print_as_seconds_raw_relative_or_wall_time() {
         before / 1_000_000_000 % 86_400,
         after / 1_000_000_000 % 86_400,
     );
-    assert!(
-        b > a || (b..=a).contains(&s),
-        "{hms} not in {b}..{a}"
-    );
+    assert!(b > a || (b..=a).contains(&s), "{hms} not in {b}..{a}");
     // A snapshot keeps the anchor (and the clock).
     let copy = tmp("time-copy.relay");
     ok(&run(&["snapshot", p, "-o", copy.to_str().unwrap()]));

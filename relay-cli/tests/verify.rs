@@ -238,7 +238,7 @@ fn follow_mode_ends_when_idle() {
 fn a_readers_mapping_has_no_writers() {
     let (file, path) = channel("reader.relay", 4096, 4, false);
     assert!(file.writer(0).is_some());
-    let reader = ChannelFile::open(&path, false).unwrap();
+    let reader = ChannelFile::open_snapshot(&path).unwrap();
     assert!(!reader.is_kernel());
     assert!(reader.writer(0).is_none() && reader.local_writer(0).is_none());
     assert_eq!(
@@ -246,7 +246,10 @@ fn a_readers_mapping_has_no_writers() {
         None,
         "plain files flush through producers"
     );
-    assert!(ChannelFile::open(&path, true).unwrap().writer(1).is_some());
+    assert!(ChannelFile::open_producer(&path)
+        .unwrap()
+        .writer(1)
+        .is_some());
     let (g, flags) = ChannelFile::probe(&path).unwrap();
     assert_eq!((g.cpu_count(), flags), (2, ChannelFlags::empty()));
 }

@@ -201,7 +201,7 @@ impl ChannelFile {
     /// the lock, so a killed consumer never blocks the next one). A CPU that
     /// another consumer holds is [`Error::Busy`].
     pub fn open_consumer(path: &Path, cpus: &[u32]) -> Result<Self, Error> {
-        let file = Self::open(path, false)?;
+        let file = Self::map(path, false)?;
         let all: Vec<u32> = (0..file.geometry.cpu_count()).collect();
         let cpus = if cpus.is_empty() { &all[..] } else { cpus };
         for &cpu in cpus {
@@ -237,12 +237,18 @@ impl ChannelFile {
         self.snapshot
     }
 
-    /// Opens the channel in `path` for reading: validates every header field,
-    /// then maps the file read-only except the consumer region. With
-    /// `producer`, maps it all writable (to write or flush, as a producer);
-    /// kernel channel files ignore `producer` (the module writes and
+    /// Opens the channel in `path` as a producer: validates every header
+    /// field, maps it all writable (to write or flush), takes the producer
+    /// lock and repairs what a dead producer left ([`Self::repaired`]). A
+    /// kernel channel file is mapped as for reading (the module writes and
     /// flushes: see [`Self::flush_cpu`]).
-    pub fn open(path: &Path, producer: bool) -> Result<Self, Error> {
+    pub fn open_producer(path: &Path) -> Result<Self, Error> {
+        Self::map(path, true)
+    }
+
+    /// Validates every header field, then maps the file read-only except
+    /// the consumer region, or (`producer`) all of it writable.
+    fn map(path: &Path, producer: bool) -> Result<Self, Error> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
