@@ -195,7 +195,7 @@ impl ChannelFile {
     }
 
     /// Opens the channel in `path` as the consumer of `cpus` (every CPU when
-    /// empty), as [`Self::open`] does, and claims them: an exclusive
+    /// empty), mapped read-only but for the consumer region, and claims them: an exclusive
     /// open-file-description lock on each CPU's consumer-state bytes, held
     /// until this value is dropped (or the process dies: the kernel drops
     /// the lock, so a killed consumer never blocks the next one). A CPU that

@@ -3,7 +3,7 @@
 //! whose errors name the operation and what the errno means there.
 //!
 //! Channels themselves need none of this: `/dev/relay/NAME` opens with
-//! [`crate::ChannelFile::open`] like any channel file.
+//! [`crate::ChannelFile::open_consumer`] or `open_snapshot` like any channel file.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
