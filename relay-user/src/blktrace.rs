@@ -188,6 +188,7 @@ pub fn minor(device: u32) -> u32 {
 
 /// Why the bytes at an offset are not a record (yet).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RecordError {
     /// Fewer than [`HEADER_LEN`] bytes.
     Truncated {

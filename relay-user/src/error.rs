@@ -10,6 +10,7 @@ use crate::kernel::KernelError;
 
 /// Everything that can go wrong opening, creating or reading a channel.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Error {
     /// An operating-system call on `path` failed.
     Io {

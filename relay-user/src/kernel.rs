@@ -223,6 +223,7 @@ pub const RELAY_IOC_BENCH: Ioctl<RelayBench> = Ioctl::read_write(MAGIC, 6);
 
 /// What a kernel call was doing when it failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Op {
     /// Opening a device.
     Open,
