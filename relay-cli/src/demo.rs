@@ -3,13 +3,21 @@
 
 use super::*;
 
-pub(crate) fn demo(seconds: f64, overwrite: bool, cpus: Option<u32>) -> ExitCode {
+pub(crate) fn demo(
+    seconds: f64,
+    overwrite: bool,
+    cpus: Option<u32>,
+    keep: Option<&Path>,
+) -> ExitCode {
     let dir = if Path::new("/dev/shm").is_dir() {
         PathBuf::from("/dev/shm")
     } else {
         std::env::temp_dir()
     };
-    let path = dir.join(format!("relay-demo-{}.relay", std::process::id()));
+    let path = keep.map_or_else(
+        || dir.join(format!("relay-demo-{}.relay", std::process::id())),
+        Path::to_path_buf,
+    );
     let file = match create(&path, 1 << 16, 16, overwrite, cpus) {
         Ok(f) => f,
         Err(e) => {
@@ -17,7 +25,9 @@ pub(crate) fn demo(seconds: f64, overwrite: bool, cpus: Option<u32>) -> ExitCode
             return ExitCode::from(exit::IO);
         }
     };
-    let _ = std::fs::remove_file(&path); // the mapping keeps it alive
+    if keep.is_none() {
+        let _ = std::fs::remove_file(&path); // the mapping keeps it alive
+    }
     let g = *file.geometry();
     let n = g.cpu_count();
     let mode = if overwrite {
@@ -154,6 +164,18 @@ pub(crate) fn demo(seconds: f64, overwrite: bool, cpus: Option<u32>) -> ExitCode
         "checksums and per-CPU order: {verified}; timestamp order: {late} late records; every record delivered or counted: {}",
         if balanced { "yes" } else { "NO" }
     );
+    if late > 0 {
+        println!(
+            "(a late record is older than one the merge already gave from another CPU: its writer \
+             read the clock, then was preempted before the record was readable)"
+        );
+    }
+    if let Some(p) = keep {
+        println!(
+            "the channel stays in {}: relay stat, relay cat, relay verify --resume read it",
+            p.display()
+        );
+    }
     if failures == 0 && balanced {
         ExitCode::SUCCESS
     } else {

@@ -268,6 +268,10 @@ enum Command {
         /// Number of CPU buffers and writer threads.
         #[arg(long)]
         cpus: Option<u32>,
+        /// Create the channel at FILE (which must not exist) and leave it
+        /// there, for relay stat, cat and verify.
+        #[arg(long, value_name = "FILE")]
+        keep: Option<PathBuf>,
     },
     /// Shell completions, for bash, zsh, fish, elvish or powershell
     /// (`relay completions bash > /usr/share/bash-completion/completions/relay`).
@@ -618,7 +622,8 @@ fn main() -> ExitCode {
             seconds,
             overwrite,
             cpus,
-        } => return demo(seconds, overwrite, cpus),
+            keep,
+        } => return demo(seconds, overwrite, cpus, keep.as_deref()),
         Command::Completions { shell } => {
             docs::completions(shell, Cli::command());
             Ok(())

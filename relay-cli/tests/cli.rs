@@ -444,6 +444,32 @@ fn demo_runs_and_verifies() {
             "{stdout}"
         );
     }
+    // --keep: the channel stays for stat (and a second demo cannot reuse it).
+    let kept = tmp("demo-kept.relay");
+    let out = run(&[
+        "demo",
+        "--seconds",
+        "0.5",
+        "--overwrite",
+        "--keep",
+        kept.to_str().unwrap(),
+    ]);
+    let stdout = ok(&out);
+    assert!(stdout.contains("the channel stays in"), "{stdout}");
+    let stat = ok(&run(&["stat", kept.to_str().unwrap()]));
+    let all = stat
+        .lines()
+        .find(|l| l.trim_start().starts_with("all"))
+        .unwrap();
+    let produced: u64 = all.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(produced > 0, "{stat}");
+    let again = run(&["demo", "--seconds", "0.1", "--keep", kept.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(3), "the file exists");
+    // Bad durations are usage errors, never a hang.
+    for bad in ["-1", "nan", "inf", "1e30", "0"] {
+        let out = run(&["demo", "--seconds", bad]);
+        assert_eq!(out.status.code(), Some(2), "--seconds {bad}");
+    }
 }
 
 /// A directory shaped like the kernel's relay files in debugfs.
