@@ -2,7 +2,8 @@
 # relay cat against cat(1) on the same file (issue 12), with hyperfine:
 # a channel file of CPUS CPU buffers of 64-byte records, written one record
 # per CPU in turn (every record switches CPU) and in runs of 100, read by
-# `cat FILE`, `relay cat FILE` (text) and `relay cat --json FILE`, all to
+# `cat FILE`, `relay cat FILE` (text, seconds), `relay cat --time raw FILE`
+# (text, integer timestamps) and `relay cat --json FILE`, all to
 # /dev/null. Prints hyperfine's table and records/s.
 #
 #   relay-cli/benches/cat.sh [CPUS] [RECORDS_PER_CPU]     (default 256 12000)
@@ -25,6 +26,7 @@ for run in 1 100; do
         --export-markdown "$dir/relay-cat-bench-$run.md" \
         -n cat "cat $file" \
         -n "relay cat" "$relay cat $file" \
+        -n "relay cat --time raw" "$relay cat --time raw $file" \
         -n "relay cat --json" "$relay cat --json $file" \
         --output=null
     echo "run of $run record(s) per CPU, $records records:"

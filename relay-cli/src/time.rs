@@ -114,15 +114,22 @@ fn push_seconds(out: &mut Vec<u8>, ns: u64) {
     push_nanos(out, ns % 1_000_000_000);
 }
 
+/// `.NNNNNNNNN` of `frac < 10^9`: one digit, then four pairs from the
+/// table (constant divisors: multiplications), not nine divisions.
 fn push_nanos(out: &mut Vec<u8>, frac: u64) {
+    let frac = frac % 1_000_000_000;
     out.push(b'.');
-    let mut digits = [b'0'; 9];
-    let mut f = frac;
-    for d in digits.iter_mut().rev() {
-        *d = b'0' + (f % 10) as u8;
-        f /= 10;
+    out.push(b'0' + (frac / 100_000_000) as u8);
+    let rest = frac % 100_000_000;
+    for pair in [
+        rest / 1_000_000,
+        rest / 10_000 % 100,
+        rest / 100 % 100,
+        rest % 100,
+    ] {
+        let i = pair as usize * 2;
+        out.extend_from_slice(&crate::fmt::PAIRS[i..i + 2]);
     }
-    out.extend_from_slice(&digits);
 }
 
 /// ISO 8601 UTC with nanoseconds, from ns since the Unix epoch.
