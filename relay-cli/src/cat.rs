@@ -234,7 +234,7 @@ pub(crate) fn cat_relayfs(
             } else if json {
                 writeln!(
                     out,
-                    "{{\"cpu\":{cpu},\"offset\":{off},\"len\":{},\"data_hex\":\"{}\"}}",
+                    "{{\"kind\":\"chunk\",\"cpu\":{cpu},\"offset\":{off},\"len\":{},\"payload_hex\":\"{}\"}}",
                     bytes.len(),
                     hex(bytes)
                 )

@@ -243,10 +243,11 @@ enum Command {
         /// Records are separated by NUL bytes, not newlines.
         #[arg(long)]
         nul: bool,
-        /// The switch timer: flush what was written at least this often
-        /// (100ms, 1s; 0 never), so a follow reader sees a slow producer's
-        /// records within about that long. Userspace channels only (a
-        /// kernel channel's readers flush idle CPUs themselves).
+        /// The switch timer: flush what was written once the input has been
+        /// quiet this long (100ms, 1s; 0 never), so a follow reader sees a
+        /// slow producer's records within about twice that. Userspace
+        /// channels only (a kernel channel's readers flush idle CPUs
+        /// themselves).
         #[arg(long, default_value = "100ms", value_parser = parse_ms)]
         flush_interval: u64,
     },

@@ -38,6 +38,16 @@ impl<W: Write> Printer<'_, W> {
             Frame::Corrupt { cpu, message, .. } => {
                 eprintln!("relay: {}: cpu {cpu}: {message}", self.path.display());
                 self.corrupt += 1;
+                if self.json && !self.closed {
+                    let l = &mut self.line;
+                    l.clear();
+                    l.extend_from_slice(b"{\"kind\":\"corrupt\",\"cpu\":");
+                    crate::fmt::push_u64(l, cpu.into());
+                    l.extend_from_slice(b",\"error\":");
+                    crate::fmt::push_json_string(l, message.as_bytes());
+                    l.extend_from_slice(b"}\n");
+                    self.closed = self.out.write_all(l).is_err();
+                }
             }
             f => {
                 if let Some(e) = f.event() {
@@ -59,7 +69,7 @@ impl<W: Write> Printer<'_, W> {
                 let l = &mut self.line;
                 l.clear();
                 if json {
-                    l.extend_from_slice(b"{\"ts\":");
+                    l.extend_from_slice(b"{\"kind\":\"record\",\"ts\":");
                     push_u64(l, record.ts);
                     self.times.push_json(l, record.ts);
                     l.extend_from_slice(b",\"cpu\":");
@@ -114,7 +124,7 @@ impl<W: Write> Printer<'_, W> {
                     };
                     writeln!(
                         out,
-                        "{{\"ts\":{ts},\"cpu\":{cpu},\"lost\":{},\"lost_total\":{}}}",
+                        "{{\"kind\":\"lost\",\"ts\":{ts},\"cpu\":{cpu},\"lost\":{},\"lost_total\":{}}}",
                         causes(&lost),
                         causes(&total)
                     )
@@ -126,7 +136,18 @@ impl<W: Write> Printer<'_, W> {
                 self.notes
                     .push(format!("relay: {}: cpu {cpu}: {error}", path.display()));
                 self.corrupt += 1;
-                Ok(())
+                if json {
+                    let l = &mut self.line;
+                    l.clear();
+                    l.extend_from_slice(b"{\"kind\":\"corrupt\",\"cpu\":");
+                    crate::fmt::push_u64(l, cpu.into());
+                    l.extend_from_slice(b",\"error\":");
+                    crate::fmt::push_json_string(l, error.to_string().as_bytes());
+                    l.extend_from_slice(b"}\n");
+                    out.write_all(l)
+                } else {
+                    Ok(())
+                }
             }
         };
         self.closed = r.is_err();

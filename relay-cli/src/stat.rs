@@ -17,15 +17,34 @@ pub(crate) fn stat(path: &Path, json: bool) -> Result<(), Error> {
         None
     };
     if json {
-        for (cpu, s) in rows {
+        // docs/JSON.md: a `stat` object per CPU, then the `total`.
+        let mut total = (0, 0, Lost::default(), 0);
+        for (cpu, s) in &rows {
             println!(
-                "{{\"cpu\":{cpu},\"produced\":{},\"consumed\":{},\"lost_full\":{},\"lost_too_big\":{},\"lost_overwrite\":{},\"lost_abandoned\":{},\"ready_subbufs\":{},\"subbufs\":{}}}",
+                "{{\"kind\":\"stat\",\"cpu\":{cpu},\"produced\":{},\"consumed\":{},\"lost_full\":{},\"lost_too_big\":{},\"lost_overwrite\":{},\"lost_abandoned\":{},\"ready_subbufs\":{},\"subbufs\":{}}}",
                 s.produced, s.consumed_records, s.lost.full, s.lost.too_big, s.lost.overwrite, s.lost.abandoned, s.ready_subbufs, g.subbuf_count()
             );
+            total.0 += s.produced;
+            total.1 += s.consumed_records;
+            total.2.full += s.lost.full;
+            total.2.too_big += s.lost.too_big;
+            total.2.overwrite += s.lost.overwrite;
+            total.2.abandoned += s.lost.abandoned;
+            total.3 += s.ready_subbufs;
         }
-        if let Some(bytes) = memory {
-            println!("{{\"memory_bytes\":{bytes}}}");
-        }
+        println!(
+            "{{\"kind\":\"total\",\"cpus\":{},\"produced\":{},\"consumed\":{},\"lost_full\":{},\"lost_too_big\":{},\"lost_overwrite\":{},\"lost_abandoned\":{},\"ready_subbufs\":{},\"clock\":\"{}\"{}}}",
+            rows.len(),
+            total.0,
+            total.1,
+            total.2.full,
+            total.2.too_big,
+            total.2.overwrite,
+            total.2.abandoned,
+            total.3,
+            Clock::from_u32(file.channel().clock()).map_or("unknown", Clock::name),
+            memory.map_or(String::new(), |b| format!(",\"memory_bytes\":{b}"))
+        );
         return Ok(());
     }
     let clock = file.channel().clock();

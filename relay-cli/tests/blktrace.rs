@@ -659,7 +659,12 @@ fn json_gives_each_event_named_fields() {
     assert_eq!(json.lines().count(), text.lines().count() + 1);
     assert!(json
         .lines()
-        .all(|l| l.starts_with("{\"major\":") && l.ends_with('}')));
+        .all(|l| l.starts_with("{\"kind\":") && l.ends_with('}')));
+    let kinds = common::check_json(&json);
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        ["fs", "message", "pc"]
+    );
     assert!(
         json.contains("\"action\":\"m\",\"message\":\"tagged\",\"cgroup\":1}"),
         "{json}"

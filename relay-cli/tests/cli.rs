@@ -504,7 +504,7 @@ fn relayfs_directories_read_as_one_source() {
     let stdout = String::from_utf8(out.stdout).unwrap();
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let want = format!(
-        "{{\"cpu\":0,\"offset\":0,\"len\":13,\"data_hex\":\"{}\"}}\n{{\"cpu\":1,\"offset\":0,\"len\":3,\"data_hex\":\"{}\"}}\n",
+        "{{\"kind\":\"chunk\",\"cpu\":0,\"offset\":0,\"len\":13,\"payload_hex\":\"{}\"}}\n{{\"kind\":\"chunk\",\"cpu\":1,\"offset\":0,\"len\":3,\"payload_hex\":\"{}\"}}\n",
         hex(b"cpu zero data"),
         hex(b"one")
     );
@@ -869,4 +869,37 @@ fn timestamps_print_as_seconds_raw_relative_or_wall_time() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no realtime anchor"));
+}
+
+#[test]
+fn json_objects_match_docs_json() {
+    // Records (with wall time), stat rows and their total, relayfs chunks:
+    // every object as docs/JSON.md documents it (frames_cli and blktrace
+    // check the lost, corrupt and blktrace kinds).
+    let path = tmp("json-docs.relay");
+    create(&path, &[]);
+    let _ = spawn_writer(&path, 0, vec!["x".into()])
+        .wait_with_output()
+        .unwrap();
+    let p = path.to_str().unwrap();
+    let mut kinds = common::check_json(&ok(&run(&["cat", "--json", "--time", "wall", p])));
+    let stat = ok(&run(&["stat", "--json", p]));
+    kinds.extend(common::check_json(&stat));
+    assert!(
+        stat.lines()
+            .last()
+            .unwrap()
+            .starts_with("{\"kind\":\"total\",\"cpus\":2,\"produced\":1,"),
+        "{stat}"
+    );
+    let dir = relayfs_dir("json-relayfs", &[("trace0", b"abc"), ("trace1", b"de")]);
+    kinds.extend(common::check_json(&ok(&run(&[
+        "cat",
+        "--json",
+        dir.to_str().unwrap(),
+    ]))));
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        ["chunk", "record", "stat", "total"]
+    );
 }

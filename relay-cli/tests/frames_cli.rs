@@ -102,10 +102,10 @@ fn cat_dash_prints_frames_like_merged_events() {
     let out = run_with(&["cat", "--json", "-"], &stream);
     assert_eq!(
         text(&out.stdout),
-        "{\"ts\":10,\"cpu\":0,\"type\":7,\"len\":5,\"payload_hex\":\"68656c6c6f\"}\n\
-         {\"ts\":11,\"cpu\":1,\"lost\":{\"full\":3,\"too_big\":0,\"overwrite\":0,\"abandoned\":0},\"lost_total\":{\"full\":3,\"too_big\":0,\"overwrite\":0,\"abandoned\":0}}\n\
-         {\"ts\":11,\"cpu\":1,\"type\":7,\"len\":3,\"payload_hex\":\"610a62\"}\n\
-         {\"ts\":12,\"cpu\":0,\"type\":7,\"len\":2,\"payload_hex\":\"ff00\"}\n"
+        "{\"kind\":\"record\",\"ts\":10,\"cpu\":0,\"type\":7,\"len\":5,\"payload_hex\":\"68656c6c6f\"}\n\
+         {\"kind\":\"lost\",\"ts\":11,\"cpu\":1,\"lost\":{\"full\":3,\"too_big\":0,\"overwrite\":0,\"abandoned\":0},\"lost_total\":{\"full\":3,\"too_big\":0,\"overwrite\":0,\"abandoned\":0}}\n\
+         {\"kind\":\"record\",\"ts\":11,\"cpu\":1,\"type\":7,\"len\":3,\"payload_hex\":\"610a62\"}\n\
+         {\"kind\":\"record\",\"ts\":12,\"cpu\":0,\"type\":7,\"len\":2,\"payload_hex\":\"ff00\"}\n"
     );
 
     let out = run_with(&["cat", "--raw", "-"], &stream);
@@ -214,6 +214,29 @@ fn corrupt_frames_are_reported_and_fail() {
     );
     assert!(stderr.contains("1 corrupt sub-buffers skipped"), "{stderr}");
     assert_eq!(text(&out.stdout), "1 cpu0 type=7 len=6 before\n");
+    // The same in JSON, with the lost report of the merged-events test:
+    // objects as docs/JSON.md documents them.
+    let mut events = vec![rec(0, 1, b"before"), Event::Corrupt { cpu: 1, error }];
+    events.push(Event::Lost {
+        cpu: 0,
+        ts: 2,
+        lost: Lost {
+            full: 1,
+            ..Lost::default()
+        },
+        total: Lost {
+            full: 1,
+            ..Lost::default()
+        },
+    });
+    let out = run_with(&["cat", "--json", "-"], &frames(&events));
+    let kinds = common::check_json(&text(&out.stdout));
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        ["corrupt", "lost", "record"],
+        "{}",
+        text(&out.stdout)
+    );
     let out = run_with(
         &["verify", "-"],
         &frames(&[Event::Corrupt { cpu: 1, error }]),

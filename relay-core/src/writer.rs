@@ -576,12 +576,16 @@ impl<'a, S: Sharing> Writer<'a, S> {
             .is_some_and(|w| Seal::decode(w.load(Ordering::Acquire)) == Seal::Sealed(seq))
     }
 
-    /// Whether a sub-buffer is open: it holds records no reader gets until
-    /// it fills or is flushed. What a switch timer asks before flushing.
-    pub fn has_open_subbuf(&self) -> bool {
-        matches!(
-            Head::decode(self.b.head.load(Ordering::Acquire), self.b.shift),
-            Head::Open { .. }
+    /// Where this buffer's writers are: an opaque value that changes with
+    /// every reservation and flush, and whether a sub-buffer is open (it
+    /// holds records no reader gets until it fills or is flushed). What a
+    /// switch timer asks: an open sub-buffer whose position did not move
+    /// for a while belongs to a producer gone quiet.
+    pub fn progress(&self) -> (u64, bool) {
+        let head = self.b.head.load(Ordering::Acquire);
+        (
+            head,
+            matches!(Head::decode(head, self.b.shift), Head::Open { .. }),
         )
     }
 

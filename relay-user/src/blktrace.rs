@@ -617,12 +617,18 @@ impl Event {
     pub fn write_json(&self, out: &mut Vec<u8>) {
         let t = &self.trace;
         let dev = self.device();
+        // docs/JSON.md: `kind` first (fs, pc or message), `ts` the time.
+        let kind = match &self.what {
+            What::Message => "message",
+            What::Fs(_) => "fs",
+            What::Pc(_) => "pc",
+        };
         let mut s = format!(
-            "{{\"major\":{},\"minor\":{},\"cpu\":{},\"time_ns\":{},\"pid\":{}",
+            "{{\"kind\":\"{kind}\",\"ts\":{},\"cpu\":{},\"major\":{},\"minor\":{},\"pid\":{}",
+            self.time,
+            self.cpu,
             major(dev),
             minor(dev),
-            self.cpu,
-            self.time,
             t.pid
         );
         let (action, pc) = match &self.what {
@@ -640,11 +646,10 @@ impl Event {
             What::Pc(a) => (a, true),
         };
         s.push_str(&format!(
-            ",\"sequence\":{},\"action\":\"{}\",\"rwbs\":\"{}\",\"kind\":\"{}\",\"sector\":{},\"bytes\":{},\"error\":{}",
+            ",\"sequence\":{},\"action\":\"{}\",\"rwbs\":\"{}\",\"sector\":{},\"bytes\":{},\"error\":{}",
             t.sequence,
             action.label(),
             self.rwbs(),
-            if pc { "pc" } else { "fs" },
             t.sector,
             t.bytes,
             t.error
@@ -1808,8 +1813,8 @@ mod tests {
         let json = String::from_utf8(json).unwrap();
         assert_eq!(
             json,
-            "{\"major\":8,\"minor\":16,\"cpu\":0,\"time_ns\":0,\"pid\":42,\"action\":\"m\",\"message\":\"bfq says hi\",\"cgroup\":1}\n\
-             {\"major\":8,\"minor\":16,\"cpu\":0,\"time_ns\":10,\"pid\":42,\"sequence\":1,\"action\":\"Q\",\"rwbs\":\"W\",\"kind\":\"fs\",\"sector\":2048,\"bytes\":4096,\"error\":0,\"cgroup\":77,\"process\":null}\n"
+            "{\"kind\":\"message\",\"ts\":0,\"cpu\":0,\"major\":8,\"minor\":16,\"pid\":42,\"action\":\"m\",\"message\":\"bfq says hi\",\"cgroup\":1}\n\
+             {\"kind\":\"fs\",\"ts\":10,\"cpu\":0,\"major\":8,\"minor\":16,\"pid\":42,\"sequence\":1,\"action\":\"Q\",\"rwbs\":\"W\",\"sector\":2048,\"bytes\":4096,\"error\":0,\"cgroup\":77,\"process\":null}\n"
         );
     }
 
@@ -1831,7 +1836,7 @@ mod tests {
         events[0].write_json(&mut json);
         assert_eq!(
             String::from_utf8(json).unwrap(),
-            "{\"major\":253,\"minor\":1,\"cpu\":0,\"time_ns\":0,\"pid\":42,\"sequence\":3,\"action\":\"A\",\"rwbs\":\"R\",\"kind\":\"fs\",\"sector\":2048,\"bytes\":4096,\"error\":0,\"from_major\":8,\"from_minor\":17,\"from_sector\":63,\"process\":\"a\\\"b\\\\c\\n\"}\n"
+            "{\"kind\":\"fs\",\"ts\":0,\"cpu\":0,\"major\":253,\"minor\":1,\"pid\":42,\"sequence\":3,\"action\":\"A\",\"rwbs\":\"R\",\"sector\":2048,\"bytes\":4096,\"error\":0,\"from_major\":8,\"from_minor\":17,\"from_sector\":63,\"process\":\"a\\\"b\\\\c\\n\"}\n"
         );
     }
 

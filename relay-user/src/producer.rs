@@ -69,18 +69,25 @@ impl Stop {
     }
 }
 
-/// Flushes each of `writers` whose buffer has an open sub-buffer, every
-/// `interval`, until `stop`; then once more. Run it on a thread of its own
-/// (`std::thread::scope`) beside the producer: a record written at any
-/// time is then readable within about `interval`, at the price of a
-/// sub-buffer sealed per interval in which the producer wrote (a reader
-/// gets each partly filled). The writers must be [`relay_core::Shared`]
-/// ones, since the timer's thread flushes them while the producer writes.
+/// Every `interval`, flushes each of `writers` whose buffer has had an
+/// open sub-buffer and no new record for the whole interval, until `stop`;
+/// then once more, whatever moved. Run it on a thread of its own
+/// (`std::thread::scope`) beside the producer: a record is then readable
+/// within about two intervals of its write, however slow the producer,
+/// while a busy producer's sub-buffers still fill before they seal (and
+/// the timer rarely closes one under a write in flight). The writers must
+/// be [`relay_core::Shared`] ones, since the timer's thread flushes them
+/// while the producer writes.
 pub fn switch_timer(writers: &[Writer<'_>], interval: Duration, stop: &Stop) {
-    let flush_open = || {
-        for w in writers {
-            if w.has_open_subbuf() {
+    let mut last: Vec<Option<u64>> = vec![None; writers.len()];
+    let mut flush_quiet = |all: bool| {
+        for (w, seen) in writers.iter().zip(&mut last) {
+            let (position, open) = w.progress();
+            if open && (all || *seen == Some(position)) {
                 let _ = w.flush(&mut crate::sys::monotonic_ns);
+                *seen = None;
+            } else {
+                *seen = Some(position);
             }
         }
     };
@@ -99,8 +106,9 @@ pub fn switch_timer(writers: &[Writer<'_>], interval: Duration, stop: &Stop) {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+        let all = *stopped;
         drop(stopped);
-        flush_open();
+        flush_quiet(all);
         stopped = stop.stopped.lock().unwrap_or_else(|e| e.into_inner());
     }
 }

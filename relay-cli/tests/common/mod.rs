@@ -34,3 +34,62 @@ pub fn ok(out: &Output) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The objects docs/JSON.md documents: kind -> (required, optional) fields.
+fn json_contract() -> std::collections::HashMap<String, (Vec<String>, Vec<String>)> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/JSON.md"))
+        .expect("docs/JSON.md");
+    let mut kinds = std::collections::HashMap::new();
+    for line in doc.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let kind = cells[1].trim_matches('`').to_string();
+        let mut fields = cells[2];
+        let (mut req, mut opt) = (Vec::new(), Vec::new());
+        // "the fields of `fs`, and `pdu_hex`"
+        if let Some(rest) = fields.strip_prefix("the fields of `") {
+            let (base, more) = rest.split_once('`').unwrap();
+            let (r, o): &(Vec<String>, Vec<String>) = &kinds[base];
+            req.extend(r.iter().filter(|f| *f != "kind").cloned());
+            opt.extend(o.iter().cloned());
+            fields = more.trim_start_matches(", and ");
+            req.push("kind".into());
+        }
+        for f in fields.split(',').map(|f| f.trim().trim_matches('`')) {
+            match f.strip_suffix('?') {
+                Some(f) => opt.push(f.to_string()),
+                None => req.push(f.to_string()),
+            }
+        }
+        kinds.insert(kind, (req, opt));
+    }
+    kinds
+}
+
+/// Checks every line of `out` against docs/JSON.md (each a JSON object
+/// whose `kind` is documented, first, with every required field and no
+/// undocumented one); returns the kinds seen.
+pub fn check_json(out: &str) -> std::collections::BTreeSet<String> {
+    let contract = json_contract();
+    let mut seen = std::collections::BTreeSet::new();
+    for line in out.lines() {
+        assert!(line.starts_with("{\"kind\":\""), "kind first: {line}");
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let obj = v.as_object().unwrap();
+        let kind = obj["kind"].as_str().unwrap();
+        let (req, opt) = contract
+            .get(kind)
+            .unwrap_or_else(|| panic!("kind {kind:?} is not in docs/JSON.md: {line}"));
+        for f in req {
+            assert!(obj.contains_key(f), "{kind}: no {f}: {line}");
+        }
+        for k in obj.keys() {
+            assert!(
+                req.contains(k) || opt.contains(k),
+                "{kind}: {k} is not in docs/JSON.md: {line}"
+            );
+        }
+        seen.insert(kind.to_string());
+    }
+    seen
+}
