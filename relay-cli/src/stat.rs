@@ -16,21 +16,24 @@ pub(crate) fn stat(path: &Path, json: bool) -> Result<(), Error> {
     } else {
         None
     };
+    // The sums over CPUs: (produced, consumed, lost, ready sub-buffers).
+    let total = rows.iter().fold((0, 0, Lost::default(), 0), |t, (_, s)| {
+        (
+            t.0 + s.produced,
+            t.1 + s.consumed_records,
+            t.2.plus(&s.lost),
+            t.3 + s.ready_subbufs,
+        )
+    });
+    let clock = file.channel().clock();
+    let clock = Clock::from_u32(clock).map_or_else(|| clock.to_string(), |c| c.name().to_string());
     if json {
         // docs/JSON.md: a `stat` object per CPU, then the `total`.
-        let mut total = (0, 0, Lost::default(), 0);
         for (cpu, s) in &rows {
             println!(
                 "{{\"kind\":\"stat\",\"cpu\":{cpu},\"produced\":{},\"consumed\":{},\"lost_full\":{},\"lost_too_big\":{},\"lost_overwrite\":{},\"lost_abandoned\":{},\"ready_subbufs\":{},\"subbufs\":{}}}",
                 s.produced, s.consumed_records, s.lost.full, s.lost.too_big, s.lost.overwrite, s.lost.abandoned, s.ready_subbufs, g.subbuf_count()
             );
-            total.0 += s.produced;
-            total.1 += s.consumed_records;
-            total.2.full += s.lost.full;
-            total.2.too_big += s.lost.too_big;
-            total.2.overwrite += s.lost.overwrite;
-            total.2.abandoned += s.lost.abandoned;
-            total.3 += s.ready_subbufs;
         }
         println!(
             "{{\"kind\":\"total\",\"cpus\":{},\"produced\":{},\"consumed\":{},\"lost_full\":{},\"lost_too_big\":{},\"lost_overwrite\":{},\"lost_abandoned\":{},\"ready_subbufs\":{},\"clock\":\"{}\"{}}}",
@@ -42,12 +45,11 @@ pub(crate) fn stat(path: &Path, json: bool) -> Result<(), Error> {
             total.2.overwrite,
             total.2.abandoned,
             total.3,
-            Clock::from_u32(file.channel().clock()).map_or("unknown", Clock::name),
+            clock,
             memory.map_or(String::new(), |b| format!(",\"memory_bytes\":{b}"))
         );
         return Ok(());
     }
-    let clock = file.channel().clock();
     println!(
         "{}: {} CPUs x {} x {} bytes, {}, clock {}",
         path.display(),
@@ -59,7 +61,7 @@ pub(crate) fn stat(path: &Path, json: bool) -> Result<(), Error> {
         } else {
             "no-overwrite"
         },
-        Clock::from_u32(clock).map_or_else(|| clock.to_string(), |c| c.name().to_string())
+        clock
     );
     // The abandoned column only where a dead producer left some.
     let abandoned = rows.iter().any(|(_, s)| s.lost.abandoned > 0);
@@ -74,7 +76,6 @@ pub(crate) fn stat(path: &Path, json: bool) -> Result<(), Error> {
         " cpu     produced     consumed    lost:full  lost:too_big  lost:overwrite{}   fill",
         if abandoned { " lost:abandoned" } else { "" }
     );
-    let mut total = (0, 0, Lost::default());
     for (cpu, s) in rows {
         println!(
             " {cpu:>3} {:>12} {:>12} {:>12} {:>13} {:>15}{}   {}/{}",
@@ -87,12 +88,6 @@ pub(crate) fn stat(path: &Path, json: bool) -> Result<(), Error> {
             s.ready_subbufs,
             g.subbuf_count()
         );
-        total.0 += s.produced;
-        total.1 += s.consumed_records;
-        total.2.full += s.lost.full;
-        total.2.too_big += s.lost.too_big;
-        total.2.overwrite += s.lost.overwrite;
-        total.2.abandoned += s.lost.abandoned;
     }
     println!(
         " all {:>12} {:>12} {:>12} {:>13} {:>15}{}",

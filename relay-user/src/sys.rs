@@ -370,20 +370,25 @@ pub fn page_size() -> usize {
     usize::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
 }
 
-/// `CLOCK_REALTIME` in nanoseconds since the epoch (0 before 1970).
-pub fn realtime_ns() -> u64 {
+/// `clock`'s time in nanoseconds (0 for a time before its epoch).
+fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid, writable timespec for the call's duration.
     unsafe {
-        libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts);
+        libc::clock_gettime(clock, &mut ts);
     }
     u64::try_from(ts.tv_sec)
         .unwrap_or(0)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(u64::try_from(ts.tv_nsec).unwrap_or(0))
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(u64::try_from(ts.tv_nsec).unwrap_or(0))
+}
+
+/// `CLOCK_REALTIME` in nanoseconds since the epoch.
+pub fn realtime_ns() -> u64 {
+    clock_ns(libc::CLOCK_REALTIME)
 }
 
 /// Where `CLOCK_MONOTONIC` stands in wall time now: the realtime clock read
@@ -401,17 +406,7 @@ pub fn monotonic_anchor() -> relay_core::Anchor {
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock of userspace channels (the
 /// kernel's `ktime_get_mono_fast_ns` reads the same clock).
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
-    unsafe {
-        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
-    }
-    (ts.tv_sec as u64)
-        .wrapping_mul(1_000_000_000)
-        .wrapping_add(ts.tv_nsec as u64)
+    clock_ns(libc::CLOCK_MONOTONIC)
 }
 
 /// An ioctl argument the kernel may read and overwrite as plain bytes.
