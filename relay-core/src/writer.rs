@@ -516,9 +516,10 @@ impl<'a, S: Sharing> Writer<'a, S> {
                     }
                     // SAFETY: `payload_words` is this reservation's payload:
                     // `total / 8 - 2 = ceil(len / 8)` words, at least `len`
-                    // bytes, which no one else writes; readers read them only
-                    // as `Grant::copy_payload` describes. An `AtomicU64` may
-                    // be written through its pointer.
+                    // bytes, which no other writer writes; a copying reader
+                    // in overwrite mode may race it and discards what it
+                    // read, as `Grant::copy_payload`'s SAFETY says. An
+                    // `AtomicU64` may be written through its pointer.
                     unsafe {
                         core::ptr::copy_nonoverlapping(
                             payload.as_ptr(),
@@ -977,9 +978,16 @@ impl<'w, 'a, S: Sharing> Grant<'w, 'a, S> {
             }
         }
         // SAFETY: `dst` is this grant's reservation, at least
-        // `payload.len()` bytes (checked above), which no one else writes,
-        // and which readers read only as described above; an `AtomicU64`
-        // may be written through its pointer.
+        // `payload.len()` bytes (checked above), which no other writer
+        // writes (the CAS on the head gave it to this grant alone); an
+        // `AtomicU64` may be written through its pointer. Readers: in
+        // no-overwrite mode none reads it before the seal this grant's
+        // commit makes possible. In overwrite mode a copying reader may read
+        // it while this write runs, by design: that reader copied a slot a
+        // reclaiming writer took back, and its later check (the seal's
+        // round, or the claim CAS) fails, so it discards the torn copy. That
+        // race is a seqlock's (a data race in Rust's model, on memory the
+        // reader treats as hostile bytes anyway): no byte of it is used.
         unsafe {
             core::ptr::copy_nonoverlapping(
                 payload.as_ptr(),

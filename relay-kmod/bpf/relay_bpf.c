@@ -404,7 +404,7 @@ int main(int argc, char **argv)
 	{
 		struct bpf_map *checks = bpf_object__find_map_by_name(obj, "checks");
 		static const long long want[RELAY_BPF_CHECKS] = {
-			-EINVAL, -EINVAL, -EINVAL, -ENOENT, 0, 0, 0, -EINVAL, -EINVAL, 1,
+			-ENOENT, -EINVAL, -EINVAL, -ENOENT, 0, 0, 0, -EINVAL, -EINVAL, 1,
 		};
 
 		for (unsigned int k = 0; k < RELAY_BPF_CHECKS; k++) {

@@ -110,18 +110,21 @@ static __always_inline void held_grants(__u32 channel)
 	check(9, refused);
 }
 
-/* Bad channel numbers, types and flags are errors, never a write. */
+/* Bad channel numbers, types and flags are errors, never a write. Number 0
+ * names no channel; `unused` shares the live channel's slot in the
+ * module's table (numbers modulo RELAY_MAX_CHANNELS) but was never given,
+ * as a destroyed channel's number is never given again. */
 static __always_inline void bad_arguments(struct relay_bpf_config *c, __u8 *buf)
 {
-	__u32 unused = c->channel == RELAY_MAX_CHANNELS - 1 ? 0 : RELAY_MAX_CHANNELS - 1;
+	__u32 unused = c->channel + RELAY_MAX_CHANNELS;
 	struct relay_grant *g;
 
-	check(0, relay_kfunc_write(RELAY_MAX_CHANNELS, 1, buf, PAYLOAD, 0));
+	check(0, relay_kfunc_write(0, 1, buf, PAYLOAD, 0));
 	check(1, relay_kfunc_write(c->channel, 70000, buf, PAYLOAD, 0));
 	check(2, relay_kfunc_write(c->channel, 1, buf, PAYLOAD, 2));
 	check(3, relay_kfunc_write(unused, 1, buf, PAYLOAD, 0));
 	/* (The verifier wants every grant given back, even one never made.) */
-	g = relay_kfunc_reserve(RELAY_MAX_CHANNELS, 8);
+	g = relay_kfunc_reserve(0, 8);
 	check(4, g != 0);
 	if (g)
 		relay_kfunc_discard(g);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * What relay-kmod's BPF programs and their loader share: the kfuncs, as BPF
- * programs declare them (documented in ../src/relay_glue.c), and the
+ * programs declare them (documented in ../src/relay_bpf.c), and the
  * configuration the loader writes into each program's `config` map.
  */
 #ifndef RELAY_KFUNC_H
@@ -34,7 +34,7 @@ struct {
 	__type(value, struct relay_bpf_config);
 } config SEC(".maps");
 
-/* A reserved record (relay_glue.c); programs only pass it back. */
+/* A reserved record (relay_bpf.c); programs only pass it back. */
 struct relay_grant {
 	__u64 opaque;
 };

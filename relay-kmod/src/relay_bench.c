@@ -100,6 +100,10 @@ static void relay_bench_clocks(struct relay_bench_ctx *ctx)
 	OPTIMIZER_HIDE_VAR(sink);
 }
 
+/* Every 4096 records: has the caller been killed (kthread_stop)? */
+#define relay_bench_stopped(i) \
+	unlikely(((i) & 4095) == 4095 && kthread_should_stop())
+
 /* Each kthread runs the three writers this many times, interleaved, and
  * keeps each one's fastest round: TCG's speed drifts between phases. */
 #define RELAY_BENCH_ROUNDS	3
@@ -115,15 +119,24 @@ static int relay_bench_thread(void *data)
 	if (!buf)
 		return relay_kthread_done(&ctx->running, &ctx->done);
 	for (round = 0; round < RELAY_BENCH_ROUNDS; round++) {
+		/* Between timed loops: a signal to the caller stops us. */
+		if (kthread_should_stop())
+			break;
+		cond_resched();
 		t0 = ktime_get_ns();
 		for (i = 0; i < ctx->args.records; i++) {
 			preempt_disable();
 			relay_rust_write(ctx->k, raw_smp_processor_id(), 1, buf, size);
 			preempt_enable();
+			if (relay_bench_stopped(i))
+				break;
 		}
 		t1 = ktime_get_ns();
-		for (i = 0; i < ctx->args.records; i++)
+		for (i = 0; i < ctx->args.records; i++) {
 			relay_write(ctx->rchan, buf, size);
+			if (relay_bench_stopped(i))
+				break;
+		}
 		t2 = ktime_get_ns();
 		for (i = 0; i < ctx->args.records; i++) {
 			unsigned long flags;
@@ -137,13 +150,16 @@ static int relay_bench_thread(void *data)
 				memcpy(p + 2, buf, size);
 			}
 			local_irq_restore(flags);
+			if (relay_bench_stopped(i))
+				break;
 		}
 		t3 = ktime_get_ns();
 		best[0] = min(best[0], t1 - t0);
 		best[1] = min(best[1], t2 - t1);
 		best[2] = min(best[2], t3 - t2);
 	}
-	relay_bench_clocks(ctx);
+	if (round == RELAY_BENCH_ROUNDS)
+		relay_bench_clocks(ctx);
 	atomic64_add(best[0], &ctx->kmod_ns);
 	atomic64_add(best[1], &ctx->relay_ns);
 	atomic64_add(best[2], &ctx->reserve_ns);
@@ -155,11 +171,12 @@ long relay_bench(void __user *uarg)
 {
 	struct relay_bench_ctx *ctx;
 	u64 total, consumer_offset, consumer_size;
-	u32 cpus, cpu, want;
+	u32 cpus, cpu, want, max_payload;
+	struct page **pages = NULL;
 	void *mem = NULL;
 	long err;
 
-	ctx = kzalloc(struct_size(ctx, task, nr_cpu_ids), GFP_KERNEL);
+	ctx = kvzalloc(struct_size(ctx, task, nr_cpu_ids), GFP_KERNEL_ACCOUNT);
 	if (!ctx)
 		return -ENOMEM;
 	err = -EFAULT;
@@ -177,14 +194,14 @@ long relay_bench(void __user *uarg)
 	err = relay_rust_geometry(ctx->args.subbuf_size, ctx->args.subbuf_count,
 				  RELAY_FLAG_OVERWRITE | RELAY_FLAG_CLOCK(ctx->args.clock),
 				  &total, &consumer_offset,
-				  &consumer_size, &cpus);
+				  &consumer_size, &cpus, &max_payload);
 	if (err)
 		goto out;
 	err = -E2BIG;
 	if (total > (1ULL << 30))
 		goto out;
 	err = -ENOMEM;
-	mem = vmalloc_user(total);
+	mem = relay_mem_alloc(total, &pages);
 	if (!mem)
 		goto out;
 	err = relay_rust_channel_new(mem, total, ctx->args.subbuf_size,
@@ -224,8 +241,9 @@ long relay_bench(void __user *uarg)
 		if (ctx->task[cpu])
 			wake_up_process(ctx->task[cpu]);
 	cpus_read_unlock();
-	if (ctx->args.cpus)
-		wait_for_completion(&ctx->done);
+	/* Wait only for the threads that started; a signal stops them. */
+	if (ctx->args.cpus && !err && wait_for_completion_killable(&ctx->done))
+		err = -EINTR;
 	for (cpu = 0; cpu < nr_cpu_ids; cpu++)
 		if (ctx->task[cpu])
 			kthread_stop(ctx->task[cpu]);
@@ -241,7 +259,7 @@ out:
 		relay_close(ctx->rchan);
 	if (ctx->k)
 		relay_rust_channel_free(ctx->k);
-	vfree(mem);
-	kfree(ctx);
+	relay_mem_free(mem, pages, total);
+	kvfree(ctx);
 	return err;
 }

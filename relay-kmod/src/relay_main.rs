@@ -10,9 +10,10 @@
 //! kernel code (`relay_chan_write`), by `write()` and by the load
 //! generator.
 //!
-//! The split: `relay_glue.c` owns devices, files, lifetimes and execution
-//! contexts (what 6.12 has no Rust abstraction for); this file turns each of
-//! its requests into relay-core calls. Everything about the bytes of a
+//! The split: the C glue (`relay_chan.c`, `relay_file.c`, `relay_bpf.c`,
+//! `relay_context.c`, `relay_load.c`) owns devices, files, lifetimes and
+//! execution contexts (what 6.12 has no Rust abstraction for); this file
+//! turns each of its requests into relay-core calls. Everything about the bytes of a
 //! channel (geometry, writer, reader, merge, frames, checked payloads) is
 //! relay-core, compiled for the kernel target from the same source that
 //! userspace uses and that loom and the fuzzer check.
@@ -36,7 +37,7 @@ module! {
     license: "GPL",
 }
 
-/// The C glue's functions (`relay_glue.c`).
+/// The C glue's functions (`relay_glue.h`).
 mod glue {
     use core::ffi::{c_int, c_void};
 
@@ -198,6 +199,7 @@ pub unsafe extern "C" fn relay_rust_geometry(
     consumer_offset: *mut u64,
     consumer_size: *mut u64,
     cpu_count: *mut u32,
+    max_payload: *mut u32,
 ) -> c_int {
     errno(
         requested(subbuf_size, subbuf_count, flags).and_then(|(g, _, _)| {
@@ -211,6 +213,7 @@ pub unsafe extern "C" fn relay_rust_geometry(
                 *consumer_offset = g.consumer_offset();
                 *consumer_size = size;
                 *cpu_count = g.cpu_count();
+                *max_payload = g.max_payload();
             }
             Ok(())
         }),

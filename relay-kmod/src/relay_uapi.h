@@ -40,7 +40,9 @@
 
 /* RELAY_IOC_CREATE (control): errno EINVAL (a geometry field, or id not
  * 0), EOPNOTSUPP (flags), ENAMETOOLONG/EINVAL (name), EEXIST (name taken),
- * E2BIG (too large), ENOSPC (RELAY_MAX_CHANNELS exist), ENOMEM. */
+ * E2BIG (too large), ENOSPC (RELAY_MAX_CHANNELS exist), ENOMEM (the memory
+ * is not available: charged to the caller's memory cgroup, never by the
+ * OOM killer). */
 struct relay_create {
 	char name[RELAY_NAME_MAX];
 	__u64 subbuf_size;	/* power of two, 128 ..= 2^30 */
@@ -49,7 +51,8 @@ struct relay_create {
 	__u64 total_size;	/* out: bytes to map */
 	__u32 cpu_count;	/* out: per-CPU buffers (nr_cpu_ids) */
 	__u32 id;		/* in: 0; out: the channel's number for BPF
-				 * programs (relay_kfunc_write) */
+				 * programs (relay_kfunc_write): nonzero,
+				 * never given twice in a boot */
 };
 
 #define RELAY_FLAG_OVERWRITE	1ULL
@@ -64,7 +67,7 @@ struct relay_create {
 #define RELAY_CLOCK_MONOTONIC	1U
 #define RELAY_CLOCK_LOCAL	3U
 #define RELAY_CLOCK_TSC		4U
-/* Channels that exist at once (and channel numbers: 0 ..= 63). */
+/* Channels that exist at once. */
 #define RELAY_MAX_CHANNELS	64
 
 /* BPF programs write with the module's kfuncs, from any tracing context,
@@ -116,7 +119,10 @@ struct relay_stats {
  * (EINTR if a signal stopped them early; the counts are still filled in).
  * RELAY_LOAD_IRQ adds a hard-IRQ hrtimer writer on every CPU, nested in
  * the kthread's writes; RELAY_LOAD_NMI has that timer also send an NMI to
- * the next CPU, whose NMI handler writes a record mid-write. */
+ * the next CPU, whose NMI handler writes a record mid-write. IRQ and NMI
+ * payloads are at most RELAY_LOAD_IRQ_SIZE_MAX bytes (a checksum over a
+ * large payload has no place in an interrupt). A CPU taken offline during
+ * the load pauses its writers until it is back. */
 struct relay_load {
 	__u64 records;		/* per CPU, <= 2^32 */
 	__u64 rate;		/* records per second per CPU, 0 = no limit */
@@ -133,6 +139,7 @@ struct relay_load {
 
 #define RELAY_LOAD_IRQ		1U
 #define RELAY_LOAD_NMI		2U
+#define RELAY_LOAD_IRQ_SIZE_MAX	256U
 
 /* RELAY_IOC_BENCH (control): on every online CPU (or the first `cpus`), a
  * kthread writes

@@ -11,6 +11,9 @@
 //! - destroying a channel while it is open and mapped: the mapping stays
 //!   valid, the name is gone at once.
 //!
+//! `relay-test fuzz ...` is the soak's system-call fuzzer instead
+//! ([`fuzz`]).
+//!
 //! Prints `relay-guest-test: <check> ok` lines, or `relay-guest-test:
 //! FAILED: ...` and exits 1. The kernel log is checked by the harness.
 
@@ -22,6 +25,8 @@ use std::process::exit;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use relay_core::Channel;
+
+mod fuzz;
 
 const NAME_MAX: usize = 32;
 
@@ -218,6 +223,29 @@ fn bad_creates(ctl: c_int) -> usize {
     let mut c = create_args("b", 4096, 8, 0);
     c.name[5] = b'z'; // garbage after the NUL
     expect("bytes after the name's NUL", call(ctl, IOC_CREATE, &mut c), EINVAL);
+    // Latin-1 letters, which the kernel's isalnum() accepts: ASCII only.
+    for byte in [0xC0u8, 0xE9, 0xFF] {
+        let mut c = create_args("ab", 4096, 8, 0);
+        c.name[1] = byte;
+        expect(
+            &format!("name with byte {byte:#x}"),
+            call(ctl, IOC_CREATE, &mut c),
+            EINVAL,
+        );
+    }
+    // Channel numbers are never given twice: a BPF program left with a
+    // destroyed channel's number must not write into the next channel.
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let mut c = create_args("again", 4096, 4, 0);
+        expect("create again", call(ctl, IOC_CREATE, &mut c), 0);
+        ids.push(c.id);
+        let mut d = Destroy { name: name("again") };
+        expect("destroy again", call(ctl, IOC_DESTROY, &mut d), 0);
+    }
+    if ids.contains(&0) || ids.windows(2).any(|w| w[1] <= w[0]) {
+        fail(format!("channel numbers reused or zero: {ids:?}"));
+    }
     // SAFETY: a null pointer: the kernel must fault cleanly.
     let r = unsafe { ioctl(ctl, IOC_CREATE, std::ptr::null_mut::<Create>()) };
     expect("null argument", if r == 0 { 0 } else { errno() }, EFAULT);
@@ -225,7 +253,7 @@ fn bad_creates(ctl: c_int) -> usize {
     expect("unknown ioctl", call(ctl, ioc(3, 77, 8), &mut junk), ENOTTY);
     let mut d = Destroy { name: name("nope") };
     expect("destroy of an unknown name", call(ctl, IOC_DESTROY, &mut d), ENOENT);
-    cases.len() + 5
+    cases.len() + 11
 }
 
 /// A channel mapped the way a reader maps it.
@@ -501,6 +529,10 @@ fn poll_wakes(ctl: c_int) {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("fuzz") {
+        fuzz::run(&args[1..]);
+    }
     let ctl = control();
     poll_wakes(ctl.as_raw_fd());
     let n = bad_creates(ctl.as_raw_fd());
