@@ -39,11 +39,16 @@ pub(crate) fn kernel_command(command: KernelCommand) -> Result<(), Error> {
             irq,
             nmi,
         } => {
-            let file = File::open(&path).map_err(|source| Error::Io {
-                path: path.clone(),
-                op: "open",
-                source,
-            })?;
+            // The load writes into the channel: the module wants write access.
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(|source| Error::Io {
+                    path: path.clone(),
+                    op: "open",
+                    source,
+                })?;
             let args = kernel::LoadArgs {
                 records,
                 rate,

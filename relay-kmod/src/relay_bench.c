@@ -241,8 +241,9 @@ long relay_bench(void __user *uarg)
 		if (ctx->task[cpu])
 			wake_up_process(ctx->task[cpu]);
 	cpus_read_unlock();
-	/* Wait only for the threads that started; a signal stops them. */
-	if (ctx->args.cpus && !err && wait_for_completion_killable(&ctx->done))
+	/* Wait only for the threads that started; a signal stops them. Asleep
+	 * interruptibly: a long load is not a hung task. */
+	if (ctx->args.cpus && !err && wait_for_completion_interruptible(&ctx->done))
 		err = -EINTR;
 	for (cpu = 0; cpu < nr_cpu_ids; cpu++)
 		if (ctx->task[cpu])

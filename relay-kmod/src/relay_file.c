@@ -322,6 +322,9 @@ static long relay_chan_ioctl(struct file *file, unsigned int cmd,
 		return copy_to_user(uarg, &s, sizeof(s)) ? -EFAULT : 0;
 	}
 	case RELAY_IOC_LOAD:
+		/* It writes into the channel: write access, as for write(). */
+		if (!(file->f_mode & FMODE_WRITE))
+			return -EBADF;
 		if (!capable(CAP_SYS_ADMIN))
 			return -EPERM;
 		return relay_load(ch, uarg);

@@ -332,8 +332,9 @@ long relay_load(struct relay_chan *ch, void __user *uarg)
 		if (ctx->cpu[cpu].task)
 			wake_up_process(ctx->cpu[cpu].task);
 	cpus_read_unlock();
-	/* Wait only for the threads that started; a signal stops them. */
-	if (started && !err && wait_for_completion_killable(&ctx->done))
+	/* Wait only for the threads that started; a signal stops them. Asleep
+	 * interruptibly: a long load is not a hung task. */
+	if (started && !err && wait_for_completion_interruptible(&ctx->done))
 		err = -EINTR;
 	for (cpu = 0; cpu < nr_cpu_ids; cpu++)
 		if (ctx->cpu[cpu].task)

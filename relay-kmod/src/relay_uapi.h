@@ -113,7 +113,8 @@ struct relay_stats {
 	__u64 memory_bytes;	/* out: channel memory (vmalloc) */
 };
 
-/* RELAY_IOC_LOAD (channel): a kthread on every online CPU writes `records`
+/* RELAY_IOC_LOAD (channel, opened for writing: EBADF otherwise; and
+ * CAP_SYS_ADMIN): a kthread on every online CPU writes `records`
  * checked payloads (relay-core's checked module) of `size` bytes, at most
  * `rate` per second each (0: as fast as it can); returns when all are done
  * (EINTR if a signal stopped them early; the counts are still filled in).

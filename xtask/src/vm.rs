@@ -4,20 +4,27 @@
 //!
 //! 1. installs what is missing (apt: the 6.12 kernel source, Debian's rustc
 //!    with its library source, the kernel's build dependencies, qemu,
-//!    busybox-static, blktrace, dwarves for BTF, libbpf; crates.io:
+//!    busybox-static, blktrace, dwarves for BTF, libbpf, lld; crates.io:
 //!    bindgen-cli);
-//! 2. unpacks the kernel into `target/vm/`, configures it (tinyconfig plus
-//!    `relay-kmod/kernel.config`) and builds `bzImage` and `modules`; skipped
-//!    when the tree's `.config` already matches the fragment and the images
-//!    exist;
-//! 3. builds relay-core for the kernel target and relay_kmod.ko out of tree
-//!    (`relay-kmod/Makefile`, in a copy under `target/vm/kmod/`);
+//! 2. unpacks the kernel into `target/vm/` and `target/vm/debug/`,
+//!    configures each (tinyconfig plus `relay-kmod/kernel.config`, the -O2
+//!    kernel the benchmarks run on; plus `relay-kmod/kernel-debug.config`
+//!    for the checking kernel, built with clang: PREEMPT_RT, lockdep, KASAN,
+//!    KFENCE, UBSAN, kmemleak, debug objects) and builds `bzImage` and
+//!    `modules`; skipped when a tree's `.config` already matches its
+//!    fragments and the images exist;
+//! 3. builds relay-core for each kernel's target and relay_kmod.ko out of
+//!    tree against each (`relay-kmod/Makefile`, in a copy under
+//!    `target/vm/[debug/]kmod/`);
 //! 4. builds the static guest binaries (the `relay` CLI, the bad-input test,
 //!    the BPF loader) and the BPF programs, packs an initramfs (busybox,
-//!    blktrace, `relay-kmod/guest/init`, the module) and boots it in qemu
-//!    (TCG, 4 vCPUs), the serial console going to `target/vm/console.log`;
-//! 5. fails unless the log shows every scenario's `ok` line (`REQUIRED`),
-//!    and on any FAILED line, kernel warning, BUG, oops or panic.
+//!    blktrace, `relay-kmod/guest/init`, the module) per kernel and boots
+//!    each in qemu (TCG, 4 vCPUs), the serial console going to
+//!    `target/vm/[debug/]console.log`; the checking kernel's guest runs the
+//!    scenarios without the benchmarks, plus the soak and a kmemleak scan;
+//! 5. fails unless each log shows every scenario's `ok` line (`REQUIRED`,
+//!    and `REQUIRED_DEBUG` or `REQUIRED_RELEASE`), and on any FAILED line,
+//!    or any report of a kernel checker (`FORBIDDEN`).
 //!
 //! Every step prints what it runs and how long it took.
 
@@ -40,7 +47,7 @@ const BUSYBOX: &str = "/bin/busybox";
 /// Parallel jobs for the kernel build.
 const JOBS: &str = "-j2";
 /// How long the guest may run.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
+const BOOT_TIMEOUT: Duration = Duration::from_secs(1200);
 
 const PACKAGES: &[&str] = &[
     "linux-source-6.12",
@@ -64,6 +71,9 @@ const PACKAGES: &[&str] = &[
     "dwarves",
     "libbpf-dev",
     "libzstd-dev",
+    // The checking kernel is built with clang (LLVM=1): lld, llvm's tools.
+    "lld",
+    "llvm",
     // blkparse, which `relay cat --format blktrace` is compared with.
     "blktrace",
 ];
@@ -189,16 +199,16 @@ const REQUIRED: &[(&str, &str)] = &[
         "the same in overwrite mode",
     ),
     (
+        "relay-guest: hotplug ok mode=no-overwrite",
+        "CPUs offline and back under kthread, IRQ, NMI and BPF writers and a merged consumer; each cycle verified",
+    ),
+    (
+        "relay-guest: hotplug ok mode=overwrite",
+        "the same in overwrite mode",
+    ),
+    (
         "relay-guest: relay-bpf reject ok",
         "the verifier refuses programs that leak a grant, use it after commit, write past it, or sleep",
-    ),
-    (
-        "relay-guest: relay-bpf bench: cpus=4",
-        "BPF programs on every vCPU: the kfuncs against the BPF ring buffer and the perf buffer",
-    ),
-    (
-        "relay-guest: relay-bpf bench: cpus=2",
-        "the same on two vCPUs, which run truly in parallel on the two host cores",
     ),
     (
         "relay-guest-test: poll wakeup ok",
@@ -234,6 +244,30 @@ const REQUIRED: &[(&str, &str)] = &[
     ),
     ("relay-guest: relay-test ok", "the bad-input test exited 0"),
     (
+        "relay-guest: rmmod while open refused ok",
+        "unloading with an open channel file is refused",
+    ),
+    (
+        "relay-guest: blktrace ok",
+        "relay's blktrace decoder matches blkparse on a real trace",
+    ),
+    ("relay-guest: rmmod ok", "rmmod succeeded"),
+    ("relay_kmod: unloaded", "the module's exit ran"),
+    ("relay-guest: module not loaded", "the module is gone"),
+    ("relay-guest: done", "the guest finished its script"),
+];
+
+/// Lines only the -O2 kernel's log has: the benchmarks.
+const REQUIRED_RELEASE: &[(&str, &str)] = &[
+    (
+        "relay-guest: relay-bpf bench: cpus=4",
+        "BPF programs on every vCPU: the kfuncs against the BPF ring buffer and the perf buffer",
+    ),
+    (
+        "relay-guest: relay-bpf bench: cpus=2",
+        "the same on two vCPUs, which run truly in parallel on the two host cores",
+    ),
+    (
         "relay-guest: bench: size=64 clock=monotonic",
         "the benchmark against relay_write() ran (64 B)",
     ),
@@ -249,24 +283,40 @@ const REQUIRED: &[(&str, &str)] = &[
         "relay-guest: bench: size=64 clock=tsc",
         "the same stamped with rdtsc",
     ),
+];
+
+/// Lines only the checking kernel's log has.
+const REQUIRED_DEBUG: &[(&str, &str)] = &[
     (
-        "relay-guest: rmmod while open refused ok",
-        "unloading with an open channel file is refused",
+        "relay-guest: soak ok",
+        "the soak: every context and BPF writing, a consumer verifying, snapshots, scribbled consumer pages, channel churn, rmmod refused",
     ),
     (
-        "relay-guest: blktrace ok",
-        "relay's blktrace decoder matches blkparse on a real trace",
+        "relay-guest-test: fuzz ok",
+        "the system-call fuzzer ran through the soak and reports its calls",
     ),
-    ("relay-guest: rmmod ok", "rmmod succeeded"),
-    ("relay_kmod: unloaded", "the module's exit ran"),
-    ("relay-guest: module not loaded", "the module is gone"),
-    ("relay-guest: done", "the guest finished its script"),
+    (
+        "relay-guest: kmemleak ok",
+        "kmemleak found no unreferenced objects after the scenarios",
+    ),
 ];
 
 /// Substrings that fail the run wherever they appear in kernel output.
+/// The checkers' reports: lockdep and most others say WARNING or BUG:
+/// (KASAN, KFENCE, soft lockups, sleeping in atomic context); SLUB's own
+/// checks say "BUG <cache>"; then UBSAN, hung tasks, RCU stalls, debug
+/// objects, kmemleak, NMIs nobody claimed.
 const FORBIDDEN: &[&str] = &[
     "WARNING:",
     "BUG:",
+    "] BUG ",
+    "UBSAN:",
+    "DEBUG_LOCKS_WARN_ON",
+    "INFO: task",
+    "detected stall",
+    "ODEBUG:",
+    "unreferenced object",
+    "NMI received for unknown reason",
     "Oops",
     "Call Trace",
     "panic",
@@ -351,28 +401,38 @@ pub fn run(args: &[String]) {
         install_packages("kernel tests", PACKAGES)
     });
     let bindgen = t.time("bindgen-cli", ensure_bindgen);
-    let kdir = t.time("kernel", || build_kernel(&root, &vm, &bindgen));
-    let ko = t.time("module", || build_module(&root, &vm, &kdir));
+    let kernels = [Kernel::release(&root, &vm), Kernel::debug(&root, &vm)];
     let test = t.time("guest test", || build_guest_test(&root, &vm));
     let relay = t.time("relay CLI", || build_relay_cli(&root, &vm));
     let (bpf_obj, bpf_loader) = t.time("BPF programs", || build_bpf(&root, &vm));
-    let initramfs = t.time("initramfs", || {
-        pack_initramfs(
-            &vm,
-            &kdir,
-            &[&ko, &test, &relay, &bpf_obj, &bpf_loader],
-            &root,
-        )
-    });
-    let log = t.time("boot", || boot(&vm, &kdir, &initramfs));
-    check_log(&log, &vm.join("console.log"));
+    let mut failed = Vec::new();
+    for k in &kernels {
+        let kdir = t.time(k.step("kernel"), || build_kernel(k, &bindgen));
+        let ko = t.time(k.step("module"), || build_module(&root, k, &kdir));
+        let initramfs = t.time(k.step("initramfs"), || {
+            pack_initramfs(
+                &k.dir,
+                &kdir,
+                &[&ko, &test, &relay, &bpf_obj, &bpf_loader],
+                &root,
+            )
+        });
+        let log = t.time(k.step("boot"), || boot(k, &kdir, &initramfs));
+        if let Err(e) = check_log(&log, &k.dir.join("console.log"), k.required) {
+            // The other kernel still runs: both logs' findings at once.
+            failed.push(format!("the {} kernel: {e}", k.name));
+        }
+    }
+    if !failed.is_empty() {
+        die(&failed.join("\n"));
+    }
 
     println!("\n==> timings");
     for (name, d) in &t.0 {
-        println!("    {name:<16} {:>7.1}s", d.as_secs_f64());
+        println!("    {name:<20} {:>7.1}s", d.as_secs_f64());
     }
     println!(
-        "    {:<16} {:>7.1}s",
+        "    {:<20} {:>7.1}s",
         "total",
         start.elapsed().as_secs_f64()
     );
@@ -380,9 +440,74 @@ pub fn run(args: &[String]) {
 }
 
 fn module_doc() -> &'static str {
-    "Builds a 6.12 kernel and relay_kmod.ko under target/vm/, boots them in qemu\n\
-     (TCG, 4 vCPUs), loads and unloads the module (its init runs the self-test)\n\
-     and checks the console log (target/vm/console.log)."
+    "Builds two 6.12 kernels (-O2 under target/vm/, the checking kernel under\n\
+     target/vm/debug/) and relay_kmod.ko for each, boots each in qemu (TCG, 4\n\
+     vCPUs), runs the guest's scenarios (relay-kmod/guest/init) and checks each\n\
+     console log (target/vm/[debug/]console.log)."
+}
+
+/// One of the test kernels.
+struct Kernel {
+    /// "release" (-O2, the benchmarks) or "debug" (the checkers).
+    name: &'static str,
+    /// Where its source tree, module build, initramfs and log live.
+    dir: PathBuf,
+    /// Config fragments, applied in order on tinyconfig (later lines win).
+    fragments: Vec<PathBuf>,
+    /// Built with clang (LLVM=1).
+    llvm: bool,
+    /// Extra kernel command line.
+    append: &'static str,
+    memory: &'static str,
+    /// Lines only this kernel's log has.
+    required: &'static [(&'static str, &'static str)],
+}
+
+impl Kernel {
+    fn release(root: &Path, vm: &Path) -> Kernel {
+        Kernel {
+            name: "release",
+            dir: vm.to_path_buf(),
+            fragments: vec![root.join("relay-kmod/kernel.config")],
+            llvm: false,
+            append: "",
+            memory: "512M",
+            required: REQUIRED_RELEASE,
+        }
+    }
+
+    /// The checking kernel: its guest skips the benchmarks and runs the
+    /// soak. `slub_debug=FZPU`: SLUB's sanity checks, red zones, poisoning
+    /// and owner tracking; KFENCE samples every 5 ms (the config's default);
+    /// kmemleak on; an unknown NMI panics (one nobody claimed).
+    fn debug(root: &Path, vm: &Path) -> Kernel {
+        Kernel {
+            name: "debug",
+            dir: vm.join("debug"),
+            fragments: vec![
+                root.join("relay-kmod/kernel.config"),
+                root.join("relay-kmod/kernel-debug.config"),
+            ],
+            llvm: true,
+            append: " relay.profile=debug slub_debug=FZPU kmemleak=on unknown_nmi_panic=1",
+            memory: "1G",
+            required: REQUIRED_DEBUG,
+        }
+    }
+
+    /// A step's name in the timings table.
+    fn step(&self, what: &'static str) -> &'static str {
+        match (self.name, what) {
+            ("release", "kernel") => "kernel (-O2)",
+            ("release", "module") => "module (-O2)",
+            ("release", "initramfs") => "initramfs (-O2)",
+            ("release", "boot") => "boot (-O2)",
+            (_, "kernel") => "kernel (debug)",
+            (_, "module") => "module (debug)",
+            (_, "initramfs") => "initramfs (debug)",
+            _ => "boot (debug)",
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -482,8 +607,11 @@ fn ensure_bindgen() -> PathBuf {
 
 /// The kernel make invocation: Debian's rustc for the Rust side (the host
 /// rustc too: the `macros` proc-macro must come from the same compiler).
-fn kmake(kdir: &Path, bindgen: &Path) -> Command {
+fn kmake(kdir: &Path, bindgen: &Path, llvm: bool) -> Command {
     let mut c = Command::new("make");
+    if llvm {
+        c.arg("LLVM=1");
+    }
     c.current_dir(kdir)
         .arg(format!("RUSTC={DEBIAN_RUSTC}"))
         .arg(format!("HOSTRUSTC={DEBIAN_RUSTC}"))
@@ -519,22 +647,48 @@ fn rustc_version_config() -> String {
     format!("CONFIG_RUSTC_VERSION_TEXT=\"{}\"", v.trim())
 }
 
-fn build_kernel(root: &Path, vm: &Path, bindgen: &Path) -> PathBuf {
-    header("kernel");
-    let kdir = vm.join(KERNEL_DIR);
+/// The fragments as one, each option as its last fragment sets it.
+fn merged_fragments(fragments: &[PathBuf]) -> String {
+    let mut lines: Vec<(String, String)> = Vec::new();
+    for path in fragments {
+        let text =
+            fs::read_to_string(path).unwrap_or_else(|e| die(&format!("{}: {e}", path.display())));
+        for line in text.lines().map(str::trim) {
+            let opt = line
+                .strip_prefix("# ")
+                .and_then(|l| l.strip_suffix(" is not set"))
+                .or_else(|| line.split_once('=').map(|(o, _)| o))
+                .filter(|o| o.starts_with("CONFIG_"));
+            if let Some(opt) = opt {
+                lines.retain(|(o, _)| o != opt);
+                lines.push((opt.to_string(), line.to_string()));
+            }
+        }
+    }
+    lines.into_iter().map(|(_, l)| l + "\n").collect()
+}
+
+fn build_kernel(k: &Kernel, bindgen: &Path) -> PathBuf {
+    header(&format!("kernel ({})", k.name));
+    fs::create_dir_all(&k.dir).unwrap_or_else(|e| die(&format!("mkdir {}: {e}", k.dir.display())));
+    let kdir = k.dir.join(KERNEL_DIR);
     if !kdir.join("Makefile").is_file() {
         sh(
             "unpack kernel source",
             Command::new("tar")
                 .arg("-C")
-                .arg(vm)
+                .arg(&k.dir)
                 .args(["-xf", KERNEL_TARBALL]),
         );
     }
-    let fragment_path = root.join("relay-kmod/kernel.config");
-    let fragment = fs::read_to_string(&fragment_path)
-        .unwrap_or_else(|e| die(&format!("{}: {e}", fragment_path.display())));
-    // The fragment plus "built by this rustc": a new rustc rebuilds the kernel.
+    let fragment = merged_fragments(&k.fragments);
+    let shown: Vec<String> = k
+        .fragments
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
+    let shown = shown.join(" + ");
+    // The fragments plus "built by this rustc": a new rustc rebuilds the kernel.
     let wanted = format!("{fragment}\n{}\n", rustc_version_config());
     let config = fs::read_to_string(kdir.join(".config")).unwrap_or_default();
     let bzimage = kdir.join("arch/x86/boot/bzImage");
@@ -542,24 +696,26 @@ fn build_kernel(root: &Path, vm: &Path, bindgen: &Path) -> PathBuf {
     let configured = config_mismatches(&wanted, &config).is_empty();
     if configured && bzimage.is_file() && symvers.is_file() {
         println!(
-            "    cached: {} matches {} and bzImage exists",
+            "    cached: {} matches {shown} and bzImage exists",
             kdir.join(".config").display(),
-            fragment_path.display()
         );
         return kdir;
     }
     if !configured {
-        sh("make tinyconfig", kmake(&kdir, bindgen).arg("tinyconfig"));
         sh(
-            "merge relay-kmod/kernel.config",
+            "make tinyconfig",
+            kmake(&kdir, bindgen, k.llvm).arg("tinyconfig"),
+        );
+        sh(
+            "merge the config fragments",
             Command::new(kdir.join("scripts/kconfig/merge_config.sh"))
                 .current_dir(&kdir)
                 .args(["-m", ".config"])
-                .arg(&fragment_path),
+                .args(&k.fragments),
         );
         sh(
             "make olddefconfig",
-            kmake(&kdir, bindgen).arg("olddefconfig"),
+            kmake(&kdir, bindgen, k.llvm).arg("olddefconfig"),
         );
         let config = fs::read_to_string(kdir.join(".config")).unwrap_or_default();
         let bad = config_mismatches(&wanted, &config);
@@ -574,7 +730,7 @@ fn build_kernel(root: &Path, vm: &Path, bindgen: &Path) -> PathBuf {
     }
     sh(
         "build bzImage and modules",
-        kmake(&kdir, bindgen).args([JOBS, "bzImage", "modules"]),
+        kmake(&kdir, bindgen, k.llvm).args([JOBS, "bzImage", "modules"]),
     );
     for f in [&bzimage, &symvers] {
         if !f.is_file() {
@@ -603,8 +759,12 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-fn build_module(root: &Path, vm: &Path, kdir: &Path) -> PathBuf {
-    header("relay-core for the kernel target + relay_kmod.ko");
+fn build_module(root: &Path, k: &Kernel, kdir: &Path) -> PathBuf {
+    header(&format!(
+        "relay-core for the kernel target + relay_kmod.ko ({})",
+        k.name
+    ));
+    let vm = k.dir.as_path();
     // Build in a fresh copy so that no output lands in the source tree.
     let build = vm.join("kmod");
     if build.exists() {
@@ -625,6 +785,7 @@ fn build_module(root: &Path, vm: &Path, kdir: &Path) -> PathBuf {
         .arg(&build)
         .arg(format!("KDIR={}", kdir.display()))
         .arg(format!("RUSTC={DEBIAN_RUSTC}"))
+        .args(k.llvm.then_some("LLVM=1"))
         .arg(format!(
             "CORE_TARGET_DIR={}",
             vm.join("relay-core-target").display()
@@ -897,8 +1058,9 @@ fn pack_initramfs(vm: &Path, kdir: &Path, bins: &[&Path; 5], root: &Path) -> Pat
     vm.join("initramfs.cpio.gz")
 }
 
-fn boot(vm: &Path, kdir: &Path, initramfs: &Path) -> String {
-    header("boot (qemu, TCG, 4 vCPUs)");
+fn boot(k: &Kernel, kdir: &Path, initramfs: &Path) -> String {
+    header(&format!("boot {} (qemu, TCG, 4 vCPUs)", k.name));
+    let vm = k.dir.as_path();
     let log_path = vm.join("console.log");
     let log = fs::File::create(&log_path)
         .unwrap_or_else(|e| die(&format!("create {}: {e}", log_path.display())));
@@ -912,7 +1074,7 @@ fn boot(vm: &Path, kdir: &Path, initramfs: &Path) -> String {
         "-smp",
         "4",
         "-m",
-        "512M",
+        k.memory,
         "-nographic",
         "-no-reboot",
     ])
@@ -925,7 +1087,8 @@ fn boot(vm: &Path, kdir: &Path, initramfs: &Path) -> String {
     // loaded host, marks it unstable mid-run and switches timekeeping to
     // the HPET: every `ktime_get_mono_fast_ns()` then costs an emulated
     // MMIO read (200 ns to 1 us here), which distorted the benchmarks.
-    .args(["-append", "console=ttyS0 panic=-1 tsc=reliable"])
+    .arg("-append")
+    .arg(format!("console=ttyS0 panic=-1 tsc=reliable{}", k.append))
     .stdin(Stdio::null())
     .stdout(log)
     .stderr(log_err);
@@ -980,7 +1143,7 @@ fn is_command_line(line: &str) -> bool {
     line.contains("Command line:") || line.contains("Kernel command line:")
 }
 
-fn check_log(log: &str, path: &Path) {
+fn check_log(log: &str, path: &Path, extra: &[(&str, &str)]) -> Result<(), String> {
     header("console log checks");
     let excerpt: Vec<&str> = log
         .lines()
@@ -993,7 +1156,7 @@ fn check_log(log: &str, path: &Path) {
         println!("    | {}", l.trim_end());
     }
     let mut problems = Vec::new();
-    for (needle, meaning) in REQUIRED {
+    for (needle, meaning) in REQUIRED.iter().chain(extra) {
         if !log.contains(needle) {
             problems.push(format!("missing \"{needle}\" ({meaning})"));
         }
@@ -1004,16 +1167,19 @@ fn check_log(log: &str, path: &Path) {
         }
     }
     if !problems.is_empty() {
-        die(&format!(
+        let msg = format!(
             "the console log ({}) fails {} check(s):\n  {}",
             path.display(),
             problems.len(),
             problems.join("\n  ")
-        ));
+        );
+        println!("    {msg}");
+        return Err(msg);
     }
     println!(
         "    all {} required lines present; none of {} forbidden patterns",
-        REQUIRED.len(),
+        REQUIRED.len() + extra.len(),
         FORBIDDEN.len()
     );
+    Ok(())
 }

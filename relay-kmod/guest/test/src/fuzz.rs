@@ -32,11 +32,16 @@ extern "C" {
     fn read(fd: c_int, buf: *mut c_void, len: usize) -> isize;
     fn write(fd: c_int, buf: *const c_void, len: usize) -> isize;
     fn ioctl(fd: c_int, request: c_ulong, ...) -> c_int;
-    fn mmap(addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, off: i64)
-        -> *mut c_void;
+    fn mmap(
+        addr: *mut c_void,
+        len: usize,
+        prot: c_int,
+        flags: c_int,
+        fd: c_int,
+        off: i64,
+    ) -> *mut c_void;
     fn munmap(addr: *mut c_void, len: usize) -> c_int;
-    fn mremap(old: *mut c_void, old_len: usize, new_len: usize, flags: c_int, ...)
-        -> *mut c_void;
+    fn mremap(old: *mut c_void, old_len: usize, new_len: usize, flags: c_int, ...) -> *mut c_void;
     fn fork() -> c_int;
     fn waitpid(pid: c_int, status: *mut c_int, options: c_int) -> c_int;
     fn _exit(code: c_int) -> !;
@@ -69,12 +74,13 @@ impl Rng {
 struct Map {
     addr: *mut c_void,
     len: usize,
+    /// PROT_NONE mappings are made too; only readable ones are touched.
+    readable: bool,
     writable: bool,
 }
 
 const KINDS: [&str; 11] = [
-    "open", "close", "ioctl", "mmap", "mremap", "munmap", "fork", "read", "write", "poll",
-    "touch",
+    "open", "close", "ioctl", "mmap", "mremap", "munmap", "fork", "read", "write", "poll", "touch",
 ];
 
 /// The ioctl numbers of relay_uapi.h with their struct sizes.
@@ -123,7 +129,11 @@ fn random_struct(rng: &mut Rng, nr: u64, buf: &mut [u8], names: &[String]) {
         // load: few records, and no rate that would stretch them.
         5 => {
             buf[..8].copy_from_slice(&rng.below(200).to_le_bytes());
-            let rate = if rng.below(2) == 0 { 0 } else { 10_000 + rng.below(100_000) };
+            let rate = if rng.below(2) == 0 {
+                0
+            } else {
+                10_000 + rng.below(100_000)
+            };
             buf[8..16].copy_from_slice(&rate.to_le_bytes());
         }
         // bench: few records, and a relay channel (relay_open's, which
@@ -138,9 +148,8 @@ fn random_struct(rng: &mut Rng, nr: u64, buf: &mut [u8], names: &[String]) {
 }
 
 pub fn run(args: &[String]) -> ! {
-    let usage = || -> ! {
-        super::fail("usage: relay-test fuzz SECONDS SEED PROTECTED TARGET...".into())
-    };
+    let usage =
+        || -> ! { super::fail("usage: relay-test fuzz SECONDS SEED PROTECTED TARGET...".into()) };
     let (Some(secs), Some(seed), Some(protected)) = (
         args.first().and_then(|s| s.parse::<u64>().ok()),
         args.get(1).and_then(|s| s.parse::<u64>().ok()),
@@ -149,7 +158,10 @@ pub fn run(args: &[String]) -> ! {
         usage()
     };
     let targets: Vec<String> = args[3..].to_vec();
-    let mut paths: Vec<String> = vec!["/dev/relay/control".into(), format!("/dev/relay/{protected}")];
+    let mut paths: Vec<String> = vec![
+        "/dev/relay/control".into(),
+        format!("/dev/relay/{protected}"),
+    ];
     for t in &targets {
         paths.push(format!("/dev/relay/{t}"));
         for cpu in 0..2 {
@@ -159,7 +171,10 @@ pub fn run(args: &[String]) -> ! {
     for i in 0..8 {
         paths.push(format!("/dev/relay/fz{i}"));
     }
-    let names: Vec<String> = (0..8).map(|i| format!("fz{i}")).chain(targets.iter().cloned()).collect();
+    let names: Vec<String> = (0..8)
+        .map(|i| format!("fz{i}"))
+        .chain(targets.iter().cloned())
+        .collect();
     let protected_path = format!("/dev/relay/{protected}");
     let mut rng = Rng(seed | 1);
     let mut fds: Vec<(c_int, bool)> = Vec::new(); // (fd, may write its consumer pages)
@@ -207,7 +222,11 @@ pub fn run(args: &[String]) -> ! {
                     };
                     let dir = if rng.below(8) == 0 { rng.below(4) } else { 3 };
                     // A short buffer sometimes: the kernel must not read past it.
-                    let len = if rng.below(8) == 0 { rng.below(size as u64 + 1) as usize } else { size };
+                    let len = if rng.below(8) == 0 {
+                        rng.below(size as u64 + 1) as usize
+                    } else {
+                        size
+                    };
                     let mut arg = vec![0u8; len.max(size) + 8];
                     random_struct(&mut rng, nr, &mut arg[..size], &names);
                     // Pointers inside a stats struct: sometimes a real buffer.
@@ -245,10 +264,15 @@ pub fn run(args: &[String]) -> ! {
                         prot &= !2;
                     }
                     let flags = if rng.below(4) == 0 { 2 } else { 1 }; // PRIVATE : SHARED
-                    // SAFETY: a new mapping at an address of the kernel's choosing.
+                                                                       // SAFETY: a new mapping at an address of the kernel's choosing.
                     let a = unsafe { mmap(std::ptr::null_mut(), len, prot, flags, f, off) };
                     if a != super::MAP_FAILED {
-                        maps.push(Map { addr: a, len, writable: prot & 2 != 0 });
+                        maps.push(Map {
+                            addr: a,
+                            len,
+                            readable: prot & 1 != 0,
+                            writable: prot & 2 != 0,
+                        });
                     }
                     a != super::MAP_FAILED
                 }
@@ -256,7 +280,7 @@ pub fn run(args: &[String]) -> ! {
             },
             "touch" => match rng.pick(&maps).copied() {
                 // Read a word of the mapping; scribble where writable.
-                Some(m) if m.len >= 8 => {
+                Some(m) if m.len >= 8 && m.readable => {
                     let at = (rng.below((m.len / 8) as u64) as usize) * 8;
                     // SAFETY: inside a live mapping of ours (a read of a
                     // page beyond the channel would be SIGBUS, which the
@@ -284,7 +308,11 @@ pub fn run(args: &[String]) -> ! {
                     let a = unsafe { mremap(m.addr, m.len, new_len, MREMAP_MAYMOVE) };
                     if a != super::MAP_FAILED {
                         maps.retain(|x| x.addr != m.addr);
-                        maps.push(Map { addr: a, len: new_len, ..m });
+                        maps.push(Map {
+                            addr: a,
+                            len: new_len,
+                            ..m
+                        });
                     }
                     a != super::MAP_FAILED
                 }
@@ -298,8 +326,9 @@ pub fn run(args: &[String]) -> ! {
                 }
                 None => false,
             },
-            "fork" if !maps.is_empty() => {
-                let m = *rng.pick(&maps).unwrap();
+            "fork" if maps.iter().any(|m| m.readable) => {
+                let readable: Vec<Map> = maps.iter().copied().filter(|m| m.readable).collect();
+                let m = *rng.pick(&readable).unwrap();
                 let scribble = rng.next();
                 // SAFETY: the child only touches the inherited mapping and
                 // leaves with _exit (no destructors, no stdio).

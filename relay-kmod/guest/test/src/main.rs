@@ -103,6 +103,7 @@ const MAP_FIXED: c_int = 0x10;
 const MAP_FAILED: *mut c_void = !0usize as *mut c_void;
 
 const EPERM: i32 = 1;
+const EBADF: i32 = 9;
 const ENOENT: i32 = 2;
 const EFAULT: i32 = 14;
 const EEXIST: i32 = 17;
@@ -196,22 +197,58 @@ fn control() -> File {
 /// Every create field out of range, each with its own errno.
 fn bad_creates(ctl: c_int) -> usize {
     let cases: &[(&str, Create, i32)] = &[
-        ("subbuf_size not a power of two", create_args("b", 100, 8, 0), EINVAL),
+        (
+            "subbuf_size not a power of two",
+            create_args("b", 100, 8, 0),
+            EINVAL,
+        ),
         ("subbuf_size below 128", create_args("b", 64, 8, 0), EINVAL),
-        ("subbuf_size above 2^30", create_args("b", 1 << 31, 8, 0), EINVAL),
+        (
+            "subbuf_size above 2^30",
+            create_args("b", 1 << 31, 8, 0),
+            EINVAL,
+        ),
         ("subbuf_count 1", create_args("b", 4096, 1, 0), EINVAL),
-        ("subbuf_count above 2^20", create_args("b", 4096, (1 << 20) + 1, 0), EINVAL),
-        ("subbuf_count upper half", create_args("b", 4096, (1 << 32) | 8, 0), EINVAL),
+        (
+            "subbuf_count above 2^20",
+            create_args("b", 4096, (1 << 20) + 1, 0),
+            EINVAL,
+        ),
+        (
+            "subbuf_count upper half",
+            create_args("b", 4096, (1 << 32) | 8, 0),
+            EINVAL,
+        ),
         ("unknown flags", create_args("b", 4096, 8, 2), EOPNOTSUPP),
-        ("a flag above the clock", create_args("b", 4096, 8, 1 << 16), EOPNOTSUPP),
-        ("clock 2 (a test counter)", create_args("b", 4096, 8, 2 << 8), EINVAL),
-        ("clock 5 (unknown)", create_args("b", 4096, 8, 5 << 8), EINVAL),
+        (
+            "a flag above the clock",
+            create_args("b", 4096, 8, 1 << 16),
+            EOPNOTSUPP,
+        ),
+        (
+            "clock 2 (a test counter)",
+            create_args("b", 4096, 8, 2 << 8),
+            EINVAL,
+        ),
+        (
+            "clock 5 (unknown)",
+            create_args("b", 4096, 8, 5 << 8),
+            EINVAL,
+        ),
         ("total above 1 GiB", create_args("b", 1 << 30, 8, 0), E2BIG),
         ("empty name", create_args("", 4096, 8, 0), EINVAL),
         ("name with '/'", create_args("a/b", 4096, 8, 0), EINVAL),
         ("name with '.'", create_args("a.cpu0", 4096, 8, 0), EINVAL),
-        ("name \"control\"", create_args("control", 4096, 8, 0), EINVAL),
-        ("name without NUL", create_args(&"x".repeat(32), 4096, 8, 0), ENAMETOOLONG),
+        (
+            "name \"control\"",
+            create_args("control", 4096, 8, 0),
+            EINVAL,
+        ),
+        (
+            "name without NUL",
+            create_args(&"x".repeat(32), 4096, 8, 0),
+            ENAMETOOLONG,
+        ),
     ];
     for (what, args, want) in cases {
         let mut c = *args;
@@ -222,7 +259,11 @@ fn bad_creates(ctl: c_int) -> usize {
     expect("id != 0", call(ctl, IOC_CREATE, &mut c), EINVAL);
     let mut c = create_args("b", 4096, 8, 0);
     c.name[5] = b'z'; // garbage after the NUL
-    expect("bytes after the name's NUL", call(ctl, IOC_CREATE, &mut c), EINVAL);
+    expect(
+        "bytes after the name's NUL",
+        call(ctl, IOC_CREATE, &mut c),
+        EINVAL,
+    );
     // Latin-1 letters, which the kernel's isalnum() accepts: ASCII only.
     for byte in [0xC0u8, 0xE9, 0xFF] {
         let mut c = create_args("ab", 4096, 8, 0);
@@ -240,7 +281,9 @@ fn bad_creates(ctl: c_int) -> usize {
         let mut c = create_args("again", 4096, 4, 0);
         expect("create again", call(ctl, IOC_CREATE, &mut c), 0);
         ids.push(c.id);
-        let mut d = Destroy { name: name("again") };
+        let mut d = Destroy {
+            name: name("again"),
+        };
         expect("destroy again", call(ctl, IOC_DESTROY, &mut d), 0);
     }
     if ids.contains(&0) || ids.windows(2).any(|w| w[1] <= w[0]) {
@@ -252,7 +295,11 @@ fn bad_creates(ctl: c_int) -> usize {
     let mut junk = 0u64;
     expect("unknown ioctl", call(ctl, ioc(3, 77, 8), &mut junk), ENOTTY);
     let mut d = Destroy { name: name("nope") };
-    expect("destroy of an unknown name", call(ctl, IOC_DESTROY, &mut d), ENOENT);
+    expect(
+        "destroy of an unknown name",
+        call(ctl, IOC_DESTROY, &mut d),
+        ENOENT,
+    );
     cases.len() + 11
 }
 
@@ -290,8 +337,16 @@ impl Mapped {
             map(total, PROT_READ | PROT_WRITE, MAP_SHARED, 0),
             EPERM,
         );
-        refused("private mapping", map(total, PROT_READ, MAP_PRIVATE, 0), EINVAL);
-        refused("mapping past the end", map(8192, PROT_READ, MAP_SHARED, total), EINVAL);
+        refused(
+            "private mapping",
+            map(total, PROT_READ, MAP_PRIVATE, 0),
+            EINVAL,
+        );
+        refused(
+            "mapping past the end",
+            map(8192, PROT_READ, MAP_SHARED, total),
+            EINVAL,
+        );
         let base = map(total, PROT_READ, MAP_SHARED, 0);
         if base == MAP_FAILED {
             fail(format!("read-only mapping: errno {}", errno()));
@@ -378,7 +433,11 @@ fn bad_channel_ioctls(m: &Mapped) -> usize {
         cpus: 4,
         ..Stats::default()
     };
-    expect("stats into a bad pointer", call(fd, IOC_STATS, &mut s), EFAULT);
+    expect(
+        "stats into a bad pointer",
+        call(fd, IOC_STATS, &mut s),
+        EFAULT,
+    );
     let good = Load {
         records: 10,
         size: 64,
@@ -386,20 +445,52 @@ fn bad_channel_ioctls(m: &Mapped) -> usize {
     };
     let cases: [(&str, Load); 5] = [
         ("load size 31", Load { size: 31, ..good }),
-        ("load size 65537", Load { size: 65537, ..good }),
-        ("load records 2^32 + 1", Load { records: (1 << 32) + 1, ..good }),
+        (
+            "load size 65537",
+            Load {
+                size: 65537,
+                ..good
+            },
+        ),
+        (
+            "load records 2^32 + 1",
+            Load {
+                records: (1 << 32) + 1,
+                ..good
+            },
+        ),
         ("load unknown flags", Load { flags: 4, ..good }),
-        ("load reserved != 0", Load { reserved: 1, ..good }),
+        (
+            "load reserved != 0",
+            Load {
+                reserved: 1,
+                ..good
+            },
+        ),
     ];
     for (what, l) in cases {
         let mut l = l;
         expect(what, call(fd, IOC_LOAD, &mut l), EINVAL);
     }
+    // A load writes into the channel: not through a read-only file.
+    let ro =
+        File::open("/dev/relay/bad").unwrap_or_else(|e| fail(format!("open /dev/relay/bad: {e}")));
+    let mut l = good;
+    expect(
+        "load through a read-only file",
+        call(ro.as_raw_fd(), IOC_LOAD, &mut l),
+        EBADF,
+    );
+    drop(ro);
     // One record larger than a sub-buffer: refused and counted.
     let big = vec![0u8; 8192];
     // SAFETY: writes `big` (8192 readable bytes) to our file.
     let r = unsafe { libc_write(fd, big.as_ptr().cast(), big.len()) };
-    expect("write() of a record larger than a sub-buffer", if r < 0 { errno() } else { 0 }, EMSGSIZE);
+    expect(
+        "write() of a record larger than a sub-buffer",
+        if r < 0 { errno() } else { 0 },
+        EMSGSIZE,
+    );
     let mut per_cpu = OpenOptions::new()
         .read(true)
         .open("/dev/relay/bad.cpu0")
@@ -423,7 +514,7 @@ fn bad_channel_ioctls(m: &Mapped) -> usize {
     if let Err(e) = per_cpu.read(&mut buf) {
         fail(format!("read of an empty per-CPU file: {e}"));
     }
-    13
+    14
 }
 
 extern "C" {
@@ -457,7 +548,11 @@ fn hostile(m: &Mapped) -> usize {
             size: 64,
             ..Load::default()
         };
-        expect("load over hostile consumer pages", call(m.fd(), IOC_LOAD, &mut l), 0);
+        expect(
+            "load over hostile consumer pages",
+            call(m.fd(), IOC_LOAD, &mut l),
+            0,
+        );
         for cpu in 0..channel.geometry().cpu_count() {
             let mut reader = channel.reader(cpu).unwrap();
             for _ in 0..64 {
@@ -520,9 +615,15 @@ fn poll_wakes(ctl: c_int) {
     let waited = start.elapsed();
     expect("load while polling", writer.join().unwrap_or(-1), 0);
     if n != 1 || p.revents & POLLIN == 0 {
-        fail(format!("poll: returned {n} revents {:#x} after {waited:?}", p.revents));
+        fail(format!(
+            "poll: returned {n} revents {:#x} after {waited:?}",
+            p.revents
+        ));
     }
-    println!("relay-guest-test: poll wakeup ok after {} ms", waited.as_millis());
+    println!(
+        "relay-guest-test: poll wakeup ok after {} ms",
+        waited.as_millis()
+    );
     drop(file);
     let mut d = Destroy { name: name("pw") };
     expect("destroy", call(ctl, IOC_DESTROY, &mut d), 0);
@@ -542,7 +643,11 @@ fn main() {
         let mut c = create_args("bad", 4096, 8, flags);
         expect("create", call(ctl.as_raw_fd(), IOC_CREATE, &mut c), 0);
         let mut again = create_args("bad", 4096, 8, flags);
-        expect("create of a taken name", call(ctl.as_raw_fd(), IOC_CREATE, &mut again), EEXIST);
+        expect(
+            "create of a taken name",
+            call(ctl.as_raw_fd(), IOC_CREATE, &mut again),
+            EEXIST,
+        );
         let m = Mapped::open("bad", &c);
         let n = bad_channel_ioctls(&m);
         println!("relay-guest-test: bad mappings and ioctls ok mode={mode} cases={n}");
@@ -551,7 +656,11 @@ fn main() {
 
         // Destroy while open and mapped: the name goes, the memory stays.
         let mut d = Destroy { name: name("bad") };
-        expect("destroy while mapped", call(ctl.as_raw_fd(), IOC_DESTROY, &mut d), 0);
+        expect(
+            "destroy while mapped",
+            call(ctl.as_raw_fd(), IOC_DESTROY, &mut d),
+            0,
+        );
         if std::path::Path::new("/dev/relay/bad").exists() {
             fail("/dev/relay/bad still exists after destroy".into());
         }
@@ -573,7 +682,11 @@ fn main() {
         drop(m);
         println!("relay-guest-test: destroy while mapped ok mode={mode}");
         let mut c = create_args("bad", 4096, 8, flags);
-        expect("create after destroy", call(ctl.as_raw_fd(), IOC_CREATE, &mut c), 0);
+        expect(
+            "create after destroy",
+            call(ctl.as_raw_fd(), IOC_CREATE, &mut c),
+            0,
+        );
         let mut d = Destroy { name: name("bad") };
         expect("destroy", call(ctl.as_raw_fd(), IOC_DESTROY, &mut d), 0);
     }
