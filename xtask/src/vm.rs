@@ -304,7 +304,7 @@ const REQUIRED_DEBUG: &[(&str, &str)] = &[
 /// Substrings that fail the run wherever they appear in kernel output.
 /// The checkers' reports: lockdep and most others say WARNING or BUG:
 /// (KASAN, KFENCE, soft lockups, sleeping in atomic context); SLUB's own
-/// checks say "BUG <cache>"; then UBSAN, hung tasks, RCU stalls, debug
+/// checks say `BUG <cache>`; then UBSAN, hung tasks, RCU stalls, debug
 /// objects, kmemleak, NMIs nobody claimed.
 const FORBIDDEN: &[&str] = &[
     "WARNING:",
