@@ -473,9 +473,12 @@ fn producer_killed_200_times_never_wedges() {
         feeder.join().unwrap();
     }
     // A last producer that lives: its open repairs what the last killed
-    // one left, and all of its records must come through.
+    // one left, and all of its records must come through. It waits (up to
+    // 10 s a record) for the consumer to drain what the killed ones left: a
+    // full buffer the consumer is still reading is not a wedge, and a
+    // wedged one still refuses after the wait.
     let mut w = relay()
-        .args(["write", &s, "--cpu", "0"])
+        .args(["write", &s, "--cpu", "0", "--block=10000"])
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
