@@ -20,6 +20,9 @@
 
 use std::ffi::{c_int, c_ulong, c_void, CString};
 
+// The calls main.rs declares already.
+use super::{ioctl, libc_write as write, mmap, munmap, poll};
+
 const O_RDONLY: c_int = 0;
 const O_WRONLY: c_int = 1;
 const O_RDWR: c_int = 2;
@@ -30,22 +33,10 @@ extern "C" {
     fn open(path: *const i8, flags: c_int, ...) -> c_int;
     fn close(fd: c_int) -> c_int;
     fn read(fd: c_int, buf: *mut c_void, len: usize) -> isize;
-    fn write(fd: c_int, buf: *const c_void, len: usize) -> isize;
-    fn ioctl(fd: c_int, request: c_ulong, ...) -> c_int;
-    fn mmap(
-        addr: *mut c_void,
-        len: usize,
-        prot: c_int,
-        flags: c_int,
-        fd: c_int,
-        off: i64,
-    ) -> *mut c_void;
-    fn munmap(addr: *mut c_void, len: usize) -> c_int;
     fn mremap(old: *mut c_void, old_len: usize, new_len: usize, flags: c_int, ...) -> *mut c_void;
     fn fork() -> c_int;
     fn waitpid(pid: c_int, status: *mut c_int, options: c_int) -> c_int;
     fn _exit(code: c_int) -> !;
-    fn poll(fds: *mut super::PollFd, n: u64, timeout_ms: c_int) -> c_int;
 }
 
 /// xorshift64*: reproducible from the seed the log prints.
@@ -108,7 +99,9 @@ fn random_struct(rng: &mut Rng, nr: u64, buf: &mut [u8], names: &[String]) {
     }
     // The shaping below needs the whole struct: a random command number
     // with a random size gets random bytes only.
-    let whole = known_ioctls().iter().any(|&(n, size)| n == nr && size == buf.len());
+    let whole = known_ioctls()
+        .iter()
+        .any(|&(n, size)| n == nr && size == buf.len());
     if !whole {
         return;
     }
