@@ -170,7 +170,7 @@ static int relay_bench_thread(void *data)
 long relay_bench(void __user *uarg)
 {
 	struct relay_bench_ctx *ctx;
-	u64 total, consumer_offset, consumer_size;
+	u64 total = 0, consumer_offset, consumer_size;
 	u32 cpus, cpu, want, max_payload;
 	struct page **pages = NULL;
 	void *mem = NULL;

@@ -7,16 +7,21 @@
  *
  * A CPU-local writer writes its own CPU's buffer only: relay-core's
  * per-CPU writers use CPU-local atomics that another CPU must not mix with.
- * CPU hotplug moves a bound kthread and a pinned hrtimer off a CPU that
- * goes down, so each writer checks where it runs: a kthread that finds
- * itself elsewhere waits for its CPU to come back and binds to it again
- * (restarting its timer there); a timer that fires elsewhere stops. An
- * NMI is sent only to an online CPU.
+ * CPU hotplug: a running load is an instance of a CPUHP_AP_ONLINE_DYN
+ * state. A CPU going down stops its kthread (which cancels its timer); the
+ * CPU coming back starts a new kthread, bound before it first runs, that
+ * goes on where the old one stopped. No writer ever changes its own
+ * affinity. Before the stop, the scheduler may already have pushed the
+ * kthread (bound, but not a per-CPU kthread) off the dying CPU, and moved
+ * the pinned timer: so each writer checks where it runs, and one that
+ * finds itself elsewhere stops writing. An NMI is sent only to an online
+ * CPU.
  */
 #include <linux/atomic.h>
 #include <linux/bitops.h>
 #include <linux/completion.h>
 #include <linux/cpu.h>
+#include <linux/cpuhotplug.h>
 #include <linux/cpumask.h>
 #include <linux/delay.h>
 #include <linux/hrtimer.h>
@@ -45,7 +50,7 @@ struct relay_load_ctx;
 
 struct relay_load_cpu {
 	struct relay_load_ctx *ctx;
-	struct task_struct *task;
+	struct task_struct *task;	/* its kthread; NULL while the CPU is down */
 	struct hrtimer timer;
 	u32 cpu;
 	u32 nmi_target;
@@ -53,18 +58,26 @@ struct relay_load_cpu {
 	u64 attempted, written;		/* task */
 	u64 irq_seq, irq_written;	/* touched only by the timer, on this CPU */
 	u64 nmi_seq, nmi_written;	/* touched only by NMIs on this CPU */
-	void *buf_task, *buf_irq, *buf_nmi;
+	void *buf_task, *buf_irq, *buf_nmi;	/* NULL: not a CPU of this load */
 	bool timer_on;
+	bool finished;			/* every record attempted: no restart */
 };
 
 struct relay_load_ctx {
 	struct relay_chan *ch;
 	struct relay_load args;
 	u32 irq_size;			/* IRQ and NMI payloads: capped */
-	atomic_t running;
-	struct completion done;
+	u64 t0;				/* the rate's clock, across restarts */
+	atomic_t running;		/* CPUs not finished */
+	struct completion done;		/* all finished, or a restart failed */
+	int restart_err;		/* a CPU coming back could not restart */
+	bool live;			/* started: CPUs coming and going matter */
+	struct hlist_node hotplug;	/* in relay_load_hotplug's instances */
 	struct relay_load_cpu cpu[];	/* [nr_cpu_ids] */
 };
+
+/* The CPU hotplug state whose instances are the running loads. */
+static enum cpuhp_state relay_load_hotplug;
 
 /* The load whose NMIs the handler serves; one load with NMIs at a time. */
 static struct relay_load_ctx *relay_nmi_load;
@@ -120,7 +133,7 @@ static enum hrtimer_restart relay_load_tick(struct hrtimer *timer)
 	struct relay_load_ctx *ctx = lc->ctx;
 	struct relay_load_cpu *target;
 
-	/* Migrated by an offlined CPU: stop; the kthread restarts it at home. */
+	/* Moved off a CPU going down: stop; its next kthread restarts it. */
 	if (raw_smp_processor_id() != lc->cpu)
 		return HRTIMER_NORESTART;
 	relay_load_one(ctx, lc, RELAY_SOURCE_IRQ, &lc->irq_seq,
@@ -150,36 +163,19 @@ static void relay_load_timer_start(struct relay_load_cpu *lc)
 }
 
 /*
- * The kthread runs off its CPU (which went offline): wait until the CPU
- * is back and move there again. False if told to stop meanwhile.
+ * One CPU's writer, bound to lc->cpu: writes there until every record is
+ * attempted or it is stopped (by relay_load() at the end, or by its CPU
+ * going down: relay_load_cpu_down()). Found running elsewhere, it stops
+ * writing and waits to be stopped.
  */
-static bool relay_load_rehome(struct relay_load_cpu *lc)
-{
-	while (!kthread_should_stop()) {
-		if (cpu_online(lc->cpu) &&
-		    !set_cpus_allowed_ptr(current, cpumask_of(lc->cpu)) &&
-		    raw_smp_processor_id() == lc->cpu) {
-			relay_load_timer_start(lc);
-			return true;
-		}
-		schedule_timeout_interruptible(msecs_to_jiffies(5));
-	}
-	return false;
-}
-
 static int relay_load_thread(void *data)
 {
 	struct relay_load_cpu *lc = data;
 	struct relay_load_ctx *ctx = lc->ctx;
-	u64 start = ktime_get_ns(), seq;
+	u64 seq = lc->attempted;
 
-	if (ctx->args.flags & (RELAY_LOAD_IRQ | RELAY_LOAD_NMI)) {
-		hrtimer_init(&lc->timer, CLOCK_MONOTONIC, HRTIMER_MODE_REL_PINNED_HARD);
-		lc->timer.function = relay_load_tick;
-		lc->timer_on = true;
-		relay_load_timer_start(lc);
-	}
-	for (seq = 0; lc->attempted < ctx->args.records;) {
+	relay_load_timer_start(lc);
+	while (seq < ctx->args.records) {
 		if (kthread_should_stop())
 			break;
 		/* Per-CPU writer: no migration in the middle of a record, and
@@ -187,16 +183,14 @@ static int relay_load_thread(void *data)
 		preempt_disable();
 		if (unlikely(raw_smp_processor_id() != lc->cpu)) {
 			preempt_enable();
-			if (!relay_load_rehome(lc))
-				break;
-			continue;
+			break;
 		}
 		relay_load_one(ctx, lc, RELAY_SOURCE_TASK, &seq, &lc->written,
 			       lc->buf_task, ctx->args.size);
 		preempt_enable();
 		lc->attempted = seq;
 		if (ctx->args.rate) {
-			u64 due = start + div64_u64(seq * NSEC_PER_SEC, ctx->args.rate);
+			u64 due = ctx->t0 + div64_u64(seq * NSEC_PER_SEC, ctx->args.rate);
 			u64 now = ktime_get_ns();
 
 			if (due > now + 20 * NSEC_PER_USEC)
@@ -208,7 +202,59 @@ static int relay_load_thread(void *data)
 	}
 	if (lc->timer_on)
 		hrtimer_cancel(&lc->timer);
+	if (seq < ctx->args.records)
+		return relay_kthread_wait_stop();
+	WRITE_ONCE(lc->finished, true);
 	return relay_kthread_done(&ctx->running, &ctx->done);
+}
+
+/* Creates @lc's kthread, bound to its CPU; the caller wakes it. */
+static int relay_load_create(struct relay_load_cpu *lc)
+{
+	struct task_struct *t;
+
+	t = kthread_create_on_cpu(relay_load_thread, lc, lc->cpu, "relay_load/%u");
+	if (IS_ERR(t))
+		return PTR_ERR(t);
+	lc->task = t;
+	return 0;
+}
+
+/*
+ * A CPU of a running load came back (hotplug callbacks run one at a time,
+ * on that CPU, under the hotplug lock that relay_load()'s start holds for
+ * reading): go on writing there.
+ * A failure ends the load with the error instead of failing the CPU.
+ */
+static int relay_load_cpu_up(unsigned int cpu, struct hlist_node *node)
+{
+	struct relay_load_ctx *ctx = hlist_entry(node, struct relay_load_ctx, hotplug);
+	struct relay_load_cpu *lc = &ctx->cpu[cpu];
+	int err;
+
+	if (!ctx->live || !lc->buf_task || lc->task || READ_ONCE(lc->finished))
+		return 0;
+	err = relay_load_create(lc);
+	if (err) {
+		WRITE_ONCE(ctx->restart_err, err);
+		complete(&ctx->done);
+		return 0;
+	}
+	wake_up_process(lc->task);
+	return 0;
+}
+
+/* A CPU of a running load goes down: stop its kthread while it can. */
+static int relay_load_cpu_down(unsigned int cpu, struct hlist_node *node)
+{
+	struct relay_load_ctx *ctx = hlist_entry(node, struct relay_load_ctx, hotplug);
+	struct relay_load_cpu *lc = &ctx->cpu[cpu];
+
+	if (lc->task) {
+		kthread_stop(lc->task);
+		lc->task = NULL;
+	}
+	return 0;
 }
 
 static void relay_load_free(struct relay_load_ctx *ctx)
@@ -270,8 +316,7 @@ long relay_load(struct relay_chan *ch, void __user *uarg)
 {
 	struct relay_load_ctx *ctx;
 	struct relay_load a;
-	bool nmi;
-	u64 t0;
+	bool nmi, hotplug;
 	u32 cpu, prev = nr_cpu_ids, started = 0;
 	long err = 0;
 
@@ -302,8 +347,13 @@ long relay_load(struct relay_chan *ch, void __user *uarg)
 		WRITE_ONCE(relay_nmi_load, ctx);
 		mutex_unlock(&relay_nmi_lock);
 	}
+	/* An instance before the CPUs are counted, so that no CPU can come or
+	 * go unseen; its callbacks do nothing until the load is live. */
+	err = cpuhp_state_add_instance_nocalls(relay_load_hotplug, &ctx->hotplug);
+	hotplug = !err;
 	cpus_read_lock();
-	err = relay_load_alloc(ctx);
+	if (!err)
+		err = relay_load_alloc(ctx);
 	/* Each CPU's timer sends its NMIs to the next online CPU. */
 	for_each_online_cpu(cpu) {
 		if (prev < nr_cpu_ids)
@@ -312,22 +362,24 @@ long relay_load(struct relay_chan *ch, void __user *uarg)
 	}
 	if (prev < nr_cpu_ids)
 		ctx->cpu[prev].nmi_target = cpumask_first(cpu_online_mask);
-	t0 = ktime_get_ns();
+	ctx->t0 = ktime_get_ns();
 	for_each_online_cpu(cpu) {
 		struct relay_load_cpu *lc = &ctx->cpu[cpu];
-		struct task_struct *t;
 
 		if (err)
 			break;
-		t = kthread_create_on_cpu(relay_load_thread, lc, cpu, "relay_load/%u");
-		if (IS_ERR(t)) {
-			err = PTR_ERR(t);
-			break;
+		if (a.flags & (RELAY_LOAD_IRQ | RELAY_LOAD_NMI)) {
+			hrtimer_init(&lc->timer, CLOCK_MONOTONIC, HRTIMER_MODE_REL_PINNED_HARD);
+			lc->timer.function = relay_load_tick;
+			lc->timer_on = true;
 		}
-		lc->task = t;
+		err = relay_load_create(lc);
+		if (err)
+			break;
 		atomic_inc(&ctx->running);
 		started++;
 	}
+	ctx->live = !err;
 	for_each_online_cpu(cpu)
 		if (ctx->cpu[cpu].task)
 			wake_up_process(ctx->cpu[cpu].task);
@@ -336,10 +388,19 @@ long relay_load(struct relay_chan *ch, void __user *uarg)
 	 * interruptibly: a long load is not a hung task. */
 	if (started && !err && wait_for_completion_interruptible(&ctx->done))
 		err = -EINTR;
+	if (!err)
+		err = READ_ONCE(ctx->restart_err);
+	/* Out of the instances first: then no CPU coming or going touches a
+	 * task pointer while they are stopped. */
+	if (hotplug)
+		cpuhp_state_remove_instance_nocalls(relay_load_hotplug, &ctx->hotplug);
 	for (cpu = 0; cpu < nr_cpu_ids; cpu++)
 		if (ctx->cpu[cpu].task)
 			kthread_stop(ctx->cpu[cpu].task);
-	a.elapsed_ns = ktime_get_ns() - t0;
+	for (cpu = 0; cpu < nr_cpu_ids; cpu++)
+		if (ctx->cpu[cpu].timer_on)
+			hrtimer_cancel(&ctx->cpu[cpu].timer);
+	a.elapsed_ns = ktime_get_ns() - ctx->t0;
 	if (nmi)
 		relay_load_nmi_end(ctx);
 	relay_flush_all(ch);
@@ -361,10 +422,21 @@ long relay_load(struct relay_chan *ch, void __user *uarg)
 
 int relay_load_register(void)
 {
-	return register_nmi_handler(NMI_LOCAL, relay_load_nmi, 0, "relay_load");
+	int ret;
+
+	ret = cpuhp_setup_state_multi(CPUHP_AP_ONLINE_DYN, "relay/load:online",
+				      relay_load_cpu_up, relay_load_cpu_down);
+	if (ret < 0)
+		return ret;
+	relay_load_hotplug = ret;
+	ret = register_nmi_handler(NMI_LOCAL, relay_load_nmi, 0, "relay_load");
+	if (ret)
+		cpuhp_remove_multi_state(relay_load_hotplug);
+	return ret;
 }
 
 void relay_load_unregister(void)
 {
 	unregister_nmi_handler(NMI_LOCAL, "relay_load");
+	cpuhp_remove_multi_state(relay_load_hotplug);
 }

@@ -4,12 +4,13 @@
 //!   relay-core without default features, as the kernel builds it), clippy,
 //!   unit/differential/scenario tests (after installing their apt packages:
 //!   blktrace, whose blkparse the decoder is compared with), the loom models,
-//!   a 30-second run of every fuzz target, and the kernel tests (`vm-test`)
-//!   in qemu.
+//!   a 25-second run of every fuzz target (two at a time), and the kernel
+//!   tests (`vm-test`) in qemu.
 //! - `demo`: the main job (see README).
 //! - `bench`: the criterion benchmarks (numbers go to BENCHMARKS.md).
 //! - `fuzz [--seconds N] [targets]`: every cargo-fuzz target for N seconds
-//!   (default 30; `test` runs this as a smoke run).
+//!   (default 30; `test` runs this as a smoke run), as many at a time as
+//!   there are cores, up to two; each one's output goes to target/fuzz-logs.
 //! - `vm-test`: build the test kernel and relay-kmod, boot them in qemu and
 //!   run the in-guest scenarios (see `vm.rs`).
 //! - `man`: the manual pages (target/man) and shell completions
@@ -114,23 +115,86 @@ fn fuzz(args: &[String]) {
     let mut build = cargo_args(&["fuzz", "build", "-O"]);
     build.current_dir(&fuzz_dir).env("RUSTC_BOOTSTRAP", "1");
     run("build fuzz targets (AddressSanitizer)", build);
-    for t in targets {
-        let scratch = root().join("target/fuzz-corpus").join(t);
-        std::fs::create_dir_all(&scratch).unwrap_or_else(|e| {
-            eprintln!("xtask fuzz: cannot create {}: {e}", scratch.display());
-            exit(2)
-        });
-        let mut c = cargo_args(&["fuzz", "run", "-O", t]);
-        c.current_dir(&fuzz_dir)
-            .env("RUSTC_BOOTSTRAP", "1")
-            .arg(&scratch)
-            .arg(fuzz_dir.join("corpus").join(t))
-            .args([
-                "--",
-                &format!("-max_total_time={seconds}"),
-                "-print_final_stats=1",
-            ]);
-        run(&format!("fuzz {t} for {seconds}s"), c);
+    // libFuzzer runs one process per target: two at a time keep both
+    // cores of a CI machine busy and halve the wall time.
+    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+    let logs = root().join("target/fuzz-logs");
+    std::fs::create_dir_all(&logs).unwrap_or_else(|e| {
+        eprintln!("xtask fuzz: cannot create {}: {e}", logs.display());
+        exit(2)
+    });
+    println!(
+        "\n==> fuzz {} targets for {seconds}s each, {jobs} at a time (logs in {})",
+        targets.len(),
+        logs.display()
+    );
+    for batch in targets.chunks(jobs) {
+        let running: Vec<_> = batch
+            .iter()
+            .map(|&t| {
+                let scratch = root().join("target/fuzz-corpus").join(t);
+                std::fs::create_dir_all(&scratch).unwrap_or_else(|e| {
+                    eprintln!("xtask fuzz: cannot create {}: {e}", scratch.display());
+                    exit(2)
+                });
+                let log = logs.join(format!("{t}.log"));
+                let out = std::fs::File::create(&log).unwrap_or_else(|e| {
+                    eprintln!("xtask fuzz: cannot create {}: {e}", log.display());
+                    exit(2)
+                });
+                let err = out.try_clone().unwrap_or_else(|e| {
+                    eprintln!("xtask fuzz: {}: {e}", log.display());
+                    exit(2)
+                });
+                let mut c = cargo_args(&["fuzz", "run", "-O", t]);
+                c.current_dir(&fuzz_dir)
+                    .env("RUSTC_BOOTSTRAP", "1")
+                    .arg(&scratch)
+                    .arg(fuzz_dir.join("corpus").join(t))
+                    .args([
+                        "--",
+                        &format!("-max_total_time={seconds}"),
+                        "-print_final_stats=1",
+                    ])
+                    .stdout(out)
+                    .stderr(err);
+                let child = c.spawn().unwrap_or_else(|e| {
+                    eprintln!("xtask fuzz: cannot start cargo fuzz run {t}: {e}");
+                    exit(2)
+                });
+                (t, log, child, Instant::now())
+            })
+            .collect();
+        for (t, log, mut child, start) in running {
+            let status = child.wait().unwrap_or_else(|e| {
+                eprintln!("xtask fuzz: waiting for {t}: {e}");
+                exit(2)
+            });
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            if !status.success() {
+                eprintln!(
+                    "\n==> fuzz {t}: FAILED ({status}); the end of {}:",
+                    log.display()
+                );
+                for l in &lines[lines.len().saturating_sub(80)..] {
+                    eprintln!("    {l}");
+                }
+                exit(1);
+            }
+            let stats: Vec<&str> = lines
+                .iter()
+                .filter(|l| {
+                    l.starts_with("Done ") || l.starts_with("stat::number_of_executed_units")
+                })
+                .copied()
+                .collect();
+            println!(
+                "    fuzz {t}: ok in {:.1}s: {}",
+                start.elapsed().as_secs_f64(),
+                stats.join("; ")
+            );
+        }
     }
 }
 
@@ -210,7 +274,7 @@ fn test() {
             env::var("LOOM_MAX_PREEMPTIONS").unwrap_or_else(|_| "4".into()),
         );
     run("loom models", loom);
-    fuzz(&["--seconds".into(), "30".into()]);
+    fuzz(&["--seconds".into(), "25".into()]);
     println!(
         "\n==> kernel: build the test kernel and relay-kmod, boot them in qemu, run the scenarios"
     );
