@@ -6,14 +6,12 @@ use super::*;
 pub(crate) fn cat(
     path: &Path,
     options: &StreamOptions,
-    json: bool,
-    raw: bool,
+    output: Output,
     flush: bool,
     consume: bool,
-    time: crate::time::TimeArg,
 ) -> Result<(), Error> {
     if path.is_dir() {
-        return cat_relayfs(path, options, json, raw);
+        return cat_relayfs(path, options, output);
     }
     if flush {
         // As a producer (a kernel channel file is flushed by the module).
@@ -25,7 +23,7 @@ pub(crate) fn cat(
         ChannelFile::open_snapshot(path)?
     };
     let times = crate::time::Times::new(
-        time,
+        output.time,
         Some(file.channel().clock()),
         file.channel().anchor(),
         path,
@@ -56,8 +54,9 @@ pub(crate) fn cat(
     let mut p = Printer {
         out: Vec::with_capacity(2 * chunk),
         path,
-        json,
-        raw,
+        json: output.json,
+        raw: output.raw,
+        payload: output.payload,
         corrupt: 0,
         closed: false,
         notes: Vec::new(),
@@ -160,9 +159,7 @@ impl FrameSource {
 pub(crate) fn cat_frames(
     path: &Path,
     options: &StreamOptions,
-    json: bool,
-    raw: bool,
-    time: crate::time::TimeArg,
+    output: Output,
 ) -> Result<(), Error> {
     let name = if path.as_os_str() == "-" {
         Path::new("<stdin>")
@@ -173,14 +170,16 @@ pub(crate) fn cat_frames(
     let mut p = Printer {
         out: io::BufWriter::new(stdout.lock()),
         path: name,
-        json,
-        raw,
+        json: output.json,
+        raw: output.raw,
+        payload: output.payload,
         corrupt: 0,
         closed: false,
         notes: Vec::new(),
         line: Vec::new(),
         // Frames say nothing of their clock.
-        times: crate::time::Times::new(time, None, None, name).unwrap_or_else(|e| usage_error(e)),
+        times: crate::time::Times::new(output.time, None, None, name)
+            .unwrap_or_else(|e| usage_error(e)),
     };
     let follow = options.follow;
     let mut source = FrameSource::open(path)?;
@@ -214,8 +213,7 @@ pub(crate) fn cat_frames(
 pub(crate) fn cat_relayfs(
     dir: &Path,
     options: &StreamOptions,
-    json: bool,
-    raw: bool,
+    output: Output,
 ) -> Result<(), Error> {
     let (follow, cpus) = (options.follow, &options.cpus);
     let mut files = RelayfsDir::open(dir)?;
@@ -223,28 +221,39 @@ pub(crate) fn cat_relayfs(
     let mut out = io::BufWriter::new(stdout.lock());
     let mut offsets = vec![0u64; files.cpus().iter().max().map_or(0, |&m| m as usize + 1)];
     let mut backoff = Duration::from_millis(1);
+    let mut line = Vec::new();
     loop {
         let mut closed = false;
         let n = files.read_available(|cpu, bytes| {
             let off = offsets.get(cpu as usize).copied().unwrap_or(0);
             let r = if !cpus.is_empty() && !cpus.contains(&cpu) {
                 Ok(())
-            } else if raw {
+            } else if output.raw {
                 out.write_all(bytes)
-            } else if json {
-                writeln!(
-                    out,
-                    "{{\"kind\":\"chunk\",\"cpu\":{cpu},\"offset\":{off},\"len\":{},\"payload_hex\":\"{}\"}}",
-                    bytes.len(),
-                    hex(bytes)
-                )
             } else {
-                writeln!(
-                    out,
-                    "cpu{cpu} offset={off} len={} {}",
-                    bytes.len(),
-                    text(bytes)
-                )
+                use crate::fmt::push_u64;
+                line.clear();
+                if output.json {
+                    line.extend_from_slice(b"{\"kind\":\"chunk\",\"cpu\":");
+                    push_u64(&mut line, cpu.into());
+                    line.extend_from_slice(b",\"offset\":");
+                    push_u64(&mut line, off);
+                    line.extend_from_slice(b",\"len\":");
+                    push_u64(&mut line, bytes.len() as u64);
+                    output.payload.push_json_field(&mut line, bytes);
+                    line.extend_from_slice(b"}\n");
+                } else {
+                    line.extend_from_slice(b"cpu");
+                    push_u64(&mut line, cpu.into());
+                    line.extend_from_slice(b" offset=");
+                    push_u64(&mut line, off);
+                    line.extend_from_slice(b" len=");
+                    push_u64(&mut line, bytes.len() as u64);
+                    line.push(b' ');
+                    output.payload.push(&mut line, bytes);
+                    line.push(b'\n');
+                }
+                out.write_all(&line)
             };
             closed |= r.is_err();
             if let Some(o) = offsets.get_mut(cpu as usize) {

@@ -135,6 +135,82 @@ pub(crate) fn push_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
+/// How payload bytes print (`relay cat --payload`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Payload {
+    /// Printable ASCII as is, other bytes escaped as Rust's
+    /// `escape_default` escapes them (`\n`, `\"`, `\xNN`): lossless.
+    Text,
+    /// Two lowercase hex digits a byte.
+    Hex,
+    /// Base64 (RFC 4648, standard alphabet, padded).
+    Base64,
+}
+
+impl Payload {
+    /// The JSON field that carries the payload in this form.
+    pub(crate) fn json_field(self) -> &'static str {
+        match self {
+            Payload::Text => "payload_text",
+            Payload::Hex => "payload_hex",
+            Payload::Base64 => "payload_base64",
+        }
+    }
+
+    /// Appends `bytes` in this form, for a text line.
+    pub(crate) fn push(self, out: &mut Vec<u8>, bytes: &[u8]) {
+        match self {
+            Payload::Text => push_escaped(out, bytes),
+            Payload::Hex => push_hex(out, bytes),
+            Payload::Base64 => push_base64(out, bytes),
+        }
+    }
+
+    /// Appends `,"payload_…":"…"`: `bytes` in this form as a JSON field.
+    /// Text is the text line's escaping, quoted once more for JSON (its
+    /// `\` and `"`): a JSON decoder gives back exactly what text prints.
+    pub(crate) fn push_json_field(self, out: &mut Vec<u8>, bytes: &[u8]) {
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(self.json_field().as_bytes());
+        out.extend_from_slice(b"\":\"");
+        let start = out.len();
+        self.push(out, bytes);
+        if self == Payload::Text && out[start..].iter().any(|&b| b == b'\\' || b == b'"') {
+            let escaped = out.split_off(start);
+            for b in escaped {
+                if b == b'\\' || b == b'"' {
+                    out.push(b'\\');
+                }
+                out.push(b);
+            }
+        }
+        out.push(b'"');
+    }
+}
+
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Appends `bytes` in base64 (RFC 4648, standard alphabet, `=` padding).
+pub(crate) fn push_base64(out: &mut Vec<u8>, bytes: &[u8]) {
+    let sextet = |v: u32, shift: u32| BASE64[((v >> shift) & 63) as usize];
+    let mut chunks = bytes.chunks_exact(3);
+    for c in &mut chunks {
+        let v = u32::from(c[0]) << 16 | u32::from(c[1]) << 8 | u32::from(c[2]);
+        out.extend_from_slice(&[sextet(v, 18), sextet(v, 12), sextet(v, 6), sextet(v, 0)]);
+    }
+    match *chunks.remainder() {
+        [a] => {
+            let v = u32::from(a) << 16;
+            out.extend_from_slice(&[sextet(v, 18), sextet(v, 12), b'=', b'=']);
+        }
+        [a, b] => {
+            let v = u32::from(a) << 16 | u32::from(b) << 8;
+            out.extend_from_slice(&[sextet(v, 18), sextet(v, 12), sextet(v, 6), b'=']);
+        }
+        _ => {}
+    }
+}
+
 /// `bytes` as a JSON string, quoted (invalid UTF-8 replaced; control
 /// characters escaped).
 pub(crate) fn push_json_string(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -161,6 +237,50 @@ pub(crate) fn push_json_string(out: &mut Vec<u8>, bytes: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64_matches_rfc_4648() {
+        // RFC 4648, section 10.
+        for (input, want) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            let mut out = Vec::new();
+            push_base64(&mut out, input.as_bytes());
+            assert_eq!(out, want.as_bytes(), "{input:?}");
+        }
+        let mut out = Vec::new();
+        push_base64(&mut out, &[0xff, 0xfe, 0x00]);
+        assert_eq!(out, b"//4A");
+    }
+
+    #[test]
+    fn payload_json_fields_quote_the_text_escapes() {
+        let field = |p: Payload, bytes: &[u8]| {
+            let mut out = Vec::new();
+            p.push_json_field(&mut out, bytes);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(
+            field(Payload::Hex, b"a\"\x01"),
+            r#","payload_hex":"612201""#
+        );
+        assert_eq!(
+            field(Payload::Base64, b"foo"),
+            r#","payload_base64":"Zm9v""#
+        );
+        assert_eq!(field(Payload::Text, b"plain"), r#","payload_text":"plain""#);
+        // Text prints a\"\x01\\ ; JSON quotes its backslashes and quote.
+        assert_eq!(
+            field(Payload::Text, b"a\"\x01\\"),
+            r#","payload_text":"a\\\"\\x01\\\\""#
+        );
+    }
 
     #[test]
     fn matches_the_standard_formatting() {

@@ -140,6 +140,12 @@ enum Command {
         /// Payload bytes only, nothing else (not with --format blktrace).
         #[arg(long)]
         raw: bool,
+        /// How payloads print: text (printable ASCII as is, other bytes
+        /// escaped: \n, \", \xNN; the default for text), hex (the default
+        /// for JSON) or base64. JSON names the field payload_text,
+        /// payload_hex or payload_base64.
+        #[arg(long, value_enum, conflicts_with = "raw")]
+        payload: Option<fmt::Payload>,
         /// Keep waiting for new records, as the channel's consumer.
         #[arg(long, short)]
         follow: bool,
@@ -494,6 +500,7 @@ fn main() -> ExitCode {
             format: Format::Blktrace,
             json,
             raw,
+            payload,
             follow,
             cpus,
             latency,
@@ -501,6 +508,12 @@ fn main() -> ExitCode {
         } => {
             if raw {
                 usage_error("--raw cannot be used with --format blktrace".into());
+            }
+            if payload.is_some() {
+                usage_error(
+                    "--payload cannot be used with --format blktrace (it prints events, not payloads)"
+                        .into(),
+                );
             }
             if let Some(p) = paths.iter().find(|p| p.exists() && !p.is_dir()) {
                 usage_error(format!(
@@ -521,6 +534,7 @@ fn main() -> ExitCode {
             read,
             json,
             raw,
+            payload,
             follow,
             consume,
             cpus,
@@ -528,6 +542,16 @@ fn main() -> ExitCode {
             flush,
             time,
         } => {
+            let output = Output {
+                json,
+                raw,
+                payload: payload.unwrap_or(if json {
+                    fmt::Payload::Hex
+                } else {
+                    fmt::Payload::Text
+                }),
+                time,
+            };
             let options = StreamOptions {
                 cpus,
                 follow,
@@ -536,9 +560,9 @@ fn main() -> ExitCode {
             };
             paths.iter().try_for_each(|p| {
                 if p.as_os_str() == "-" || read {
-                    cat_frames(p, &options, json, raw, time)
+                    cat_frames(p, &options, output)
                 } else {
-                    cat(p, &options, json, raw, flush, consume || follow, time)
+                    cat(p, &options, output, flush, consume || follow)
                 }
             })
         }

@@ -2,16 +2,17 @@
 
 use super::*;
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    let mut out = Vec::new();
-    crate::fmt::push_hex(&mut out, bytes);
-    String::from_utf8(out).unwrap_or_default()
-}
-
-pub(crate) fn text(bytes: &[u8]) -> String {
-    let mut out = Vec::new();
-    crate::fmt::push_escaped(&mut out, bytes);
-    String::from_utf8(out).unwrap_or_default()
+/// How `relay cat` prints (its output options, resolved).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Output {
+    /// One JSON object per line.
+    pub(crate) json: bool,
+    /// Payload bytes only.
+    pub(crate) raw: bool,
+    /// How payloads print (`--payload`; text for text, hex for JSON).
+    pub(crate) payload: crate::fmt::Payload,
+    /// How timestamps print (`--time`).
+    pub(crate) time: crate::time::TimeArg,
 }
 
 /// `relay cat`'s output.
@@ -20,6 +21,7 @@ pub(crate) struct Printer<'p, W: Write> {
     pub(crate) path: &'p Path,
     pub(crate) json: bool,
     pub(crate) raw: bool,
+    pub(crate) payload: crate::fmt::Payload,
     pub(crate) corrupt: u64,
     /// stdout was closed (e.g. `| head`): stop quietly.
     pub(crate) closed: bool,
@@ -65,7 +67,7 @@ impl<W: Write> Printer<'_, W> {
         let r = match event {
             Event::Record { record, .. } if self.raw => out.write_all(record.payload),
             Event::Record { cpu, record } => {
-                use crate::fmt::{push_escaped, push_hex, push_u64};
+                use crate::fmt::push_u64;
                 let l = &mut self.line;
                 l.clear();
                 if json {
@@ -78,9 +80,8 @@ impl<W: Write> Printer<'_, W> {
                     push_u64(l, record.rtype.into());
                     l.extend_from_slice(b",\"len\":");
                     push_u64(l, record.payload.len() as u64);
-                    l.extend_from_slice(b",\"payload_hex\":\"");
-                    push_hex(l, record.payload);
-                    l.extend_from_slice(b"\"}\n");
+                    self.payload.push_json_field(l, record.payload);
+                    l.extend_from_slice(b"}\n");
                 } else {
                     self.times.push(l, record.ts);
                     l.extend_from_slice(b" cpu");
@@ -90,7 +91,7 @@ impl<W: Write> Printer<'_, W> {
                     l.extend_from_slice(b" len=");
                     push_u64(l, record.payload.len() as u64);
                     l.push(b' ');
-                    push_escaped(l, record.payload);
+                    self.payload.push(l, record.payload);
                     l.push(b'\n');
                 }
                 out.write_all(l)

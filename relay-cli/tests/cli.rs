@@ -903,3 +903,136 @@ fn json_objects_match_docs_json() {
         ["chunk", "record", "stat", "total"]
     );
 }
+
+/// Undoes `escape_default` (`relay cat`'s text payloads).
+fn unescape(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let (mut out, mut i) = (Vec::new(), 0);
+    while i < b.len() {
+        if b[i] != b'\\' {
+            out.push(b[i]);
+            i += 1;
+            continue;
+        }
+        match b[i + 1] {
+            b'x' => {
+                out.push(u8::from_str_radix(&s[i + 2..i + 4], 16).unwrap());
+                i += 4;
+                continue;
+            }
+            b't' => out.push(b'\t'),
+            b'r' => out.push(b'\r'),
+            b'n' => out.push(b'\n'),
+            c @ (b'\\' | b'\'' | b'"') => out.push(c),
+            c => panic!("unknown escape \\{}", c as char),
+        }
+        i += 2;
+    }
+    out
+}
+
+/// Undoes RFC 4648 base64 (padded, standard alphabet).
+fn unbase64(s: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {}", c as char),
+    };
+    let mut out = Vec::new();
+    for quad in s.as_bytes().chunks(4) {
+        let pad = quad.iter().filter(|&&c| c == b'=').count();
+        let v = quad
+            .iter()
+            .map(|&c| if c == b'=' { 0 } else { u32::from(value(c)) })
+            .fold(0u32, |v, x| v << 6 | x);
+        out.extend_from_slice(&v.to_be_bytes()[1..4 - pad]);
+    }
+    out
+}
+
+#[test]
+fn payloads_print_as_text_hex_or_base64_and_decode_back() {
+    // Every byte but the newline that ends a record, and records whose
+    // lengths leave each base64 remainder.
+    let all: Vec<u8> = (0u8..=255).filter(|&b| b != b'\n').collect();
+    let records: Vec<Vec<u8>> = vec![all, b"f".to_vec(), b"fo".to_vec(), b"foo".to_vec()];
+    let path = tmp("payloads.relay");
+    create(&path, &[]);
+    let mut child = relay()
+        .args(["write", path.to_str().unwrap(), "--cpu", "0"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        for r in &records {
+            stdin.write_all(r).unwrap();
+            stdin.write_all(b"\n").unwrap();
+        }
+    }
+    assert!(child.wait().unwrap().success());
+    let p = path.to_str().unwrap();
+    type Decode = fn(&str) -> Vec<u8>;
+    let hex: Decode = |s| {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    for (args, field, decode) in [
+        (&["--json"][..], "payload_hex", hex),
+        (&["--json", "--payload", "hex"][..], "payload_hex", hex),
+        (
+            &["--json", "--payload", "text"][..],
+            "payload_text",
+            unescape as Decode,
+        ),
+        (
+            &["--json", "--payload", "base64"][..],
+            "payload_base64",
+            unbase64 as Decode,
+        ),
+    ] {
+        let mut a = vec!["cat"];
+        a.extend_from_slice(args);
+        a.push(p);
+        let out = ok(&run(&a));
+        common::check_json(&out);
+        let got: Vec<Vec<u8>> = out
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                decode(v[field].as_str().unwrap_or_else(|| panic!("{field}: {l}")))
+            })
+            .collect();
+        assert_eq!(got, records, "{args:?}");
+    }
+    // Text lines end with the payload, in the form asked for.
+    for (form, decode) in [
+        ("text", unescape as Decode),
+        ("hex", hex),
+        ("base64", unbase64 as Decode),
+    ] {
+        let out = ok(&run(&["cat", "--payload", form, p]));
+        let got: Vec<Vec<u8>> = out
+            .lines()
+            // "TS cpuN type=T len=L PAYLOAD": the payload may hold spaces.
+            .map(|l| decode(l.splitn(5, ' ').nth(4).unwrap()))
+            .collect();
+        assert_eq!(got, records, "--payload {form}");
+    }
+    // Default text is --payload text.
+    assert_eq!(
+        ok(&run(&["cat", p])),
+        ok(&run(&["cat", "--payload", "text", p]))
+    );
+    let out = run(&["cat", "--raw", "--payload", "hex", p]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "--raw with --payload is a usage error"
+    );
+}

@@ -92,8 +92,9 @@ static __always_inline void check(__u32 k, __s64 r)
 }
 
 /* A CPU holds at most RELAY_GRANTS grants at once: of one more than that,
- * at least one reservation fails (and is counted lost). */
-static __always_inline void held_grants(__u32 channel)
+ * at least one reservation fails (and is counted lost). Returns how many
+ * failed. */
+static __always_inline __s64 held_grants(__u32 channel)
 {
 	struct relay_grant *g[RELAY_GRANTS + 1];
 	__s64 refused = 0;
@@ -108,13 +109,16 @@ static __always_inline void held_grants(__u32 channel)
 		if (g[i])
 			relay_kfunc_discard(g[i]);
 	check(9, refused);
+	return refused;
 }
 
 /* Bad channel numbers, types and flags are errors, never a write. Number 0
  * names no channel; `unused` shares the live channel's slot in the
  * module's table (numbers modulo RELAY_MAX_CHANNELS) but was never given,
- * as a destroyed channel's number is never given again. */
-static __always_inline void bad_arguments(struct relay_bpf_config *c, __u8 *buf)
+ * as a destroyed channel's number is never given again. Returns the
+ * records counted lost on the way (the reservations held_grants() is
+ * refused), so that the caller's sequence numbers account for them. */
+static __always_inline __s64 bad_arguments(struct relay_bpf_config *c, __u8 *buf)
 {
 	__u32 unused = c->channel + RELAY_MAX_CHANNELS;
 	struct relay_grant *g;
@@ -137,12 +141,12 @@ static __always_inline void bad_arguments(struct relay_bpf_config *c, __u8 *buf)
 	g = relay_kfunc_reserve(c->channel, 8);
 	if (!g) {
 		check(6, 2);
-		return;
+		return 1;	/* refused: counted lost */
 	}
 	check(6, relay_kfunc_grant_data(g, 4, 8) != 0);
 	check(7, relay_kfunc_grant_write(g, 1, buf, 8));
 	check(8, relay_kfunc_commit(g, 70000, 0));
-	held_grants(c->channel);
+	return held_grants(c->channel);
 }
 
 /* Reserves the record and fills it in place; 0 if it was written. */
@@ -184,9 +188,11 @@ static __always_inline int emit(__u32 key, __u32 source)
 	if (!c || !seq || !ok || !reserved)
 		return 0;
 	n = *seq;
-	fill(buf, cpu, source, n);
+	/* Each record the bad calls lose takes a number, as a lost write does:
+	 * a CPU where only this program writes still accounts exactly. */
 	if (n == 0 && source == SOURCE_BPF_TASK)
-		bad_arguments(c, buf);
+		n += bad_arguments(c, buf);
+	fill(buf, cpu, source, n);
 	*seq = n + 1;
 	if (n & 1) {
 		if (reserve_and_fill(c->channel, cpu, source, n, buf) == 0) {
