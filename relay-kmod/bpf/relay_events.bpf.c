@@ -39,10 +39,11 @@ struct {
 } seqs SEC(".maps");
 
 /* Per CPU: records the kfuncs accepted, same keys; [2] and [3]: those of
- * them that were reserved and committed. */
+ * them that were reserved and committed; [4]: the task program's sequence
+ * numbers taken by the records its bad-argument calls lost. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 4);
+	__uint(max_entries, 5);
 	__type(key, __u32);
 	__type(value, __u64);
 } written SEC(".maps");
@@ -190,8 +191,15 @@ static __always_inline int emit(__u32 key, __u32 source)
 	n = *seq;
 	/* Each record the bad calls lose takes a number, as a lost write does:
 	 * a CPU where only this program writes still accounts exactly. */
-	if (n == 0 && source == SOURCE_BPF_TASK)
-		n += bad_arguments(c, buf);
+	if (n == 0 && source == SOURCE_BPF_TASK) {
+		__u32 lkey = 4;
+		__u64 *checks_lost = bpf_map_lookup_elem(&written, &lkey);
+		__s64 lost = bad_arguments(c, buf);
+
+		if (checks_lost)
+			*checks_lost += lost;
+		n += lost;
+	}
 	fill(buf, cpu, source, n);
 	*seq = n + 1;
 	if (n & 1) {
