@@ -180,21 +180,13 @@ void relay_flush_all(struct relay_chan *ch)
 
 /*
  * The end of a load or benchmark kthread: the last one completes @done;
- * each then lives until kthread_stop() (relay_kthread_wait_stop()).
+ * each then lives until kthread_stop(), so the stopper never races its
+ * exit.
  */
 int relay_kthread_done(atomic_t *running, struct completion *done)
 {
 	if (atomic_dec_and_test(running))
 		complete(done);
-	return relay_kthread_wait_stop();
-}
-
-/*
- * Sleeps until kthread_stop(): a kthread that returned on its own must not
- * be stopped, so ours live until their stopper says so.
- */
-int relay_kthread_wait_stop(void)
-{
 	while (!kthread_should_stop()) {
 		set_current_state(TASK_INTERRUPTIBLE);
 		if (!kthread_should_stop())

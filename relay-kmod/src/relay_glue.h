@@ -58,7 +58,6 @@ struct relay_glue_works *relay_glue_works_start(void (*fn)(void *),
 void relay_glue_works_finish(struct relay_glue_works *ws);
 /* relay_context.c: the end of a load or benchmark kthread (see there). */
 int relay_kthread_done(atomic_t *running, struct completion *done);
-int relay_kthread_wait_stop(void);
 
 /* relay_chan.c: the devices, registered at load; called by Rust. */
 int relay_glue_register(void);

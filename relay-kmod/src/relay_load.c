@@ -7,15 +7,15 @@
  *
  * A CPU-local writer writes its own CPU's buffer only: relay-core's
  * per-CPU writers use CPU-local atomics that another CPU must not mix with.
- * CPU hotplug: a running load is an instance of a CPUHP_AP_ONLINE_DYN
- * state. A CPU going down stops its kthread (which cancels its timer); the
- * CPU coming back starts a new kthread, bound before it first runs, that
- * goes on where the old one stopped. No writer ever changes its own
- * affinity. Before the stop, the scheduler may already have pushed the
- * kthread (bound, but not a per-CPU kthread) off the dying CPU, and moved
- * the pinned timer: so each writer checks where it runs, and one that
- * finds itself elsewhere stops writing. An NMI is sent only to an online
- * CPU.
+ * CPU hotplug moves a bound kthread (not a per-CPU one) and a pinned
+ * hrtimer off a CPU that goes down, so each writer checks where it runs: a
+ * kthread that finds itself elsewhere cancels its timer and returns; a
+ * timer that fires elsewhere stops. A running load is an instance of a
+ * CPUHP_AP_ONLINE_DYN state whose startup callback, when a CPU of the load
+ * comes back, reaps the old kthread and starts a new one, bound before it
+ * first runs, that goes on where the old one stopped. No writer ever
+ * changes its own affinity, and nothing waits for a kthread on a CPU that
+ * is going down. An NMI is sent only to an online CPU.
  */
 #include <linux/atomic.h>
 #include <linux/bitops.h>
@@ -50,7 +50,7 @@ struct relay_load_ctx;
 
 struct relay_load_cpu {
 	struct relay_load_ctx *ctx;
-	struct task_struct *task;	/* its kthread; NULL while the CPU is down */
+	struct task_struct *task;	/* its kthread (a reference held) */
 	struct hrtimer timer;
 	u32 cpu;
 	u32 nmi_target;
@@ -164,9 +164,10 @@ static void relay_load_timer_start(struct relay_load_cpu *lc)
 
 /*
  * One CPU's writer, bound to lc->cpu: writes there until every record is
- * attempted or it is stopped (by relay_load() at the end, or by its CPU
- * going down: relay_load_cpu_down()). Found running elsewhere, it stops
- * writing and waits to be stopped.
+ * attempted (then waits to be stopped) or it is stopped. Found running
+ * elsewhere (its CPU went down), it returns: relay_load_cpu_up() or the
+ * end of the load reaps it (its creator holds a task reference, so a
+ * kthread_stop() after it returned is allowed).
  */
 static int relay_load_thread(void *data)
 {
@@ -203,12 +204,13 @@ static int relay_load_thread(void *data)
 	if (lc->timer_on)
 		hrtimer_cancel(&lc->timer);
 	if (seq < ctx->args.records)
-		return relay_kthread_wait_stop();
+		return 0;
 	WRITE_ONCE(lc->finished, true);
 	return relay_kthread_done(&ctx->running, &ctx->done);
 }
 
-/* Creates @lc's kthread, bound to its CPU; the caller wakes it. */
+/* Creates @lc's kthread, bound to its CPU, and takes a reference to it
+ * (see relay_load_thread()); the caller wakes it. */
 static int relay_load_create(struct relay_load_cpu *lc)
 {
 	struct task_struct *t;
@@ -216,14 +218,26 @@ static int relay_load_create(struct relay_load_cpu *lc)
 	t = kthread_create_on_cpu(relay_load_thread, lc, lc->cpu, "relay_load/%u");
 	if (IS_ERR(t))
 		return PTR_ERR(t);
+	get_task_struct(t);
 	lc->task = t;
 	return 0;
+}
+
+/* Stops @lc's kthread (at once if it returned already) and drops it. */
+static void relay_load_reap(struct relay_load_cpu *lc)
+{
+	if (!lc->task)
+		return;
+	kthread_stop(lc->task);
+	put_task_struct(lc->task);
+	lc->task = NULL;
 }
 
 /*
  * A CPU of a running load came back (hotplug callbacks run one at a time,
  * on that CPU, under the hotplug lock that relay_load()'s start holds for
- * reading): go on writing there.
+ * reading): reap the kthread its going down pushed off (it returned, or
+ * returns at its next record: it runs elsewhere) and go on writing there.
  * A failure ends the load with the error instead of failing the CPU.
  */
 static int relay_load_cpu_up(unsigned int cpu, struct hlist_node *node)
@@ -232,7 +246,11 @@ static int relay_load_cpu_up(unsigned int cpu, struct hlist_node *node)
 	struct relay_load_cpu *lc = &ctx->cpu[cpu];
 	int err;
 
-	if (!ctx->live || !lc->buf_task || lc->task || READ_ONCE(lc->finished))
+	if (!ctx->live || !lc->buf_task || READ_ONCE(lc->finished))
+		return 0;
+	relay_load_reap(lc);
+	/* Reaped: lc->finished is final (the thread set it before exiting). */
+	if (lc->finished)
 		return 0;
 	err = relay_load_create(lc);
 	if (err) {
@@ -241,19 +259,6 @@ static int relay_load_cpu_up(unsigned int cpu, struct hlist_node *node)
 		return 0;
 	}
 	wake_up_process(lc->task);
-	return 0;
-}
-
-/* A CPU of a running load goes down: stop its kthread while it can. */
-static int relay_load_cpu_down(unsigned int cpu, struct hlist_node *node)
-{
-	struct relay_load_ctx *ctx = hlist_entry(node, struct relay_load_ctx, hotplug);
-	struct relay_load_cpu *lc = &ctx->cpu[cpu];
-
-	if (lc->task) {
-		kthread_stop(lc->task);
-		lc->task = NULL;
-	}
 	return 0;
 }
 
@@ -395,8 +400,7 @@ long relay_load(struct relay_chan *ch, void __user *uarg)
 	if (hotplug)
 		cpuhp_state_remove_instance_nocalls(relay_load_hotplug, &ctx->hotplug);
 	for (cpu = 0; cpu < nr_cpu_ids; cpu++)
-		if (ctx->cpu[cpu].task)
-			kthread_stop(ctx->cpu[cpu].task);
+		relay_load_reap(&ctx->cpu[cpu]);
 	for (cpu = 0; cpu < nr_cpu_ids; cpu++)
 		if (ctx->cpu[cpu].timer_on)
 			hrtimer_cancel(&ctx->cpu[cpu].timer);
@@ -425,7 +429,7 @@ int relay_load_register(void)
 	int ret;
 
 	ret = cpuhp_setup_state_multi(CPUHP_AP_ONLINE_DYN, "relay/load:online",
-				      relay_load_cpu_up, relay_load_cpu_down);
+				      relay_load_cpu_up, NULL);
 	if (ret < 0)
 		return ret;
 	relay_load_hotplug = ret;
