@@ -140,6 +140,7 @@ impl Limit {
     /// The bounds for a leader whose next event is at `lead`, when another
     /// ready CPU's next event is at `other` and the earliest idle barrier
     /// that counts is `barrier`.
+    #[inline]
     fn new(lead: u64, other: u64, barrier: u64) -> Self {
         Limit {
             low: lead.min(barrier),
@@ -485,6 +486,11 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
         let mut next: Option<(u64, NextRecord)> = None;
         while let Some((ts, decoded)) = cur {
             if n >= max || (n > 0 && !limit.admits(ts, exact)) {
+                // Another CPU leads now: start loading the record after
+                // this one (its header and the payload's first line),
+                // which this cursor decodes when it leads again.
+                crate::mem::prefetch(bytes, decoded.after);
+                crate::mem::prefetch(bytes, decoded.after + 64);
                 next = cur;
                 break;
             }
@@ -900,40 +906,48 @@ where
             let plain = c.plain();
             match limit {
                 Some(mut limit) if plain => {
-                    let (mut i, mut declined) = (i, false);
+                    let (mut i, mut declined, mut switched) = (i, false, false);
                     self.last = None;
+                    // An idle CPU due a look (its key is its barrier, or in
+                    // a drain when it was last looked at) ends the batch's
+                    // switching and goes through `find`. The idle tree does
+                    // not change in this loop.
+                    let idle = trees.top_entry(Which::Idle).map_or(u64::MAX, |e| e.1);
+                    let barrier = if drain { u64::MAX } else { idle };
                     // Runs, switching straight from one to the next while
                     // the next leader has a record decoded and no idle CPU
                     // holds it back (the common case; `find` handles the
                     // rest).
+                    // The run that ends the loop may go on next time, while
+                    // its cursor still leads (before it is repositioned).
+                    self.run = None;
                     while let Some(c) = cursors.get_mut(i) {
                         let mut exact = || Self::exact_limit(&trees, drain);
                         let (n, stopped) = c.run(&mut limit, &mut exact, max - count, f);
                         declined = stopped;
                         count += n;
-                        self.uncommitted.add(i);
-                        self.run = Some((i, limit, drain));
                         let ts = match c.head {
                             Some(ts) if !stopped && count < max => ts,
-                            _ => break,
+                            _ => {
+                                self.run = Some((i, limit, drain));
+                                break;
+                            }
                         };
                         // `i` led, so it is in the ready tree.
                         trees.push(Which::Ready, i, ts);
-                        self.run = None;
                         let Some((w, lead)) = trees.top_entry(Which::Ready) else {
                             break;
                         };
-                        // An idle CPU due a look (its key is its barrier,
-                        // or in a drain when it was last looked at) goes
-                        // through `find`.
-                        let idle = trees.top_entry(Which::Idle).map_or(u64::MAX, |e| e.1);
-                        let next = cursors.get(w);
-                        if idle < lead || !next.is_some_and(Cursor::runs_now) {
+                        if idle < lead || !cursors.get(w).is_some_and(Cursor::runs_now) {
                             break;
                         }
-                        let barrier = if drain { u64::MAX } else { idle };
                         limit = Limit::new(lead, ts, barrier);
-                        i = w;
+                        (i, switched) = (w, switched || w != i);
+                    }
+                    if switched {
+                        self.uncommitted = Touched::Many;
+                    } else {
+                        self.uncommitted.add(i);
                     }
                     if declined {
                         break;

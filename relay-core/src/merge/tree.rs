@@ -10,12 +10,16 @@
 //! (key, cursor index); a cursor not in a tree sorts after every cursor in
 //! it.
 //!
-//! Layout, for `N` cursors: nodes `1..N` are inner, `N..2N` are leaves
-//! (cursor `i`'s at `N + i`), node `p`'s children are `2p` and `2p + 1`
-//! (this works for any `N`, not only powers of two). Both trees live in one
-//! caller-provided array of [`Node`]s, pairs of siblings, `N` pairs a tree
-//! (node 0 unused): 16 bytes a node, so a step up a tree is one load of
-//! two siblings and one store, in a few kilobytes that stay in the cache.
+//! Layout: each tree is a perfect binary tree over `P` leaves, `P` the
+//! cursor count rounded up to a power of two (the spare leaves hold
+//! absent entries). Nodes `1..P` are inner, `P..2P` leaves (cursor `i`'s
+//! at `P + i`), node `p`'s children are `2p` and `2p + 1`. Both trees live
+//! in one caller-provided array of [`Node`]s, `2P` a tree (node 0 unused):
+//! 16 bytes a node, so a step up a tree is one load of a sibling and one
+//! store, in a few kilobytes that stay in the cache. Every index is masked
+//! by `2P - 1` into a tree of exactly `2P` nodes, so the compiler proves
+//! each access in bounds: no checks, no panics, on a path taken once a
+//! record.
 
 /// One of the two trees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,23 +56,25 @@ impl Entry {
     }
 }
 
-/// Two sibling nodes of one of the merger's trees (see
-/// [`crate::merge::Merger::new`]): tree node `q` is entry `q & 1` of pair
-/// `q / 2`, so a step up a tree reads one pair (both children) and writes
-/// one entry of the pair above.
+/// A node of one of the merger's trees (see [`crate::merge::Merger::new`]):
+/// a cursor and its key, 16 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Node([Entry; 2]);
+pub struct Node(Entry);
 
 impl Default for Node {
     fn default() -> Self {
-        Node([Entry::absent(0); 2])
+        Node(Entry::absent(0))
     }
 }
 
 /// How many [`Node`]s a [`crate::merge::Merger`] of `cursors` cursors
-/// needs: two per cursor (32 bytes each).
+/// needs: four per cursor, the count rounded up to a power of two (16
+/// bytes each: 16 KiB at 256 CPUs).
 pub const fn nodes_for(cursors: usize) -> usize {
-    cursors.saturating_mul(2)
+    match cursors.checked_next_power_of_two() {
+        Some(p) => p.saturating_mul(4),
+        None => usize::MAX,
+    }
 }
 
 /// The most cursors the trees can order (tags hold 31 bits of index: far
@@ -76,32 +82,30 @@ pub const fn nodes_for(cursors: usize) -> usize {
 pub(super) const MAX_CURSORS: usize = ABSENT as usize;
 
 /// Both trees over `n` cursors, in `nodes` (at least [`nodes_for`]`(n)`):
-/// `n` pairs each.
+/// `2P` nodes each.
 pub(super) struct Trees<'t> {
-    nodes: &'t mut [Node],
+    ready: &'t mut [Node],
+    idle: &'t mut [Node],
     n: usize,
+    /// `P - 1`; each tree is exactly `2P` nodes long.
+    mask: usize,
 }
 
-/// Tree node `q` of the pairs `t`.
+/// Tree node `q` of `t`, whose length is a power of two (or zero): the
+/// index is masked by the length, which the compiler sees, so the access
+/// needs no check.
 #[inline(always)]
 fn get(t: &[Node], q: usize) -> Entry {
-    t.get(q >> 1).map_or(Entry::absent(0), |p| p.0[q & 1])
+    let mask = t.len().wrapping_sub(1);
+    t.get(q & mask).map_or(Entry::absent(0), |p| p.0)
 }
 
 #[inline(always)]
 fn put(t: &mut [Node], q: usize, e: Entry) {
-    if let Some(p) = t.get_mut(q >> 1) {
-        p.0[q & 1] = e;
+    let mask = t.len().wrapping_sub(1);
+    if let Some(p) = t.get_mut(q & mask) {
+        p.0 = e;
     }
-}
-
-/// Node `p` of `t` becomes the smaller of its children.
-#[inline(always)]
-fn pull(t: &mut [Node], p: usize) {
-    let Some(&Node([a, b])) = t.get(p) else {
-        return;
-    };
-    put(t, p, a.min(b));
 }
 
 impl<'t> Trees<'t> {
@@ -109,44 +113,56 @@ impl<'t> Trees<'t> {
     /// short or `n` too large (which [`crate::merge::Merger::new`] rules
     /// out).
     pub(super) fn of(nodes: &'t mut [Node], n: usize) -> Self {
-        let n = if nodes.len() >= nodes_for(n) && n <= MAX_CURSORS {
-            n
-        } else {
-            0
+        let fits = nodes.len() >= nodes_for(n) && n <= MAX_CURSORS;
+        let (n, size) = if fits { (n, nodes_for(n) / 2) } else { (0, 2) };
+        let (ready, idle) = match nodes.get_mut(..2 * size) {
+            Some(both) if fits => both.split_at_mut(size),
+            _ => (&mut [][..], &mut [][..]),
         };
-        Trees { nodes, n }
+        Trees {
+            ready,
+            idle,
+            n,
+            mask: size / 2 - 1,
+        }
     }
 
     /// Sets up both trees: every cursor idle with key `idle_key`, none
     /// ready.
     pub(super) fn init(&mut self, idle_key: u64) {
-        let n = self.n;
+        let (n, mask) = (self.n, self.mask);
+        let leaves = mask + 1;
         for w in [Which::Ready, Which::Idle] {
             let t = self.tree(w);
-            for i in 0..n {
+            for i in 0..leaves {
                 let e = match w {
-                    Which::Ready => Entry::absent(i),
-                    Which::Idle => Entry::present(idle_key, i),
+                    Which::Idle if i < n => Entry::present(idle_key, i),
+                    _ => Entry::absent(i),
                 };
-                put(t, n + i, e);
+                put(t, leaves + i, e);
             }
-            for p in (1..n).rev() {
-                pull(t, p);
+            for p in (1..leaves).rev() {
+                let m = get(t, 2 * p).min(get(t, 2 * p + 1));
+                put(t, p, m);
             }
         }
     }
 
-    /// Tree `w`'s `n` pairs.
+    /// Tree `w`'s nodes: `2 * (mask + 1)`, or none.
     #[inline(always)]
     fn tree(&mut self, w: Which) -> &mut [Node] {
-        let at = w as usize * self.n;
-        self.nodes.get_mut(at..at + self.n).unwrap_or(&mut [])
+        match w {
+            Which::Ready => self.ready,
+            Which::Idle => self.idle,
+        }
     }
 
     #[inline(always)]
     fn tree_ref(&self, w: Which) -> &[Node] {
-        let at = w as usize * self.n;
-        self.nodes.get(at..at + self.n).unwrap_or(&[])
+        match w {
+            Which::Ready => self.ready,
+            Which::Idle => self.idle,
+        }
     }
 
     /// The cursor with the smallest key in tree `w`.
@@ -168,13 +184,14 @@ impl<'t> Trees<'t> {
         if i >= self.n {
             return u64::MAX;
         }
-        get(self.tree_ref(w), self.n + i).key().unwrap_or(u64::MAX)
+        let leaf = self.mask + 1 + i;
+        get(self.tree_ref(w), leaf).key().unwrap_or(u64::MAX)
     }
 
     /// The smallest key in tree `w` but the top's.
     pub(super) fn second_key(&self, w: Which) -> Option<u64> {
-        let t = self.tree_ref(w);
-        let mut q = self.n + self.top(w)?;
+        let (t, mask) = (self.tree_ref(w), self.mask);
+        let mut q = mask + 1 + self.top(w)?;
         let mut best = Entry::absent(0);
         while q > 1 {
             best = best.min(get(t, q ^ 1));
@@ -186,22 +203,26 @@ impl<'t> Trees<'t> {
     /// Whether cursor `i` is in tree `w`.
     #[inline]
     pub(super) fn contains(&self, w: Which, i: usize) -> bool {
-        i < self.n && get(self.tree_ref(w), self.n + i).key().is_some()
+        i < self.n && get(self.tree_ref(w), self.mask + 1 + i).key().is_some()
     }
 
-    /// Sets cursor `i`'s entry in tree `w` and fixes its path to the root.
+    /// Sets cursor `i`'s entry in tree `w` and fixes its path to the root:
+    /// at each level the new minimum of the two siblings, of which one is
+    /// the value just written.
     #[inline]
     fn set(&mut self, w: Which, i: usize, e: Entry) {
-        let n = self.n;
+        let (n, mask) = (self.n, self.mask);
         if i >= n {
             return;
         }
         let t = self.tree(w);
-        let mut q = n + i;
-        put(t, q, e);
+        let mut q = mask + 1 + i;
+        let mut m = e;
+        put(t, q, m);
         while q > 1 {
+            m = m.min(get(t, q ^ 1));
             q >>= 1;
-            pull(t, q);
+            put(t, q, m);
         }
     }
 
