@@ -92,6 +92,7 @@ pub enum Step<'r> {
 }
 
 #[derive(Clone, Copy, Debug)]
+#[repr(C)]
 struct Loaded<'a> {
     seq: u64,
     /// The sub-buffer's content in place (no-overwrite), or `None` when it
@@ -164,26 +165,34 @@ impl Limit {
 }
 
 /// One CPU's position in the merged stream.
+///
+/// `repr(C)`, the fields a switch of CPU reads first: with hundreds of
+/// CPUs in turn, every cursor is cold when it leads again, and this keeps
+/// what the run needs (head, its decoded record, the state checks, the
+/// loaded sub-buffer) in four cache lines rather than spread over twelve.
+#[repr(C)]
 pub struct Cursor<'a, B> {
-    reader: CpuReader<'a>,
-    buf: B,
-    loaded: Option<Loaded<'a>>,
     /// Set when the event at `off` was handed out and must be stepped over.
     handed_out: bool,
-    /// (barrier, next): nothing older than `barrier` once `consumed >= next`.
-    flushed: Option<(u64, u64)>,
-    corrupt: Option<ReadError>,
+    /// The CPU (the reader's, here where a run reads it).
+    cpu: u32,
     /// The next event's timestamp, while the loaded sub-buffer has one.
     head: Option<u64>,
     /// The next record, decoded: type, payload range, and where the record
     /// after it starts.
     pos: Option<NextRecord>,
-    /// Losses found at the end of a stream, to deliver as the last event.
-    tail: Option<Lost>,
-    /// The tail loss handed out last, marked reported when stepped over.
-    tail_out: Option<Lost>,
     /// Timestamp of the last event delivered (where a tail loss goes).
     last_ts: u64,
+    /// Losses found at the end of a stream, to deliver as the last event.
+    tail: Option<Lost>,
+    corrupt: Option<ReadError>,
+    loaded: Option<Loaded<'a>>,
+    reader: CpuReader<'a>,
+    /// (barrier, next): nothing older than `barrier` once `consumed >= next`.
+    flushed: Option<(u64, u64)>,
+    /// The tail loss handed out last, marked reported when stepped over.
+    tail_out: Option<Lost>,
+    buf: B,
 }
 
 impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
@@ -192,6 +201,7 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
     /// there); it is unused (may be empty) otherwise.
     pub fn new(reader: CpuReader<'a>, buf: B) -> Self {
         Cursor {
+            cpu: reader.cpu(),
             reader,
             buf,
             loaded: None,
@@ -208,7 +218,7 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
 
     /// The CPU.
     pub fn cpu(&self) -> u32 {
-        self.reader.cpu()
+        self.cpu
     }
 
     /// The underlying reader.

@@ -348,12 +348,16 @@ enum ClaimedLoss {
 const SKIP_LIMIT: u32 = 64;
 
 /// The reader of one CPU's buffer: its consumer, or a snapshot.
+///
+/// `repr(C)`, `local` first: a merge's run saves its progress there (see
+/// `merge::Cursor`).
 #[derive(Debug)]
+#[repr(C)]
 pub struct CpuReader<'a> {
-    b: CpuBuffer<'a>,
-    geometry: Geometry,
     /// Where this reader is: private until [`Self::commit`].
     local: Progress,
+    b: CpuBuffer<'a>,
+    geometry: Geometry,
     /// The consumer: what the consumer state holds (the last commit).
     committed: Progress,
     /// `Some` for a snapshot, which never commits.

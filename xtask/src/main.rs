@@ -237,9 +237,11 @@ fn man() {
 
 fn test() {
     run("format", cargo_args(&["fmt", "--all", "--", "--check"]));
+    // Release, as the tests below: they reuse this build (a debug build of
+    // the workspace too would cost minutes of CI and check nothing more).
     run(
         "build workspace",
-        cargo_args(&["build", "--workspace", "--all-targets"]),
+        cargo_args(&["build", "--workspace", "--all-targets", "--release"]),
     );
     run(
         "relay-core as the kernel builds it (no default features)",
