@@ -74,6 +74,8 @@ pub(crate) struct CpuBuffer<'a> {
     pub(crate) consumer: &'a [AtomicU64],
     /// `count` sub-buffers of `1 << shift` bytes.
     pub(crate) data: &'a [AtomicU64],
+    /// Who wakes sleeping readers after a seal (see [`crate::wake`]).
+    pub(crate) wake: Option<crate::wake::Wake<'a>>,
 }
 
 impl<'a> CpuBuffer<'a> {
@@ -128,6 +130,8 @@ pub struct Channel<'a> {
     words: &'a [AtomicU64],
     geometry: Geometry,
     flags: ChannelFlags,
+    /// Given to writers: see [`Self::with_waker`].
+    waker: Option<crate::wake::Waker>,
 }
 
 impl core::fmt::Debug for Channel<'_> {
@@ -322,6 +326,7 @@ impl<'a> Channel<'a> {
             });
         }
         Ok(Channel {
+            waker: None,
             words,
             geometry,
             flags,
@@ -344,6 +349,15 @@ impl<'a> Channel<'a> {
         let word = |i: usize| self.words.get(i).map_or(0, |w| w.load(Ordering::Relaxed));
         let (realtime_ns, clock) = (word(14), word(15));
         (realtime_ns != 0).then_some(Anchor { realtime_ns, clock })
+    }
+
+    /// The header's `version_minor`: what the creator's format knew (a
+    /// reader accepts any; see FORMAT.md, "Compatibility").
+    pub fn version_minor(&self) -> u16 {
+        // Word 1 holds `version_minor` in bits 16..32 (FORMAT.md, byte 10).
+        self.words
+            .get(1)
+            .map_or(0, |w| (w.load(Ordering::Relaxed) >> 16) as u16)
     }
 
     /// The header's `clock` code ([`Clock::from_u32`] names the known ones;
@@ -406,7 +420,38 @@ impl<'a> Channel<'a> {
             seals,
             consumer,
             data,
+            wake: self.waker.and_then(|waker| {
+                Some(crate::wake::Wake {
+                    wakeups: self.wakeups()?,
+                    waker,
+                })
+            }),
         })
+    }
+
+    /// This channel, with writers that wake sleeping readers through
+    /// `waker` after each seal, when one sleeps (see [`crate::wake`]). For
+    /// channels in a file; the kernel's readers sleep in `poll()` instead.
+    pub fn with_waker(mut self, waker: crate::wake::Waker) -> Self {
+        self.waker = Some(waker);
+        self
+    }
+
+    /// The word readers of this channel sleep on (see [`crate::wake`]);
+    /// `None` in a channel created before format 1.3, whose writers may
+    /// not know it.
+    pub fn wakeups(&self) -> Option<&'a AtomicU64> {
+        if self.version_minor() < 3 {
+            return None;
+        }
+        self.words
+            .get(crate::wake::wakeups_word(self.geometry.producer_offset())?)
+    }
+
+    /// `cpu`'s `waiters` word, where a reader of it registers (see
+    /// [`crate::wake`]).
+    pub fn waiters(&self, cpu: u32) -> Option<&'a AtomicU64> {
+        self.cpu_buffer(cpu)?.consumer.get(consumer::WAITERS)
     }
 
     /// The writer for `cpu`'s buffer, or `None` if there is no such CPU.

@@ -20,7 +20,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"RELAYCHN");
 /// Incompatible format changes bump the major version; readers refuse others.
 pub const VERSION_MAJOR: u16 = 1;
 /// Compatible additions bump the minor version; readers accept any.
-pub const VERSION_MINOR: u16 = 2;
+pub const VERSION_MINOR: u16 = 3;
 
 /// Bytes of the channel header at offset 0 (the rest of its page is zero).
 pub const CHANNEL_HEADER_SIZE: usize = 128;
@@ -323,6 +323,12 @@ pub mod producer {
     pub const PRODUCED: usize = 11;
     /// Sub-buffers sealed (cumulative).
     pub const SEALED_SUBBUFS: usize = 12;
+    /// CPU 0's only, for the whole channel: bumped by a writer of any CPU
+    /// that sealed a sub-buffer a reader waits for; readers of a channel
+    /// in a file sleep on its low 32 bits (a futex). See [`crate::wake`]
+    /// (format 1.3; 0 and unused in other CPUs' state and in kernel
+    /// channels).
+    pub const WAKEUPS: usize = 15;
     /// First word of the commit array: one [`super::Commit`] word per slot.
     pub const COMMITS: usize = super::PRODUCER_FIXED_WORDS;
 }
@@ -354,6 +360,10 @@ pub mod consumer {
     pub const LOST_CLAIMED: usize = 9;
     /// Abandoned records already reported (format 1.1).
     pub const REPORTED_ABANDONED: usize = 10;
+    /// Readers of this CPU asleep (or about to sleep) until a sub-buffer is
+    /// sealed: nonzero asks its writers to wake them. See [`crate::wake`]
+    /// (format 1.3).
+    pub const WAITERS: usize = 11;
 }
 
 /// The sub-buffer header: the first [`SUBBUF_HEADER_SIZE`] bytes of every

@@ -66,6 +66,7 @@ pub mod model;
 pub mod policy;
 pub mod reader;
 mod sync;
+pub mod wake;
 pub mod writer;
 
 pub use channel::{Channel, ChannelError};

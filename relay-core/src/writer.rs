@@ -785,6 +785,7 @@ impl<'a, S: Sharing> Writer<'a, S> {
         if let Some(seal) = b.seals.get(slot) {
             seal.store(Seal::Sealed(seq).encode(), Ordering::Release);
         }
+        crate::wake::after_seal(b);
         Committed {
             sealed: Some(seq),
             sealed_previous: false,

@@ -349,3 +349,43 @@ fn repair_vs_reader() {
         assert_eq!(seen.lost.abandoned, 1);
     });
 }
+
+/// The waker of [`a_seal_wakes_or_is_seen`]: the model checks the
+/// `wakeups` word itself, so waking is nothing here.
+fn no_syscall(_: &AtomicU64) {}
+
+/// No lost wakeup (relay-core `wake`): a writer sealing a sub-buffer
+/// races a reader that registers, looks for a sealed sub-buffer, and
+/// would sleep on the `wakeups` value it read. Either its look finds the
+/// seal, or the writer changes `wakeups` from that value (so the sleep
+/// cannot begin, or is woken).
+#[test]
+fn a_seal_wakes_or_is_seen() {
+    model(|| {
+        let mem = setup(Mode::NoOverwrite);
+        let clk = Arc::new(LoomU64::new(0));
+        let (m, c) = (mem.clone(), clk.clone());
+        let writer = thread::spawn(move || {
+            let ch = Channel::open(&m).unwrap().with_waker(no_syscall);
+            let w = ch.writer(0).unwrap();
+            let mut clock = clock(&c);
+            // A record, then the flush that closes and seals its sub-buffer
+            // (a switch timer's, say).
+            w.write(1, &1u64.to_le_bytes(), &mut clock).unwrap();
+            assert!(w.flush(&mut clock).sealed.is_some());
+        });
+        let ch = Channel::open(&mem).unwrap();
+        let wakeups = ch.wakeups().unwrap();
+        let waiters = ch.waiters(0).unwrap();
+        let waiting = relay_core::wake::Waiting::register(wakeups, [waiters]);
+        let found = ch.reader(0).unwrap().ready().is_some();
+        let seen = waiting.seen();
+        writer.join().unwrap();
+        assert!(
+            found || wakeups.load(Ordering::SeqCst) != seen,
+            "the reader would sleep on a sealed sub-buffer with no wakeup coming"
+        );
+        waiting.unregister([waiters]);
+        assert_eq!(waiters.load(Ordering::SeqCst), 0);
+    });
+}

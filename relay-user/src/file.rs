@@ -228,6 +228,11 @@ impl ChannelFile {
             });
         }
         self.channel().set_claim_pid(cpu, crate::sys::pid().into());
+        // This CPU's only consumer now: a sleeper registered here is a dead
+        // consumer's (see `relay_core::wake`).
+        if let Some(waiters) = self.channel().waiters(cpu) {
+            waiters.store(0, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -394,8 +399,15 @@ impl ChannelFile {
     /// The channel over the mapping.
     pub fn channel(&self) -> Channel<'_> {
         // The mapping holds `total_size` bytes by construction.
-        Channel::attach(self.words(), self.geometry, self.flags)
-            .expect("mapping covers the channel")
+        let channel = Channel::attach(self.words(), self.geometry, self.flags)
+            .expect("mapping covers the channel");
+        // Writers in userspace wake readers asleep on the channel (see
+        // `relay_core::wake`); the kernel's sleep in poll().
+        if self.writable && !self.kernel {
+            channel.with_waker(crate::sys::futex_wake)
+        } else {
+            channel
+        }
     }
 
     fn words(&self) -> &[AtomicU64] {

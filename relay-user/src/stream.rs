@@ -56,6 +56,11 @@ impl Default for StreamOptions {
 
 type Cursors<'f> = Vec<Cursor<'f, Vec<u8>>>;
 
+/// The longest a consumer of a channel file sleeps without looking at it
+/// (see `Stream::sleep_until_sealed`): an idle follower wakes this often,
+/// and otherwise only when a writer seals a sub-buffer.
+const LIVENESS: Duration = Duration::from_secs(1);
+
 /// The merged stream. Records borrow the mapping until the next call.
 pub struct Stream<'f> {
     merger: Merger<'f, Vec<u8>, Cursors<'f>, Vec<Node>>,
@@ -72,6 +77,9 @@ pub struct Stream<'f> {
     last_ts: u64,
     late: u64,
     backoff: Duration,
+    /// Follow mode, while waiting: when the stream stops waiting of its
+    /// own accord (a blocking CPU's `latency`, `until_idle`), if ever.
+    deadline: Option<Instant>,
 }
 
 impl<'f> Stream<'f> {
@@ -127,6 +135,7 @@ impl<'f> Stream<'f> {
             last_ts: 0,
             late: 0,
             backoff: MIN_BACKOFF,
+            deadline: None,
         }
     }
 
@@ -229,6 +238,14 @@ impl<'f> Stream<'f> {
             }
             break;
         }
+        // What ends the wait at the latest, but a record: the blocking CPU's
+        // latency, or the end of an idle stream.
+        let blocked = self.blocked_since.map(|since| since + self.options.latency);
+        let idle = self.options.until_idle.map(|d| self.last_progress + d);
+        self.deadline = match (blocked, idle) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let wait = self.backoff;
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
         Ready::Wait(wait)
@@ -260,7 +277,7 @@ impl<'f> Stream<'f> {
         let drain = loop {
             match self.poll_ready() {
                 Ready::Deliver { drain } => break drain,
-                Ready::Wait(d) => self.wait(d),
+                Ready::Wait(d) => self.wait(d, None),
                 Ready::End => return None,
             }
         };
@@ -303,15 +320,66 @@ impl<'f> Stream<'f> {
         self.batch_until(Some(Instant::now() + timeout), max, f)
     }
 
-    /// Waits `d`: on a kernel channel file in poll(2), which a writer's seal
-    /// ends early; otherwise a sleep (plain files have no wakeups).
-    fn wait(&self, d: Duration) {
+    /// Waits for something to read, at most until `until` (the caller's
+    /// deadline, if any, besides the stream's own). A kernel channel file
+    /// waits `d` in poll(2), which a writer's seal ends early; a consumer
+    /// of a channel in a file sleeps until a writer seals a sub-buffer
+    /// (see [`relay_core::wake`]); a snapshot, which cannot register, or a
+    /// channel older than format 1.3, sleeps `d`.
+    fn wait(&mut self, d: Duration, until: Option<Instant>) {
         if self.file.is_kernel() && self.options.cpus.is_empty() {
             // Readable, timed out or interrupted: the caller looks again.
             let _ = crate::sys::poll_readable(self.file.file().as_fd(), d);
-        } else {
-            std::thread::sleep(d)
+        } else if !self.sleep_until_sealed(until) {
+            std::thread::sleep(
+                until.map_or(d, |u| d.min(u.saturating_duration_since(Instant::now()))),
+            )
         }
+    }
+
+    /// The consumer of a channel in a file: registers as a sleeper on its
+    /// CPUs, looks once more (a seal may have come since the last look),
+    /// and sleeps until a writer's wake, a termination signal, `until` or
+    /// the stream's own deadline. False if this stream cannot sleep so.
+    fn sleep_until_sealed(&mut self, until: Option<Instant>) -> bool {
+        let file: &'f ChannelFile = self.file;
+        if file.is_kernel() || file.is_snapshot() {
+            return false;
+        }
+        // A stop flag of the caller's own has no wakeup: poll it instead.
+        if self
+            .stop
+            .is_some_and(|f| !crate::sys::is_termination_flag(f))
+        {
+            return false;
+        }
+        let channel = file.channel();
+        let Some(wakeups) = channel.wakeups() else {
+            return false;
+        };
+        let waiters: Vec<&'f relay_core::AtomicU64> = self
+            .cpus
+            .iter()
+            .filter_map(|&c| channel.waiters(c))
+            .collect();
+        // Read before the flag: a signal after this read changes it.
+        let interrupts = crate::sys::interrupts();
+        let waiting = relay_core::wake::Waiting::register(wakeups, waiters.iter().copied());
+        let stopping = self.stop.is_some_and(|f| f.load(Ordering::Acquire));
+        if !stopping && self.merger.poll(false).is_some() {
+            // At the latest after LIVENESS, look at the file anyway: one
+            // truncated under the reader has no writer left to wake it,
+            // and the look is what notices (see `crate::truncation`).
+            let mut end = Instant::now() + LIVENESS;
+            for d in [until, self.deadline].into_iter().flatten() {
+                end = end.min(d);
+            }
+            crate::sys::futex_wait(wakeups, waiting.seen(), interrupts, Some(end));
+        }
+        waiting.unregister(waiters.iter().copied());
+        // Woken: look again at once.
+        self.backoff = MIN_BACKOFF;
+        true
     }
 
     fn batch_until(
@@ -340,13 +408,12 @@ impl<'f> Stream<'f> {
                     return self.merger.next_batch(drain, max, &mut track).ok();
                 }
                 Ready::Wait(d) => match deadline {
-                    None => self.wait(d),
+                    None => self.wait(d, None),
                     Some(end) => {
-                        let left = end.saturating_duration_since(Instant::now());
-                        if left.is_zero() {
+                        if end <= Instant::now() {
                             return Some(0);
                         }
-                        self.wait(d.min(left));
+                        self.wait(d, Some(end));
                     }
                 },
                 Ready::End => return None,

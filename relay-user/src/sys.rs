@@ -13,8 +13,8 @@ use std::io;
 use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use relay_core::AtomicU64;
 
@@ -252,10 +252,137 @@ static TERMINATED_BY: AtomicI32 = AtomicI32::new(0);
 /// Set with [`TERMINATED_BY`], for loops that watch a flag.
 static TERMINATING: AtomicBool = AtomicBool::new(false);
 
+/// Bumped (after [`TERMINATING`] is set) and woken by the handler, so that
+/// a reader asleep in [`futex_wait`] wakes: it sleeps on this word too.
+static INTERRUPTS: AtomicU32 = AtomicU32::new(0);
+
 extern "C" fn on_termination(signal: libc::c_int) {
-    // Async-signal-safe: two atomic stores.
+    // Async-signal-safe: atomic stores and a futex wake. The flag first:
+    // a sleeper that read `INTERRUPTS` before the bump then finds it
+    // changed (or is woken); one that read it after finds the flag set.
     TERMINATED_BY.store(signal, Ordering::Relaxed);
     TERMINATING.store(true, Ordering::Release);
+    INTERRUPTS.fetch_add(1, Ordering::Release);
+    // SAFETY: FUTEX_WAKE on a live static word; it touches no memory of
+    // this process.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            INTERRUPTS.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            i32::MAX,
+        );
+    }
+}
+
+/// Whether `flag` is the one [`catch_termination`] returns (whose
+/// signals wake [`futex_wait`]).
+pub(crate) fn is_termination_flag(flag: &AtomicBool) -> bool {
+    std::ptr::eq(flag, &TERMINATING)
+}
+
+/// The low 32 bits of a shared 64-bit word, where a futex on it looks
+/// (the word's first four bytes: relay's words are little-endian).
+fn low_half(word: &AtomicU64) -> *const u32 {
+    word.as_ptr().cast::<u32>().cast_const()
+}
+
+/// Wakes every thread, of any process, asleep in [`futex_wait`] on `word`
+/// (a shared futex: the word is in a file mapping).
+pub(crate) fn futex_wake(word: &AtomicU64) {
+    // SAFETY: FUTEX_WAKE only reads the futex's key from the address of a
+    // live, aligned word of a mapping; it writes no memory.
+    unsafe {
+        libc::syscall(libc::SYS_futex, low_half(word), libc::FUTEX_WAKE, i32::MAX);
+    }
+}
+
+/// The value to give [`futex_wait`] for the termination signals: read it
+/// before looking at the termination flag.
+pub(crate) fn interrupts() -> u32 {
+    INTERRUPTS.load(Ordering::Acquire)
+}
+
+/// `struct futex_waitv` (linux/futex.h).
+#[repr(C)]
+struct FutexWaitv {
+    val: u64,
+    uaddr: u64,
+    flags: u32,
+    reserved: u32,
+}
+
+const FUTEX2_SIZE_U32: u32 = 0x02;
+const FUTEX2_PRIVATE: u32 = 128;
+
+/// Sleeps until the low 32 bits of `word` (a shared futex) differ from
+/// those of `seen`, or [`INTERRUPTS`] from `interrupts` (a termination
+/// signal), or a wake, or `deadline`; both compared before it sleeps, so a
+/// change just before the call ends it at once. Spurious returns are
+/// allowed: callers look again. Without `futex_waitv` (Linux before 5.16)
+/// it waits on `word` alone, at most 50 ms at a time.
+pub(crate) fn futex_wait(word: &AtomicU64, seen: u64, interrupts: u32, deadline: Option<Instant>) {
+    let timeout = deadline.map(|d| {
+        // futex_waitv's timeout is absolute, on CLOCK_MONOTONIC, which is
+        // what `Instant` reads on Linux: now plus what is left.
+        let at = Duration::from_nanos(monotonic_ns())
+            .saturating_add(d.saturating_duration_since(Instant::now()));
+        libc::timespec {
+            tv_sec: libc::time_t::try_from(at.as_secs()).unwrap_or(libc::time_t::MAX),
+            tv_nsec: libc::c_long::from(at.subsec_nanos() as i32),
+        }
+    });
+    let waiters = [
+        FutexWaitv {
+            val: seen & u64::from(u32::MAX),
+            uaddr: low_half(word) as u64,
+            flags: FUTEX2_SIZE_U32,
+            reserved: 0,
+        },
+        FutexWaitv {
+            val: u64::from(interrupts),
+            uaddr: INTERRUPTS.as_ptr() as u64,
+            flags: FUTEX2_SIZE_U32 | FUTEX2_PRIVATE,
+            reserved: 0,
+        },
+    ];
+    let ts = timeout
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: two valid futex_waitv entries and an optional timespec, all
+    // alive for the call, which only reads them and the two aligned words.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex_waitv,
+            waiters.as_ptr(),
+            2u32,
+            0u32,
+            ts,
+            libc::CLOCK_MONOTONIC,
+        )
+    };
+    if r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+        let left = deadline
+            .map_or(Duration::from_millis(50), |d| {
+                d.saturating_duration_since(Instant::now())
+            })
+            .min(Duration::from_millis(50));
+        let rel = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::c_long::from(left.subsec_nanos() as i32),
+        };
+        // SAFETY: as for FUTEX_WAKE, plus a relative timespec alive for
+        // the call.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                low_half(word),
+                libc::FUTEX_WAIT,
+                (seen as u32) as i32,
+                &rel as *const libc::timespec,
+            );
+        }
+    }
 }
 
 /// Turns the first SIGINT, SIGTERM or SIGHUP into a flag, so that a

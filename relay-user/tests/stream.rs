@@ -185,3 +185,58 @@ fn non_blocking_and_timeout() {
     drop(stream);
     let _ = std::fs::remove_file(path);
 }
+
+/// This thread's voluntary context switches: each is a sleep that ended.
+fn voluntary_switches() -> u64 {
+    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+/// A follower of a channel file sleeps (a futex, see relay_core::wake)
+/// until a writer seals a sub-buffer: idle, it does not wake every few
+/// milliseconds as a polling reader would, and a seal wakes it.
+#[test]
+fn an_idle_follower_sleeps_until_a_writer_seals() {
+    let (file, path) = channel("sleeps");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let follower = std::thread::spawn(move || {
+        let consumer = ChannelFile::open_consumer(&path, &[]).unwrap();
+        let options = StreamOptions {
+            follow: true,
+            latency: Duration::from_millis(10),
+            ..StreamOptions::default()
+        };
+        let mut stream = Stream::new(&consumer, options);
+        let before = voluntary_switches();
+        let mut got = None;
+        // Follow mode: returns only with a record.
+        stream.next_batch(1, &mut |e| {
+            if let Event::Record { record, .. } = e {
+                got = Some(u64::from_le_bytes(record.payload.try_into().unwrap()));
+            }
+            Flow::Take
+        });
+        tx.send((got, voluntary_switches() - before)).unwrap();
+        let _ = std::fs::remove_file(&path);
+    });
+    // Idle for 600 ms: a reader polling with a back-off up to 20 ms would
+    // wake about 30 times; this one about once (its 1 s liveness look).
+    std::thread::sleep(Duration::from_millis(600));
+    let w = file.writer(0).unwrap();
+    w.write(1, &42u64.to_le_bytes(), &mut monotonic_ns).unwrap();
+    let flushed = w.flush(&mut monotonic_ns);
+    assert!(flushed.sealed.is_some(), "the flush seals the sub-buffer");
+    let (got, switches) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the seal woke the follower");
+    follower.join().unwrap();
+    assert_eq!(got, Some(42));
+    assert!(
+        switches <= 6,
+        "the follower woke {switches} times in about 600 ms while idle"
+    );
+}
