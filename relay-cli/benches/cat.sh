@@ -13,6 +13,7 @@
 set -eu
 cpus=${1:-256}
 per_cpu=${2:-12000}
+payload=${3:-binary}
 dir=${TMPDIR:-/dev/shm}
 command -v hyperfine >/dev/null || { echo "cat.sh: needs hyperfine (apt install hyperfine)" >&2; exit 2; }
 cargo build --release -q -p relay-cli -p relay-user --example interleaved
@@ -21,7 +22,7 @@ relay=$root/release/relay
 records=$((cpus * per_cpu))
 for run in 1 100; do
     file=$dir/relay-cat-bench-$cpus-$run.relay
-    "$root/release/examples/interleaved" "$file" "$cpus" "$per_cpu" "$run"
+    "$root/release/examples/interleaved" "$file" "$cpus" "$per_cpu" "$run" "$payload"
     hyperfine --warmup 1 --runs 5 -N --style basic \
         --export-markdown "$dir/relay-cat-bench-$run.md" \
         -n cat "cat $file" \
@@ -29,7 +30,7 @@ for run in 1 100; do
         -n "relay cat --time raw" "$relay cat --time raw $file" \
         -n "relay cat --json" "$relay cat --json $file" \
         --output=null
-    echo "run of $run record(s) per CPU, $records records:"
+    echo "run of $run record(s) per CPU, $records records, $payload payloads:"
     cat "$dir/relay-cat-bench-$run.md"
     rm -f "$file"
 done

@@ -1,9 +1,12 @@
 //! Writes a channel file for reader benchmarks: CPUS CPU buffers of
 //! 64-byte records, RUN records per CPU in turn (1: every record switches
 //! CPU, the worst case for a merge), timestamps increasing across CPUs,
-//! PER_CPU records each, every CPU flushed at the end.
+//! PER_CPU records each, every CPU flushed at the end. PAYLOAD is
+//! `binary` (64 bytes of 0x07, which text output escapes to four bytes
+//! each: the worst case for `relay cat`'s text) or `text` (64 printable
+//! ASCII bytes, a log line's).
 //!
-//! `cargo run --release -p relay-user --example interleaved -- PATH CPUS PER_CPU RUN`
+//! `cargo run --release -p relay-user --example interleaved -- PATH CPUS PER_CPU RUN [binary|text]`
 //! (used by `relay-cli/benches/cat.sh`).
 
 use relay_core::{ChannelFlags, GeometryParams};
@@ -11,8 +14,10 @@ use relay_user::ChannelFile;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [path, cpus, per_cpu, run] = args.as_slice() else {
-        return Err("usage: interleaved PATH CPUS PER_CPU RUN".into());
+    let (path, cpus, per_cpu, run, kind) = match args.as_slice() {
+        [path, cpus, per_cpu, run] => (path, cpus, per_cpu, run, "binary"),
+        [path, cpus, per_cpu, run, kind] => (path, cpus, per_cpu, run, kind.as_str()),
+        _ => return Err("usage: interleaved PATH CPUS PER_CPU RUN [binary|text]".into()),
     };
     let (cpus, per_cpu, run): (u32, u64, u64) = (cpus.parse()?, per_cpu.parse()?, run.parse()?);
     if run == 0 || per_cpu % run != 0 {
@@ -35,7 +40,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let writers: Vec<_> = (0..cpus)
         .map(|c| file.local_writer(c).ok_or("no writer"))
         .collect::<Result<_, _>>()?;
-    let payload = [7u8; 64];
+    let payload: [u8; 64] = match kind {
+        "binary" => [7u8; 64],
+        "text" => *b"sched_switch: prev=kworker/u8:2 next=swapper/0 prio=120 state=R ",
+        _ => return Err(format!("PAYLOAD: binary or text, not {kind:?}").into()),
+    };
     let mut t = 0u64;
     for _ in 0..per_cpu / run {
         for w in &writers {
