@@ -19,7 +19,9 @@
 //!   statistics, load generator, benchmark).
 //!
 //! All `unsafe` code is in the private `sys` module and in [`truncation`]
-//! (the SIGBUS handler); [`os`] is what programs may use of it.
+//! (the SIGBUS handler), but for one call in [`stream`]: a stream that owns
+//! its file (`Stream<'_, Arc<ChannelFile>>`) borrows that file's mapping
+//! from itself. [`os`] is what programs may use of it.
 //!
 //! ```no_run
 //! use relay_user::{ChannelFile, Stream, StreamOptions};

@@ -18,11 +18,13 @@
 //! `latency`); kernel channel files ask the module to flush that CPU
 //! (RELAY_IOC_FLUSH), which answers at once, so nothing waits.
 
+use std::borrow::Borrow;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use relay_core::merge::{nodes_for, Cursor, Event, Flow, Merger, Node, Step};
+use relay_core::Channel;
 
 use crate::file::ChannelFile;
 
@@ -62,9 +64,17 @@ type Cursors<'f> = Vec<Cursor<'f, Vec<u8>>>;
 const LIVENESS: Duration = Duration::from_secs(1);
 
 /// The merged stream. Records borrow the mapping until the next call.
-pub struct Stream<'f> {
+///
+/// `F` holds the file: a reference (`Stream::new(&file, ..)`, the stream
+/// borrows it) or an owner (`ChannelFile`, `Arc<ChannelFile>`: the stream
+/// keeps it open, and can live in a struct beside nothing else). `'f` is
+/// the lifetime of what the stream borrows: the file, when `F` is a
+/// reference, and a [`Self::stop_when`] flag.
+pub struct Stream<'f, F: Borrow<ChannelFile> + 'f = &'f ChannelFile> {
+    /// Declared before `file`, so dropped before it: the cursors read the
+    /// file's mapping (see `Stream::new`).
     merger: Merger<'f, Vec<u8>, Cursors<'f>, Vec<Node>>,
-    file: &'f ChannelFile,
+    file: F,
     /// The CPUs read.
     cpus: Vec<u32>,
     options: StreamOptions,
@@ -82,10 +92,24 @@ pub struct Stream<'f> {
     deadline: Option<Instant>,
 }
 
-impl<'f> Stream<'f> {
-    /// A stream over `file`.
-    pub fn new(file: &'f ChannelFile, options: StreamOptions) -> Self {
-        let channel = file.channel();
+impl<'f, F: Borrow<ChannelFile> + 'f> Stream<'f, F> {
+    /// A stream over the channel file `file` holds.
+    pub fn new(file: F, options: StreamOptions) -> Self {
+        let owner = file;
+        let file: &ChannelFile = owner.borrow();
+        // The cursors borrow the mapping for 'f, which may outlive this
+        // borrow of `owner` when `F` owns the file.
+        #[allow(unsafe_code)]
+        // SAFETY: the mapping is a separate allocation of the kernel's that
+        // stays where it is while its `ChannelFile` lives (moving `owner`
+        // moves no page), and the `ChannelFile` that `owner.borrow()` gives
+        // lives as long as `owner`: a safe `Borrow` cannot drop it while
+        // `owner` is shared, and the stream never hands `owner` out, mutably
+        // or at all. The stream keeps `owner` in `file`, declared after
+        // `merger`: every cursor, and so every borrow of the mapping, is
+        // dropped before `owner` is. Events borrow the stream itself, never
+        // 'f.
+        let channel: Channel<'f> = unsafe { crate::sys::extend_channel(file.channel()) };
         let size = file.geometry().subbuf_size() as usize;
         // Kernel files, to the end: everything written so far, so close
         // every open sub-buffer, before a snapshot fixes where it ends.
@@ -125,7 +149,7 @@ impl<'f> Stream<'f> {
         }
         Stream {
             merger,
-            file,
+            file: owner,
             cpus,
             options,
             blocked_since: None,
@@ -143,7 +167,7 @@ impl<'f> Stream<'f> {
     /// (the calls that hand out events do it for the calls before them).
     /// Snapshots: nothing to do.
     pub fn commit(&mut self) {
-        if !self.file.is_snapshot() {
+        if !self.file.borrow().is_snapshot() {
             self.merger.commit();
         }
     }
@@ -175,7 +199,7 @@ impl<'f> Stream<'f> {
 
     /// Flushes `cpu` through the kernel module and tells the merger.
     fn kernel_flush(&mut self, cpu: u32) -> bool {
-        match self.file.flush_cpu(cpu) {
+        match self.file.borrow().flush_cpu(cpu) {
             Some((barrier, next)) => {
                 self.merger.flushed(cpu, barrier, next);
                 true
@@ -195,7 +219,7 @@ impl<'f> Stream<'f> {
                 .is_some_and(|d| self.last_progress.elapsed() >= d);
         let stopping = idle_over || self.stop.is_some_and(|f| f.load(Ordering::Acquire));
         let drain = !follow || stopping;
-        let kernel = self.file.is_kernel();
+        let kernel = self.file.borrow().is_kernel();
         // Kernel files: flush a blocking CPU (each at most about once) or,
         // idle for `latency`, every CPU, and look again.
         let mut flushes = 0;
@@ -327,9 +351,10 @@ impl<'f> Stream<'f> {
     /// (see [`relay_core::wake`]); a snapshot, which cannot register, or a
     /// channel older than format 1.3, sleeps `d`.
     fn wait(&mut self, d: Duration, until: Option<Instant>) {
-        if self.file.is_kernel() && self.options.cpus.is_empty() {
+        let file = self.file.borrow();
+        if file.is_kernel() && self.options.cpus.is_empty() {
             // Readable, timed out or interrupted: the caller looks again.
-            let _ = crate::sys::poll_readable(self.file.file().as_fd(), d);
+            let _ = crate::sys::poll_readable(file.file().as_fd(), d);
         } else if !self.sleep_until_sealed(until) {
             std::thread::sleep(
                 until.map_or(d, |u| d.min(u.saturating_duration_since(Instant::now()))),
@@ -342,7 +367,7 @@ impl<'f> Stream<'f> {
     /// and sleeps until a writer's wake, a termination signal, `until` or
     /// the stream's own deadline. False if this stream cannot sleep so.
     fn sleep_until_sealed(&mut self, until: Option<Instant>) -> bool {
-        let file: &'f ChannelFile = self.file;
+        let file: &ChannelFile = self.file.borrow();
         if file.is_kernel() || file.is_snapshot() {
             return false;
         }
@@ -357,7 +382,7 @@ impl<'f> Stream<'f> {
         let Some(wakeups) = channel.wakeups() else {
             return false;
         };
-        let waiters: Vec<&'f relay_core::AtomicU64> = self
+        let waiters: Vec<&relay_core::AtomicU64> = self
             .cpus
             .iter()
             .filter_map(|&c| channel.waiters(c))

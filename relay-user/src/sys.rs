@@ -126,6 +126,21 @@ impl Mapping {
     }
 }
 
+/// `channel`, borrowing its memory for `'a` instead.
+///
+/// # Safety
+///
+/// The mapping `channel` views must stay mapped for all of `'a`: the
+/// caller keeps its `ChannelFile` alive until it drops the channel and
+/// everything borrowed from it.
+pub(crate) unsafe fn extend_channel<'a>(
+    channel: relay_core::Channel<'_>,
+) -> relay_core::Channel<'a> {
+    // SAFETY: the two types differ only in the lifetime, which the caller
+    // vouches for.
+    unsafe { std::mem::transmute::<relay_core::Channel<'_>, relay_core::Channel<'a>>(channel) }
+}
+
 impl Mapping {
     /// Registers this mapping as the file at `path` for
     /// [`crate::truncation::exit_on_truncation`].

@@ -240,3 +240,62 @@ fn an_idle_follower_sleeps_until_a_writer_seals() {
         "the follower woke {switches} times in about 600 ms while idle"
     );
 }
+
+/// Every record's payload, drained to the end.
+fn drain_all<F: std::borrow::Borrow<ChannelFile>>(stream: &mut Stream<'_, F>) -> Vec<u64> {
+    let mut got = Vec::new();
+    while stream
+        .next_batch(usize::MAX, &mut |e| {
+            if let Event::Record { record, .. } = e {
+                got.push(u64::from_le_bytes(record.payload.try_into().unwrap()));
+            }
+            Flow::Take
+        })
+        .is_some()
+    {}
+    got
+}
+
+/// A stream that owns its file (by value, or shared in an `Arc`) can live
+/// in a struct of its own and move (returned, boxed) while it reads.
+#[test]
+fn a_stream_owns_its_file() {
+    struct Reader {
+        stream: Stream<'static, std::sync::Arc<ChannelFile>>,
+    }
+    fn snapshot_of(path: &std::path::Path) -> Stream<'static, ChannelFile> {
+        Stream::new(
+            ChannelFile::open_snapshot(path).unwrap(),
+            StreamOptions::default(),
+        )
+    }
+    let (file, path) = channel("owned");
+    write(&file, 100);
+    drop(file);
+    let mut by_value = Box::new(snapshot_of(&path));
+    let snapshot = drain_all(&mut *by_value);
+    assert_eq!(snapshot.len(), 200);
+    let shared = std::sync::Arc::new(ChannelFile::open_consumer(&path, &[]).unwrap());
+    let mut reader = Reader {
+        stream: Stream::new(shared.clone(), StreamOptions::default()),
+    };
+    drop(shared); // the stream's clone keeps the file open
+    let moved = std::mem::replace(
+        &mut reader,
+        Reader {
+            stream: Stream::new(
+                std::sync::Arc::new(ChannelFile::open_snapshot(&path).unwrap()),
+                StreamOptions::default(),
+            ),
+        },
+    );
+    let mut consumer = moved;
+    assert_eq!(drain_all(&mut consumer.stream), snapshot);
+    drop(consumer);
+    // Consumed: a new consumer finds nothing; the other snapshot still
+    // sees what it saw when it was opened.
+    let again = ChannelFile::open_consumer(&path, &[]).unwrap();
+    assert!(drain_all(&mut Stream::new(&again, StreamOptions::default())).is_empty());
+    assert_eq!(drain_all(&mut reader.stream).len(), 200);
+    let _ = std::fs::remove_file(&path);
+}
