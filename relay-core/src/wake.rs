@@ -12,22 +12,22 @@
 //!
 //! The protocol, in the order each side runs it:
 //!
-//! - Reader ([`Waiting::register`], then [`Waiting::unregister`]): adds 1
-//!   to `waiters` of every CPU it reads, then a full fence, then loads
-//!   `wakeups` (the value to
-//!   sleep on), then looks for something to read; only if it finds nothing
-//!   does it sleep while `wakeups` still holds that value (the futex
-//!   compares before it sleeps), and then takes its 1 back.
-//! - Writer ([`after_seal`]): stores the seal (release), then a full fence,
-//!   then loads its CPU's `waiters`; if it is not 0, adds 1 to `wakeups`
-//!   and wakes every sleeper on it.
+//! - Reader ([`register`], then [`unregister`]): adds 1 to `waiters` of
+//!   every CPU it reads, then a full fence, then loads `wakeups` (the value
+//!   to sleep on), then looks for something to read; only if it finds
+//!   nothing does it sleep while `wakeups` still holds that value (the
+//!   futex compares before it sleeps), and then takes its 1 back.
+//! - Writer (`after_seal`, which every seal runs): stores the seal
+//!   (release), then a full fence, then loads its CPU's `waiters`; if it
+//!   is not 0, adds 1 to `wakeups` and wakes every sleeper on it.
 //!
 //! **No lost wakeup**: both sides store, then a sequentially consistent
-//! fence, then load the other's word, so at least one sees the other. Either the reader's look finds the seal, or
-//! the writer finds the reader registered and changes `wakeups`: before
-//! the reader loaded it (then the reader's look, ordered after that load,
-//! finds the seal), or after (then the sleep returns at once, or is
-//! woken). The loom model `a_seal_wakes_or_is_seen` checks exactly this.
+//! fence, then load the other's word, so at least one sees the other.
+//! Either the reader's look finds the seal, or the writer finds the reader
+//! registered and changes `wakeups`: before the reader loaded it (then the
+//! reader's look, ordered after that load, finds the seal), or after (then
+//! the sleep returns at once, or is woken). The loom model
+//! `a_seal_wakes_or_is_seen` checks exactly this.
 //!
 //! Both words are hostile to the side that does not own them: a
 //! `waiters` left nonzero by a reader that died makes writers wake
@@ -68,47 +68,32 @@ pub(crate) fn after_seal(b: &CpuBuffer<'_>) {
     }
 }
 
-/// A reader's registration as a sleeper on the CPUs it reads (see the
-/// module docs): the value of `wakeups` to sleep on while nothing is
-/// readable. Dropping it does not unregister: call [`Self::unregister`].
-#[derive(Debug)]
-#[must_use = "a registered reader must unregister"]
-pub struct Waiting {
-    seen: u64,
+/// The reader's half, first step: registers a reader of the CPUs whose
+/// `waiters` words are `consumers` (see [`crate::Channel::waiters`]) on
+/// the channel's `wakeups` word, and returns the value to sleep on: sleep
+/// only while `wakeups` still holds it (its low 32 bits, for a futex).
+/// Look for something to read after this, sleep only if there is nothing,
+/// and [`unregister`] after.
+#[must_use = "sleep on this value, then unregister"]
+pub fn register<'w>(
+    wakeups: &AtomicU64,
+    consumers: impl IntoIterator<Item = &'w AtomicU64>,
+) -> u64 {
+    for waiters in consumers {
+        waiters.fetch_add(1, Ordering::SeqCst);
+    }
+    // The reader's store-then-load fence, paired with the writer's: an SC
+    // read-modify-write orders nothing for other words (the loom model
+    // fails without it).
+    fence(Ordering::SeqCst);
+    wakeups.load(Ordering::SeqCst)
 }
 
-impl Waiting {
-    /// Registers a reader of the CPUs whose consumer states are
-    /// `consumers` (their `waiters` words; CPUs whose state is missing
-    /// are skipped) on the channel's `wakeups` word. Look for something to
-    /// read after this, and sleep only if there is nothing.
-    pub fn register<'w>(
-        wakeups: &AtomicU64,
-        consumers: impl IntoIterator<Item = &'w AtomicU64>,
-    ) -> Waiting {
-        for waiters in consumers {
-            waiters.fetch_add(1, Ordering::SeqCst);
-        }
-        // The reader's store-then-load fence, paired with the writer's: an
-        // SC read-modify-write orders nothing for other words (the loom
-        // model fails without it).
-        fence(Ordering::SeqCst);
-        Waiting {
-            seen: wakeups.load(Ordering::SeqCst),
-        }
-    }
-
-    /// The value to sleep on: sleep only while `wakeups` still holds it
-    /// (its low 32 bits, for a futex).
-    pub fn seen(&self) -> u64 {
-        self.seen
-    }
-
-    /// Takes back the registration on the same `consumers`.
-    pub fn unregister<'w>(self, consumers: impl IntoIterator<Item = &'w AtomicU64>) {
-        for waiters in consumers {
-            waiters.fetch_sub(1, Ordering::SeqCst);
-        }
+/// The reader's half, last step: takes back a [`register`] on the same
+/// `consumers`.
+pub fn unregister<'w>(consumers: impl IntoIterator<Item = &'w AtomicU64>) {
+    for waiters in consumers {
+        waiters.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -377,15 +377,14 @@ fn a_seal_wakes_or_is_seen() {
         let ch = Channel::open(&mem).unwrap();
         let wakeups = ch.wakeups().unwrap();
         let waiters = ch.waiters(0).unwrap();
-        let waiting = relay_core::wake::Waiting::register(wakeups, [waiters]);
+        let seen = relay_core::wake::register(wakeups, [waiters]);
         let found = ch.reader(0).unwrap().ready().is_some();
-        let seen = waiting.seen();
         writer.join().unwrap();
         assert!(
             found || wakeups.load(Ordering::SeqCst) != seen,
             "the reader would sleep on a sealed sub-buffer with no wakeup coming"
         );
-        waiting.unregister([waiters]);
+        relay_core::wake::unregister([waiters]);
         assert_eq!(waiters.load(Ordering::SeqCst), 0);
     });
 }

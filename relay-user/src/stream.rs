@@ -264,12 +264,16 @@ impl<'f, F: Borrow<ChannelFile> + 'f> Stream<'f, F> {
         }
         // What ends the wait at the latest, but a record: the blocking CPU's
         // latency, or the end of an idle stream.
-        let blocked = self.blocked_since.map(|since| since + self.options.latency);
+        // latency, a kernel file's next flush of every CPU, or the end of an
+        // idle stream.
+        let latency = self.options.latency;
+        let blocked = self.blocked_since.map(|since| since + latency);
+        let flush = self
+            .idle_since
+            .filter(|_| kernel)
+            .map(|since| since + latency);
         let idle = self.options.until_idle.map(|d| self.last_progress + d);
-        self.deadline = match (blocked, idle) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        self.deadline = [blocked, flush, idle].into_iter().flatten().min();
         let wait = self.backoff;
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
         Ready::Wait(wait)
@@ -353,12 +357,41 @@ impl<'f, F: Borrow<ChannelFile> + 'f> Stream<'f, F> {
     fn wait(&mut self, d: Duration, until: Option<Instant>) {
         let file = self.file.borrow();
         if file.is_kernel() && self.options.cpus.is_empty() {
-            // Readable, timed out or interrupted: the caller looks again.
-            let _ = crate::sys::poll_readable(file.file().as_fd(), d);
+            // Readable (a seal), timed out (the stream's own deadline: a
+            // flush, a blocking CPU's latency) or interrupted (a signal):
+            // the caller looks again.
+            let timeout = self.wait_for(until).unwrap_or(d);
+            let _ = crate::sys::poll_readable(file.file().as_fd(), timeout);
         } else if !self.sleep_until_sealed(until) {
             std::thread::sleep(
                 until.map_or(d, |u| d.min(u.saturating_duration_since(Instant::now()))),
             )
+        }
+    }
+
+    /// How long until the earlier of `until` and the stream's own deadline,
+    /// if either.
+    fn wait_for(&self, until: Option<Instant>) -> Option<Duration> {
+        let end = [until, self.deadline].into_iter().flatten().min()?;
+        Some(end.saturating_duration_since(Instant::now()))
+    }
+
+    /// [`Self::wait`] for async code: a kernel file's poll(2) and a file
+    /// consumer's futex sleep on tokio's blocking pool, otherwise tokio's
+    /// timer; the runtime's own threads never block.
+    #[cfg(feature = "tokio")]
+    async fn wait_async(&mut self, d: Duration) {
+        let file = self.file.borrow();
+        if file.is_kernel() && self.options.cpus.is_empty() {
+            let timeout = self.wait_for(None).unwrap_or(d);
+            // The descriptor's number: if this future is dropped mid-wait,
+            // the poll ends by its timeout, and a number closed since only
+            // makes it return early.
+            let fd = std::os::fd::AsRawFd::as_raw_fd(file.file());
+            let _ = tokio::task::spawn_blocking(move || crate::sys::poll_readable_raw(fd, timeout))
+                .await;
+        } else if !self.sleep_until_sealed_async(None).await {
+            tokio::time::sleep(d).await
         }
     }
 
@@ -367,44 +400,87 @@ impl<'f, F: Borrow<ChannelFile> + 'f> Stream<'f, F> {
     /// and sleeps until a writer's wake, a termination signal, `until` or
     /// the stream's own deadline. False if this stream cannot sleep so.
     fn sleep_until_sealed(&mut self, until: Option<Instant>) -> bool {
+        match self.prepare_sleep(until) {
+            Sleep::Unsupported => false,
+            Sleep::Ready => true,
+            Sleep::Until(plan) => {
+                crate::sys::futex_wait(plan.word, plan.seen, plan.interrupts, Some(plan.end));
+                self.finish_sleep();
+                true
+            }
+        }
+    }
+
+    /// [`Self::sleep_until_sealed`] for async code: the sleep runs on
+    /// tokio's blocking pool, so the runtime's threads do not wait.
+    #[cfg(feature = "tokio")]
+    async fn sleep_until_sealed_async(&mut self, until: Option<Instant>) -> bool {
+        match self.prepare_sleep(until) {
+            Sleep::Unsupported => false,
+            Sleep::Ready => true,
+            Sleep::Until(plan) => {
+                // The address, not a reference: if this future is dropped
+                // mid-sleep, the sleep ends by its deadline, and a futex on
+                // a range unmapped since only fails (EFAULT).
+                let _ = tokio::task::spawn_blocking(move || {
+                    crate::sys::futex_wait(plan.word, plan.seen, plan.interrupts, Some(plan.end))
+                })
+                .await;
+                self.finish_sleep();
+                true
+            }
+        }
+    }
+
+    /// Registers as a sleeper (see `relay_core::wake`) and looks again:
+    /// what to sleep on, if there is still nothing to read.
+    fn prepare_sleep(&mut self, until: Option<Instant>) -> Sleep {
         let file: &ChannelFile = self.file.borrow();
         if file.is_kernel() || file.is_snapshot() {
-            return false;
+            return Sleep::Unsupported;
         }
         // A stop flag of the caller's own has no wakeup: poll it instead.
         if self
             .stop
             .is_some_and(|f| !crate::sys::is_termination_flag(f))
         {
-            return false;
+            return Sleep::Unsupported;
         }
         let channel = file.channel();
         let Some(wakeups) = channel.wakeups() else {
-            return false;
+            return Sleep::Unsupported;
         };
-        let waiters: Vec<&relay_core::AtomicU64> = self
-            .cpus
-            .iter()
-            .filter_map(|&c| channel.waiters(c))
-            .collect();
+        let waiters = self.cpus.iter().filter_map(|&c| channel.waiters(c));
         // Read before the flag: a signal after this read changes it.
         let interrupts = crate::sys::interrupts();
-        let waiting = relay_core::wake::Waiting::register(wakeups, waiters.iter().copied());
+        let seen = relay_core::wake::register(wakeups, waiters);
         let stopping = self.stop.is_some_and(|f| f.load(Ordering::Acquire));
-        if !stopping && self.merger.poll(false).is_some() {
-            // At the latest after LIVENESS, look at the file anyway: one
-            // truncated under the reader has no writer left to wake it,
-            // and the look is what notices (see `crate::truncation`).
-            let mut end = Instant::now() + LIVENESS;
-            for d in [until, self.deadline].into_iter().flatten() {
-                end = end.min(d);
-            }
-            crate::sys::futex_wait(wakeups, waiting.seen(), interrupts, Some(end));
-        }
-        waiting.unregister(waiters.iter().copied());
-        // Woken: look again at once.
+        // Woken or not, look again at once afterwards.
         self.backoff = MIN_BACKOFF;
-        true
+        if stopping || self.merger.poll(false).is_none() {
+            self.finish_sleep();
+            return Sleep::Ready;
+        }
+        // At the latest after LIVENESS, look at the file anyway: one
+        // truncated under the reader has no writer left to wake it, and the
+        // look is what notices (see `crate::truncation`).
+        let mut end = Instant::now() + LIVENESS;
+        for d in [until, self.deadline].into_iter().flatten() {
+            end = end.min(d);
+        }
+        Sleep::Until(SleepPlan {
+            word: wakeups.as_ptr() as usize,
+            seen,
+            interrupts,
+            end,
+        })
+    }
+
+    /// Takes back [`Self::prepare_sleep`]'s registration.
+    fn finish_sleep(&mut self) {
+        let channel = self.file.borrow().channel();
+        let waiters = self.cpus.iter().filter_map(|&c| channel.waiters(c));
+        relay_core::wake::unregister(waiters);
     }
 
     fn batch_until(
@@ -446,20 +522,41 @@ impl<'f, F: Borrow<ChannelFile> + 'f> Stream<'f, F> {
         }
     }
 
-    /// [`Self::next_event`] for async code: waits with the tokio timer
-    /// instead of blocking the thread.
+    /// [`Self::next_event`] for async code (tokio): waits as it does, but on
+    /// tokio's blocking pool (a file consumer's futex, a kernel file's
+    /// poll) or timer, never blocking the runtime's threads.
     #[cfg(feature = "tokio")]
     pub async fn next_event_async(&mut self) -> Option<Event<'_>> {
         self.commit();
         let drain = loop {
             match self.poll_ready() {
                 Ready::Deliver { drain } => break drain,
-                Ready::Wait(d) => tokio::time::sleep(d).await,
+                Ready::Wait(d) => self.wait_async(d).await,
                 Ready::End => return None,
             }
         };
         self.take(drain)
     }
+}
+
+/// What [`Stream::prepare_sleep`] found.
+enum Sleep {
+    /// This stream cannot sleep on a futex (kernel file, snapshot, old
+    /// format, a stop flag with no wakeup).
+    Unsupported,
+    /// Something is readable now: no sleep (and no registration left).
+    Ready,
+    /// Registered: sleep, then [`Stream::finish_sleep`].
+    Until(SleepPlan),
+}
+
+/// A futex sleep: on the word at `word` while it holds `seen`.
+#[derive(Clone, Copy)]
+struct SleepPlan {
+    word: usize,
+    seen: u64,
+    interrupts: u32,
+    end: Instant,
 }
 
 enum Ready {

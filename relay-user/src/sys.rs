@@ -336,7 +336,10 @@ const FUTEX2_PRIVATE: u32 = 128;
 /// change just before the call ends it at once. Spurious returns are
 /// allowed: callers look again. Without `futex_waitv` (Linux before 5.16)
 /// it waits on `word` alone, at most 50 ms at a time.
-pub(crate) fn futex_wait(word: &AtomicU64, seen: u64, interrupts: u32, deadline: Option<Instant>) {
+///
+/// `word` is the word's address: nothing here dereferences it (the kernel
+/// reads the futex, and fails with EFAULT if the range was unmapped since).
+pub(crate) fn futex_wait(word: usize, seen: u64, interrupts: u32, deadline: Option<Instant>) {
     let timeout = deadline.map(|d| {
         // futex_waitv's timeout is absolute, on CLOCK_MONOTONIC, which is
         // what `Instant` reads on Linux: now plus what is left.
@@ -350,7 +353,7 @@ pub(crate) fn futex_wait(word: &AtomicU64, seen: u64, interrupts: u32, deadline:
     let waiters = [
         FutexWaitv {
             val: seen & u64::from(u32::MAX),
-            uaddr: low_half(word) as u64,
+            uaddr: word as u64,
             flags: FUTEX2_SIZE_U32,
             reserved: 0,
         },
@@ -391,7 +394,7 @@ pub(crate) fn futex_wait(word: &AtomicU64, seen: u64, interrupts: u32, deadline:
         unsafe {
             libc::syscall(
                 libc::SYS_futex,
-                low_half(word),
+                word,
                 libc::FUTEX_WAIT,
                 (seen as u32) as i32,
                 &rel as *const libc::timespec,
@@ -714,8 +717,15 @@ pub fn ioctl_stats(
 /// Waits up to `timeout` for `fd` to be readable (`POLLIN`). Returns
 /// whether it is (`false`: timed out). A signal ends the wait early.
 pub fn poll_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+    poll_readable_raw(fd.as_raw_fd(), timeout)
+}
+
+/// [`poll_readable`] on a descriptor number (for a wait on another thread,
+/// which cannot borrow it): a number closed since fails or polls another
+/// file, which only ends the wait early.
+pub(crate) fn poll_readable_raw(fd: std::os::fd::RawFd, timeout: Duration) -> io::Result<bool> {
     let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
+        fd,
         events: libc::POLLIN,
         revents: 0,
     };

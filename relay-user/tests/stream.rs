@@ -299,3 +299,50 @@ fn a_stream_owns_its_file() {
     assert_eq!(drain_all(&mut reader.stream).len(), 200);
     let _ = std::fs::remove_file(&path);
 }
+
+/// The async follower: the same sleep, on tokio's blocking pool; the
+/// runtime's thread waits for it instead of waking on a timer.
+#[test]
+fn an_async_follower_sleeps_until_a_writer_seals() {
+    let (file, path) = channel("sleeps-async");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let follower = std::thread::spawn(move || {
+        let consumer = ChannelFile::open_consumer(&path, &[]).unwrap();
+        let options = StreamOptions {
+            follow: true,
+            latency: Duration::from_millis(10),
+            ..StreamOptions::default()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let (got, switches) = rt.block_on(async {
+            let mut stream = Stream::new(&consumer, options);
+            let before = voluntary_switches();
+            let got = match stream.next_event_async().await {
+                Some(Event::Record { record, .. }) => {
+                    Some(u64::from_le_bytes(record.payload.try_into().unwrap()))
+                }
+                _ => None,
+            };
+            (got, voluntary_switches() - before)
+        });
+        tx.send((got, switches)).unwrap();
+        let _ = std::fs::remove_file(&path);
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    let w = file.writer(1).unwrap();
+    w.write(1, &7u64.to_le_bytes(), &mut monotonic_ns).unwrap();
+    assert!(w.flush(&mut monotonic_ns).sealed.is_some());
+    // CPU 0 never writes: the stream waits out its 10 ms latency for it.
+    let (got, switches) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the seal woke the async follower");
+    follower.join().unwrap();
+    assert_eq!(got, Some(7));
+    assert!(
+        switches <= 8,
+        "the runtime's thread woke {switches} times in about 600 ms while idle"
+    );
+}
