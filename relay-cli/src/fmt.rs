@@ -51,12 +51,22 @@ const HEX_PAIRS: [[u8; 2]; 256] = {
     t
 };
 
-/// Appends `bytes` as lowercase hex, two digits per byte.
+/// Appends `bytes` as lowercase hex, two digits per byte: eight bytes at
+/// a time into sixteen digits at fixed offsets (no per-byte index math).
 pub(crate) fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     let start = out.len();
     out.resize(start + 2 * bytes.len(), 0);
-    for (dst, &b) in out[start..].chunks_exact_mut(2).zip(bytes) {
-        dst.copy_from_slice(&HEX_PAIRS[usize::from(b)]);
+    let dst = &mut out[start..];
+    let mut chunks = bytes.chunks_exact(8);
+    let mut dsts = dst.chunks_exact_mut(16);
+    for (src, d) in (&mut chunks).zip(&mut dsts) {
+        for (i, &b) in src.iter().enumerate() {
+            d[2 * i..2 * i + 2].copy_from_slice(&HEX_PAIRS[usize::from(b)]);
+        }
+    }
+    let tail = dsts.into_remainder();
+    for (d, &b) in tail.chunks_exact_mut(2).zip(chunks.remainder()) {
+        d.copy_from_slice(&HEX_PAIRS[usize::from(b)]);
     }
 }
 
@@ -85,17 +95,18 @@ fn first_escaped(bytes: &[u8]) -> Option<usize> {
     }
     bytes[at..]
         .iter()
-        .position(|&b| ESCAPES[usize::from(b)].1 != 1)
+        .position(|&b| escaped_len(b) != 1)
         .map(|i| at + i)
 }
 
-/// Each byte escaped as `std::ascii::escape_default` escapes it, padded to
-/// four bytes, and how many of them count.
-const ESCAPES: [([u8; 4], u8); 256] = {
-    let mut t = [([0u8; 4], 0u8); 256];
+/// Each byte escaped as `std::ascii::escape_default` escapes it: the
+/// escape's bytes, padded to four, in the low 32 bits (first byte lowest),
+/// and how many of them count in the bits above.
+const ESCAPES: [u64; 256] = {
+    let mut t = [0u64; 256];
     let mut b = 0;
     while b < 256 {
-        t[b] = match b as u8 {
+        let (e, len): ([u8; 4], u64) = match b as u8 {
             b'\t' => (*b"\\t  ", 2),
             b'\r' => (*b"\\r  ", 2),
             b'\n' => (*b"\\n  ", 2),
@@ -103,16 +114,23 @@ const ESCAPES: [([u8; 4], u8); 256] = {
             0x20..=0x7e => ([b as u8, 0, 0, 0], 1),
             _ => ([b'\\', b'x', HEX[b >> 4], HEX[b & 15]], 4),
         };
+        t[b] = u32::from_le_bytes(e) as u64 | len << 32;
         b += 1;
     }
     t
 };
 
+/// How many bytes `b` escapes to.
+fn escaped_len(b: u8) -> usize {
+    (ESCAPES[usize::from(b)] >> 32) as usize
+}
+
 /// Appends `bytes` escaped as `std::ascii::escape_default` escapes each
 /// byte: printable ASCII as is, `\t \r \n \\ \' \"`, anything else `\xNN`.
 /// Up to the first byte that needs escaping, eight bytes at a time; from
-/// there, a byte at a time through `ESCAPES`, four bytes stored per byte
-/// into a stack buffer whose bounds the compiler can see.
+/// there, a byte at a time through `ESCAPES`: one load, and four bytes
+/// stored (of which the escape's length count) into a stack buffer whose
+/// bounds the compiler can see.
 pub(crate) fn push_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
     let Some(first) = first_escaped(bytes) else {
         out.extend_from_slice(bytes);
@@ -124,12 +142,12 @@ pub(crate) fn push_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
     for chunk in rest.chunks(64) {
         let mut at = 0usize;
         for &b in chunk {
-            let (e, len) = ESCAPES[usize::from(b)];
+            let e = ESCAPES[usize::from(b)];
             // At most 4 * 63 before the last byte: the clamp only shows
             // the compiler that the store is in bounds.
             let a = at.min(4 * 64);
-            buf[a..a + 4].copy_from_slice(&e);
-            at = a + usize::from(len);
+            buf[a..a + 4].copy_from_slice(&(e as u32).to_le_bytes());
+            at = a + (e >> 32) as usize;
         }
         out.extend_from_slice(&buf[..at.min(buf.len())]);
     }
@@ -280,6 +298,17 @@ mod tests {
             field(Payload::Text, b"a\"\x01\\"),
             r#","payload_text":"a\\\"\\x01\\\\""#
         );
+    }
+
+    #[test]
+    fn hex_matches_format_at_every_length() {
+        let bytes: Vec<u8> = (0..40u32).map(|i| (i * 97 + 13) as u8).collect();
+        for n in 0..=bytes.len() {
+            let mut out = b"x".to_vec();
+            push_hex(&mut out, &bytes[..n]);
+            let want: String = bytes[..n].iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(out, format!("x{want}").as_bytes(), "{n} bytes");
+        }
     }
 
     #[test]
