@@ -73,9 +73,9 @@ const EXAMPLES: &str = "Examples:
   relay cat --consume /dev/shm/t.relay        the same, consumed: the next reader goes on
   relay cat /dev/shm/t.relay --json --cpu 0   one JSON object per line
   relay cat /dev/shm/t.relay --follow         keep reading new records (consumes)
-  relay cat /sys/kernel/debug/block/sda       an existing relay channel's per-CPU files, raw
-  relay cat --format blktrace DIR             blktrace's per-CPU files (trace0..N or
-                                              sda.blktrace.0..N) as blkparse prints them
+  relay cat /sys/kernel/debug/block/sda       blktrace's per-CPU files (trace0..N, or saved
+                                              sda.blktrace.0..N), recognised, as blkparse prints them
+  relay cat --format raw DIR                  any relay channel's per-CPU files, raw
   relay snapshot /dev/shm/t.relay -o s.relay save what it holds now as a channel file
   relay stat /dev/shm/t.relay                 per-CPU produced/consumed/lost/fill
   relay verify /dev/shm/t.relay               check checked payloads and the loss accounting
@@ -131,9 +131,11 @@ enum Command {
         /// How to decode directories: `raw` (each CPU's bytes, tagged) or
         /// `blktrace` (blk_io_trace records merged by time and printed as
         /// Debian's blkparse prints them; several directories are several
-        /// devices, as blkparse -i dev1 -i dev2).
-        #[arg(long, value_enum, default_value_t = Format::Raw)]
-        format: Format,
+        /// devices, as blkparse -i dev1 -i dev2). Default: blktrace for
+        /// directories of blktrace's files (its debugfs channel, or saved
+        /// files starting with its records), raw otherwise.
+        #[arg(long, value_enum)]
+        format: Option<Format>,
         /// One JSON object per line.
         #[arg(long, conflicts_with = "raw")]
         json: bool,
@@ -409,7 +411,24 @@ enum Format {
     Blktrace,
 }
 
-/// Exits with clap's usage error (exit code 2).
+/// `relay cat`'s format when none is given: blktrace if every path is a
+/// directory of blktrace's files (said once on stderr), raw otherwise.
+fn detect_format(paths: &[PathBuf]) -> Format {
+    let blktrace = !paths.is_empty()
+        && paths
+            .iter()
+            .all(|p| p.is_dir() && relay_user::RelayfsDir::open(p).is_ok_and(|d| d.is_blktrace()));
+    if !blktrace {
+        return Format::Raw;
+    }
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    eprintln!(
+        "relay: {}: blktrace's files: decoding them as --format blktrace (--format raw for their bytes)",
+        names.join(", ")
+    );
+    Format::Blktrace
+}
+
 /// A byte count: a number with an optional binary suffix K, M or G (64K
 /// is 65536), as lttng, perf and blktrace take them.
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -454,6 +473,7 @@ fn parse_ms(s: &str) -> Result<u64, String> {
     Ok(us.div_ceil(1000))
 }
 
+/// Exits with clap's usage error (exit code 2).
 fn usage_error(msg: String) -> ! {
     Cli::command()
         .error(clap::error::ErrorKind::ArgumentConflict, msg)
@@ -472,7 +492,19 @@ fn main() -> ExitCode {
     if !matches!(cli.command, Command::Cat { .. }) {
         relay_user::os::die_on_sigpipe();
     }
-    let result = match cli.command {
+    let mut command = cli.command;
+    if let Command::Cat {
+        paths,
+        format: format @ None,
+        read: false,
+        raw: false,
+        payload: None,
+        ..
+    } = &mut command
+    {
+        *format = Some(detect_format(paths));
+    }
+    let result = match command {
         Command::Create {
             path,
             subbuf_size,
@@ -497,7 +529,7 @@ fn main() -> ExitCode {
         }),
         Command::Cat {
             paths,
-            format: Format::Blktrace,
+            format: Some(Format::Blktrace),
             json,
             raw,
             payload,
@@ -530,7 +562,7 @@ fn main() -> ExitCode {
         }
         Command::Cat {
             paths,
-            format: Format::Raw,
+            format: Some(Format::Raw) | None,
             read,
             json,
             raw,

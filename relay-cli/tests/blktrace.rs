@@ -786,3 +786,59 @@ fn usage_errors_are_clear() {
     let out = relay_cat(&[], &dir);
     assert!(out.status.success() && out.stdout.is_empty());
 }
+
+/// Without `--format`, a directory of blktrace's files is decoded as
+/// blktrace (said once on stderr); other directories stay raw; a device's
+/// debugfs directory with no trace running says how to start one.
+#[test]
+fn blktrace_files_are_recognised() {
+    let tr = workload(0x2545_f491_4f6c_dd1d);
+    let dir = scratch("detect");
+    write_files(&dir, "sdb.blktrace.", &tr.files(Endian::Little));
+    let explicit = relay_cat(&[], &dir);
+    assert!(explicit.status.success());
+    let detected = relay().arg("cat").arg(&dir).output().unwrap();
+    let stderr = String::from_utf8_lossy(&detected.stderr);
+    assert!(detected.status.success(), "{stderr}");
+    assert_eq!(detected.stdout, explicit.stdout);
+    assert_eq!(
+        stderr.matches("decoding them as --format blktrace").count(),
+        1,
+        "{stderr}"
+    );
+    // Big-endian files too.
+    let be = scratch("detect-be");
+    write_files(&be, "sdb.blktrace.", &tr.files(Endian::Big));
+    let out = relay().arg("cat").arg(&be).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--format blktrace"));
+    // --format raw keeps the bytes; other data is raw without a word.
+    let raw = relay()
+        .args(["cat", "--format", "raw"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(raw.status.success() && raw.stderr.is_empty());
+    assert!(String::from_utf8_lossy(&raw.stdout).starts_with("cpu0 offset=0 "));
+    let other = scratch("detect-other");
+    write_files(&other, "trace", &[b"hello".to_vec()]);
+    let out = relay().arg("cat").arg(&other).output().unwrap();
+    assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
+    assert_eq!(out.stdout, b"cpu0 offset=0 len=5 hello\n");
+    // blktrace's debugfs layout (trace<N> beside `dropped`), empty files.
+    let live = scratch("detect-live");
+    write_files(&live, "trace", &[Vec::new(), Vec::new()]);
+    std::fs::write(live.join("dropped"), b"0\n").unwrap();
+    let out = relay().arg("cat").arg(&live).output().unwrap();
+    assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--format blktrace"));
+    // A device directory under debugfs with no trace running.
+    let dev = scratch("debug").join("block").join("sdz");
+    std::fs::create_dir_all(&dev).unwrap();
+    let out = relay().arg("cat").arg(&dev).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("no blktrace is running on sdz") && stderr.contains("blktrace -d /dev/sdz"),
+        "{stderr}"
+    );
+}

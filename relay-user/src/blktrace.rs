@@ -87,6 +87,17 @@ use std::time::{Duration, Instant};
 
 /// `BLK_IO_TRACE_MAGIC`: the high 24 bits of every record's first word.
 pub const MAGIC: u32 = 0x6561_7400;
+
+/// Whether `bytes` start with a `blk_io_trace` record's magic word, in
+/// either byte order (any version).
+pub fn starts_a_record(bytes: &[u8]) -> bool {
+    let Some(w) = bytes.get(..4).and_then(|w| <[u8; 4]>::try_from(w).ok()) else {
+        return false;
+    };
+    [u32::from_le_bytes(w), u32::from_be_bytes(w)]
+        .iter()
+        .any(|&m| m & 0xffff_ff00 == MAGIC)
+}
 /// `BLK_IO_TRACE_VERSION`: the low byte of the magic word.
 pub const VERSION: u8 = 7;
 /// `sizeof(struct blk_io_trace)`.

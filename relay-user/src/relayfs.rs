@@ -18,6 +18,17 @@ pub struct RelayfsDir {
     files: Vec<(u32, File)>,
 }
 
+/// Whether `dir` is a block device's directory in debugfs
+/// (`.../block/<dev>`), where blktrace's files appear while it traces.
+fn is_block_debugfs_dir(dir: &Path) -> bool {
+    dir.parent()
+        .and_then(Path::file_name)
+        .is_some_and(|n| n == "block")
+        && dir
+            .ancestors()
+            .any(|a| a.file_name().is_some_and(|n| n == "debug"))
+}
+
 /// `trace12` -> (`trace`, 12); names without a CPU number -> `None`.
 fn split_cpu(name: &str) -> Option<(&str, u32)> {
     let digits = name.len() - name.bytes().rev().take_while(u8::is_ascii_digit).count();
@@ -51,6 +62,15 @@ impl RelayfsDir {
             source: std::io::Error::other(what),
         };
         let (base, mut paths) = match bases.len() {
+            0 if is_block_debugfs_dir(dir) => {
+                let dev = dir
+                    .file_name()
+                    .map_or("DEV".into(), |n| n.to_string_lossy());
+                return Err(problem(format!(
+                    "no trace0..N files: no blktrace is running on {dev} \
+                     (start one, `blktrace -d /dev/{dev}`, and read it here while it runs)"
+                )));
+            }
             0 => {
                 return Err(problem(
                     "no files named <base><cpu> (e.g. trace0, trace1)".into(),
@@ -75,6 +95,30 @@ impl RelayfsDir {
             base,
             files,
         })
+    }
+
+    /// Whether these are blktrace's files: saved files whose data all
+    /// starts with a `blk_io_trace` record, or, when no file has data to
+    /// look at, the kernel's blktrace channel in debugfs (`trace0..N`
+    /// beside a `dropped` file; a live relay file reports no size, and a
+    /// read would consume what it returns, so none is read).
+    pub fn is_blktrace(&self) -> bool {
+        use std::os::unix::fs::FileExt;
+        let heads: Vec<Option<[u8; 4]>> = self
+            .files
+            .iter()
+            .filter(|(_, f)| f.metadata().is_ok_and(|m| m.len() > 0))
+            .map(|(_, f)| {
+                let mut head = [0u8; 4];
+                f.read_exact_at(&mut head, 0).ok().map(|()| head)
+            })
+            .collect();
+        if heads.is_empty() {
+            return self.base == "trace" && self.dir.join("dropped").is_file();
+        }
+        heads
+            .iter()
+            .all(|h| h.is_some_and(|h| crate::blktrace::starts_a_record(&h)))
     }
 
     /// The directory.
