@@ -62,6 +62,7 @@ pub(crate) fn cat(
         notes: Vec::new(),
         line: Vec::new(),
         times,
+        channel: None,
     };
     while !terminating.load(Ordering::Acquire) {
         let batch = stream.next_batch(usize::MAX, &mut |e| {
@@ -98,6 +99,213 @@ pub(crate) fn cat(
     } else {
         Err(Error::Corrupt {
             path: path.to_path_buf(),
+            subbufs: p.corrupt,
+        })
+    }
+}
+
+/// One event of a channel, copied out of its stream, waiting for its turn
+/// in the merge of several channels.
+enum Held {
+    Record {
+        cpu: u32,
+        ts: u64,
+        rtype: u16,
+        payload: Vec<u8>,
+    },
+    Lost {
+        cpu: u32,
+        lost: Lost,
+        ts: u64,
+        total: Lost,
+    },
+}
+
+impl Held {
+    fn ts(&self) -> u64 {
+        match self {
+            Held::Record { ts, .. } | Held::Lost { ts, .. } => *ts,
+        }
+    }
+
+    fn event(&self) -> Event<'_> {
+        match self {
+            Held::Record {
+                cpu,
+                ts,
+                rtype,
+                payload,
+            } => Event::Record {
+                cpu: *cpu,
+                record: relay_core::Record {
+                    ts: *ts,
+                    rtype: *rtype,
+                    payload,
+                },
+            },
+            Held::Lost {
+                cpu,
+                lost,
+                ts,
+                total,
+            } => Event::Lost {
+                cpu: *cpu,
+                lost: *lost,
+                ts: *ts,
+                total: *total,
+            },
+        }
+    }
+}
+
+/// One of the channels `relay cat a b` merges.
+struct Source<'a> {
+    stream: Stream<'a>,
+    times: crate::time::Times,
+    path: &'a Path,
+    name: &'a str,
+    /// Its next event, copied out (events borrow their stream).
+    held: Option<Held>,
+}
+
+impl<'a> Source<'a> {
+    /// Prints `event` as this channel's.
+    fn print<W: Write>(&mut self, p: &mut Printer<'a, W>, event: Event<'_>) {
+        std::mem::swap(&mut p.times, &mut self.times);
+        (p.path, p.channel) = (self.path, Some(self.name));
+        p.print(event);
+        std::mem::swap(&mut p.times, &mut self.times);
+        p.emit_notes();
+    }
+
+    /// Takes the stream's next record or loss into `held`, printing the
+    /// corrupt sub-buffers it finds on the way.
+    fn refill<W: Write>(&mut self, p: &mut Printer<'a, W>) {
+        while self.held.is_none() {
+            let Some(e) = self.stream.next_event() else {
+                return;
+            };
+            let held = match e {
+                Event::Record { cpu, record } => Held::Record {
+                    cpu,
+                    ts: record.ts,
+                    rtype: record.rtype,
+                    payload: record.payload.to_vec(),
+                },
+                Event::Lost {
+                    cpu,
+                    lost,
+                    ts,
+                    total,
+                } => Held::Lost {
+                    cpu,
+                    lost,
+                    ts,
+                    total,
+                },
+                corrupt @ Event::Corrupt { .. } => {
+                    std::mem::swap(&mut p.times, &mut self.times);
+                    (p.path, p.channel) = (self.path, Some(self.name));
+                    p.print(corrupt);
+                    std::mem::swap(&mut p.times, &mut self.times);
+                    p.emit_notes();
+                    continue;
+                }
+            };
+            self.held = Some(held);
+        }
+    }
+}
+
+/// `relay cat a.relay b.relay ...`: snapshots of several channels, merged
+/// by timestamp (their clocks must agree) and tagged with the channel each
+/// event comes from (ties go to the channel named first).
+pub(crate) fn cat_channels(
+    paths: &[PathBuf],
+    options: &StreamOptions,
+    output: Output,
+) -> Result<(), Error> {
+    let files = paths
+        .iter()
+        .map(|p| ChannelFile::open_snapshot(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let clock = |f: &ChannelFile| f.channel().clock();
+    let first = clock(&files[0]);
+    if let Some((p, f)) = paths.iter().zip(&files).find(|(_, f)| clock(f) != first) {
+        let name = |c| relay_core::Clock::from_u32(c).map_or("unspecified", |c| c.name());
+        usage_error(format!(
+            "{} and {} have different clocks ({} and {}): their timestamps cannot be merged; \
+             read them one at a time",
+            paths[0].display(),
+            p.display(),
+            name(first),
+            name(clock(f))
+        ));
+    }
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    let mut sources = Vec::with_capacity(files.len());
+    for ((file, path), name) in files.iter().zip(paths).zip(&names) {
+        let cpus = file.geometry().cpu_count();
+        if let Some(cpu) = options.cpus.iter().find(|&&c| c >= cpus) {
+            usage_error(format!(
+                "--cpu {cpu}: {} has {cpus} CPU buffers (0 to {})",
+                path.display(),
+                cpus - 1
+            ));
+        }
+        let times = crate::time::Times::new(
+            output.time,
+            Some(file.channel().clock()),
+            file.channel().anchor(),
+            path,
+        )
+        .unwrap_or_else(|e| usage_error(e));
+        sources.push(Source {
+            stream: Stream::new(file, options.clone()),
+            times,
+            path,
+            name,
+            held: None,
+        });
+    }
+    let mut p = Printer {
+        out: io::BufWriter::new(io::stdout().lock()),
+        path: paths[0].as_path(),
+        json: output.json,
+        raw: output.raw,
+        payload: output.payload,
+        corrupt: 0,
+        closed: false,
+        notes: Vec::new(),
+        line: Vec::new(),
+        times: crate::time::Times::Raw,
+        channel: None,
+    };
+    for source in &mut sources {
+        source.refill(&mut p);
+    }
+    while !p.closed {
+        let next = sources
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.held.as_ref().map(|h| (h.ts(), i)))
+            .min();
+        let Some((_, i)) = next else { break };
+        let Some(source) = sources.get_mut(i) else {
+            break;
+        };
+        if let Some(held) = source.held.take() {
+            source.print(&mut p, held.event());
+        }
+        source.refill(&mut p);
+    }
+    let _ = p.out.flush();
+    p.emit_notes();
+    if p.corrupt == 0 {
+        Ok(())
+    } else {
+        Err(Error::Corrupt {
+            path: paths[0].clone(),
             subbufs: p.corrupt,
         })
     }
@@ -180,6 +388,7 @@ pub(crate) fn cat_frames(
         // Frames say nothing of their clock.
         times: crate::time::Times::new(output.time, None, None, name)
             .unwrap_or_else(|e| usage_error(e)),
+        channel: None,
     };
     let follow = options.follow;
     let mut source = FrameSource::open(path)?;

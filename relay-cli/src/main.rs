@@ -73,6 +73,7 @@ const EXAMPLES: &str = "Examples:
   relay cat --consume /dev/shm/t.relay        the same, consumed: the next reader goes on
   relay cat /dev/shm/t.relay --json --cpu 0   one JSON object per line
   relay cat /dev/shm/t.relay --follow         keep reading new records (consumes)
+  relay cat a.relay b.relay                   several channels, merged, tagged by channel
   relay cat /sys/kernel/debug/block/sda       blktrace's per-CPU files (trace0..N, or saved
                                               sda.blktrace.0..N), recognised, as blkparse prints them
   relay cat --format raw DIR                  any relay channel's per-CPU files, raw
@@ -121,7 +122,10 @@ enum Command {
     /// the next consumer).
     Cat {
         /// Channel files, relayfs directories, or `-`: frames on standard
-        /// input (what a kernel channel file's read() returns).
+        /// input (what a kernel channel file's read() returns). Several
+        /// channel files are one stream: their snapshots merged by
+        /// timestamp (their clocks must agree), each record tagged with its
+        /// channel's path.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
         /// read() each PATH and decode frames instead of mapping it (a
@@ -590,13 +594,28 @@ fn main() -> ExitCode {
                 latency: Duration::from_millis(latency),
                 until_idle: None,
             };
-            paths.iter().try_for_each(|p| {
-                if p.as_os_str() == "-" || read {
-                    cat_frames(p, &options, output)
-                } else {
-                    cat(p, &options, output, flush, consume || follow)
-                }
-            })
+            // Several channel files: one stream of their snapshots.
+            let channels = paths.len() > 1
+                && !read
+                && paths.iter().all(|p| p.as_os_str() != "-" && !p.is_dir());
+            if channels && (consume || follow || flush) {
+                usage_error(
+                    "several channels merge as snapshots: --consume, --follow and --flush \
+                     read one channel at a time"
+                        .into(),
+                );
+            }
+            if channels {
+                cat_channels(&paths, &options, output)
+            } else {
+                paths.iter().try_for_each(|p| {
+                    if p.as_os_str() == "-" || read {
+                        cat_frames(p, &options, output)
+                    } else {
+                        cat(p, &options, output, flush, consume || follow)
+                    }
+                })
+            }
         }
         Command::Verify {
             path,

@@ -31,6 +31,9 @@ pub(crate) struct Printer<'p, W: Write> {
     pub(crate) line: Vec<u8>,
     /// How timestamps print (`--time`).
     pub(crate) times: crate::time::Times,
+    /// The channel's name, when several are merged (`relay cat a b`):
+    /// each event says which it comes from.
+    pub(crate) channel: Option<&'p str>,
 }
 
 impl<W: Write> Printer<'_, W> {
@@ -74,6 +77,10 @@ impl<W: Write> Printer<'_, W> {
                     l.extend_from_slice(b"{\"kind\":\"record\",\"ts\":");
                     push_u64(l, record.ts);
                     self.times.push_json(l, record.ts);
+                    if let Some(c) = self.channel {
+                        l.extend_from_slice(b",\"channel\":");
+                        crate::fmt::push_json_string(l, c.as_bytes());
+                    }
                     l.extend_from_slice(b",\"cpu\":");
                     push_u64(l, cpu.into());
                     l.extend_from_slice(b",\"type\":");
@@ -84,6 +91,10 @@ impl<W: Write> Printer<'_, W> {
                     l.extend_from_slice(b"}\n");
                 } else {
                     self.times.push(l, record.ts);
+                    if let Some(c) = self.channel {
+                        l.push(b' ');
+                        l.extend_from_slice(c.as_bytes());
+                    }
                     l.extend_from_slice(b" cpu");
                     push_u64(l, cpu.into());
                     l.extend_from_slice(b" type=");
@@ -123,9 +134,14 @@ impl<W: Write> Printer<'_, W> {
                             l.full, l.too_big, l.overwrite, l.abandoned
                         )
                     };
+                    let channel = self.channel.map_or(String::new(), |c| {
+                        let mut v = b",\"channel\":".to_vec();
+                        crate::fmt::push_json_string(&mut v, c.as_bytes());
+                        String::from_utf8_lossy(&v).into_owned()
+                    });
                     writeln!(
                         out,
-                        "{{\"kind\":\"lost\",\"ts\":{ts},\"cpu\":{cpu},\"lost\":{},\"lost_total\":{}}}",
+                        "{{\"kind\":\"lost\",\"ts\":{ts}{channel},\"cpu\":{cpu},\"lost\":{},\"lost_total\":{}}}",
                         causes(&lost),
                         causes(&total)
                     )
@@ -142,6 +158,10 @@ impl<W: Write> Printer<'_, W> {
                     l.clear();
                     l.extend_from_slice(b"{\"kind\":\"corrupt\",\"cpu\":");
                     crate::fmt::push_u64(l, cpu.into());
+                    if let Some(c) = self.channel {
+                        l.extend_from_slice(b",\"channel\":");
+                        crate::fmt::push_json_string(l, c.as_bytes());
+                    }
                     l.extend_from_slice(b",\"error\":");
                     crate::fmt::push_json_string(l, error.to_string().as_bytes());
                     l.extend_from_slice(b"}\n");

@@ -1036,3 +1036,75 @@ fn payloads_print_as_text_hex_or_base64_and_decode_back() {
         "--raw with --payload is a usage error"
     );
 }
+
+/// `relay cat a b`: snapshots of several channels as one stream, merged by
+/// timestamp and tagged with the channel; their clocks must agree, and
+/// consuming or following reads one channel at a time.
+#[test]
+fn several_channels_merge_by_timestamp() {
+    let (a, b) = (tmp("merge-a.relay"), tmp("merge-b.relay"));
+    create(&a, &[]);
+    create(&b, &[]);
+    // One process per write: each record is flushed when its writer ends,
+    // so a, b, a, b ... are written (and stamped) in turn.
+    for i in 0..3 {
+        for (path, cpu, name) in [(&a, 0, "a"), (&b, 1, "b")] {
+            let out = spawn_writer(path, cpu, vec![format!("{name}{i}")])
+                .wait_with_output()
+                .unwrap();
+            assert!(out.status.success());
+        }
+    }
+    let (pa, pb) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let text = ok(&run(&["cat", pa, pb]));
+    let got: Vec<(&str, &str)> = text
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f[1], *f.last().unwrap())
+        })
+        .collect();
+    let want: Vec<(&str, String)> = (0..3)
+        .flat_map(|i| [(pa, format!("a{i}")), (pb, format!("b{i}"))])
+        .collect();
+    assert_eq!(
+        got,
+        want.iter()
+            .map(|(p, r)| (*p, r.as_str()))
+            .collect::<Vec<_>>(),
+        "{text}"
+    );
+    // JSON: each object names its channel, as docs/JSON.md says.
+    let json = ok(&run(&["cat", "--json", pb, pa]));
+    assert_eq!(
+        common::check_json(&json).into_iter().collect::<Vec<_>>(),
+        ["record"]
+    );
+    assert_eq!(json.lines().count(), 6);
+    assert!(
+        json.lines()
+            .next()
+            .unwrap()
+            .contains(&format!("\"channel\":\"{pa}\"")),
+        "{json}"
+    );
+    // Consuming or following several channels is refused, naming why.
+    let out = run(&["cat", "--consume", pa, pb]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("merge as snapshots"));
+    // Another clock (header byte 104: 3, the kernel's local_clock) cannot merge.
+    let c = tmp("merge-c.relay");
+    std::fs::copy(&b, &c).unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&c).unwrap();
+        f.write_all_at(&3u32.to_le_bytes(), 104).unwrap();
+    }
+    let out = run(&["cat", pa, c.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("different clocks (monotonic and local)"),
+        "{err}"
+    );
+}
