@@ -263,7 +263,6 @@ impl<'f, F: Borrow<ChannelFile> + 'f> Stream<'f, F> {
             break;
         }
         // What ends the wait at the latest, but a record: the blocking CPU's
-        // latency, or the end of an idle stream.
         // latency, a kernel file's next flush of every CPU, or the end of an
         // idle stream.
         let latency = self.options.latency;
@@ -403,9 +402,9 @@ impl<'f, F: Borrow<ChannelFile> + 'f> Stream<'f, F> {
         match self.prepare_sleep(until) {
             Sleep::Unsupported => false,
             Sleep::Ready => true,
-            Sleep::Until(plan) => {
+            Sleep::Until(plan, registered) => {
                 crate::sys::futex_wait(plan.word, plan.seen, plan.interrupts, Some(plan.end));
-                self.finish_sleep();
+                drop(registered);
                 true
             }
         }
@@ -418,15 +417,16 @@ impl<'f, F: Borrow<ChannelFile> + 'f> Stream<'f, F> {
         match self.prepare_sleep(until) {
             Sleep::Unsupported => false,
             Sleep::Ready => true,
-            Sleep::Until(plan) => {
+            Sleep::Until(plan, registered) => {
                 // The address, not a reference: if this future is dropped
                 // mid-sleep, the sleep ends by its deadline, and a futex on
-                // a range unmapped since only fails (EFAULT).
+                // a range unmapped since only fails (EFAULT); dropping
+                // `registered` takes the registration back either way.
                 let _ = tokio::task::spawn_blocking(move || {
                     crate::sys::futex_wait(plan.word, plan.seen, plan.interrupts, Some(plan.end))
                 })
                 .await;
-                self.finish_sleep();
+                drop(registered);
                 true
             }
         }
@@ -434,7 +434,7 @@ impl<'f, F: Borrow<ChannelFile> + 'f> Stream<'f, F> {
 
     /// Registers as a sleeper (see `relay_core::wake`) and looks again:
     /// what to sleep on, if there is still nothing to read.
-    fn prepare_sleep(&mut self, until: Option<Instant>) -> Sleep {
+    fn prepare_sleep(&mut self, until: Option<Instant>) -> Sleep<'_> {
         let file: &ChannelFile = self.file.borrow();
         if file.is_kernel() || file.is_snapshot() {
             return Sleep::Unsupported;
@@ -450,15 +450,13 @@ impl<'f, F: Borrow<ChannelFile> + 'f> Stream<'f, F> {
         let Some(wakeups) = channel.wakeups() else {
             return Sleep::Unsupported;
         };
-        let waiters = self.cpus.iter().filter_map(|&c| channel.waiters(c));
         // Read before the flag: a signal after this read changes it.
         let interrupts = crate::sys::interrupts();
-        let seen = relay_core::wake::register(wakeups, waiters);
+        let (seen, registered) = Registered::new(channel, &self.cpus, wakeups);
         let stopping = self.stop.is_some_and(|f| f.load(Ordering::Acquire));
         // Woken or not, look again at once afterwards.
         self.backoff = MIN_BACKOFF;
         if stopping || self.merger.poll(false).is_none() {
-            self.finish_sleep();
             return Sleep::Ready;
         }
         // At the latest after LIVENESS, look at the file anyway: one
@@ -468,19 +466,15 @@ impl<'f, F: Borrow<ChannelFile> + 'f> Stream<'f, F> {
         for d in [until, self.deadline].into_iter().flatten() {
             end = end.min(d);
         }
-        Sleep::Until(SleepPlan {
-            word: wakeups.as_ptr() as usize,
-            seen,
-            interrupts,
-            end,
-        })
-    }
-
-    /// Takes back [`Self::prepare_sleep`]'s registration.
-    fn finish_sleep(&mut self) {
-        let channel = self.file.borrow().channel();
-        let waiters = self.cpus.iter().filter_map(|&c| channel.waiters(c));
-        relay_core::wake::unregister(waiters);
+        Sleep::Until(
+            SleepPlan {
+                word: wakeups.as_ptr() as usize,
+                seen,
+                interrupts,
+                end,
+            },
+            registered,
+        )
     }
 
     fn batch_until(
@@ -540,14 +534,39 @@ impl<'f, F: Borrow<ChannelFile> + 'f> Stream<'f, F> {
 }
 
 /// What [`Stream::prepare_sleep`] found.
-enum Sleep {
+enum Sleep<'a> {
     /// This stream cannot sleep on a futex (kernel file, snapshot, old
     /// format, a stop flag with no wakeup).
     Unsupported,
     /// Something is readable now: no sleep (and no registration left).
     Ready,
-    /// Registered: sleep, then [`Stream::finish_sleep`].
-    Until(SleepPlan),
+    /// Registered until the [`Registered`] is dropped: sleep first.
+    Until(SleepPlan, Registered<'a>),
+}
+
+/// A reader's registration as a sleeper on its CPUs (see
+/// `relay_core::wake`), taken back when dropped: also when an async wait is
+/// cancelled mid-sleep, so a dropped future leaves no registration that
+/// would make writers wake nobody on every seal.
+struct Registered<'a> {
+    channel: Channel<'a>,
+    cpus: &'a [u32],
+}
+
+impl<'a> Registered<'a> {
+    /// Registers on `cpus` of `channel`; the value of `wakeups` to sleep on.
+    fn new(channel: Channel<'a>, cpus: &'a [u32], wakeups: &relay_core::AtomicU64) -> (u64, Self) {
+        let waiters = cpus.iter().filter_map(|&c| channel.waiters(c));
+        let seen = relay_core::wake::register(wakeups, waiters);
+        (seen, Registered { channel, cpus })
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        let waiters = self.cpus.iter().filter_map(|&c| self.channel.waiters(c));
+        relay_core::wake::unregister(waiters);
+    }
 }
 
 /// A futex sleep: on the word at `word` while it holds `seen`.

@@ -346,3 +346,32 @@ fn an_async_follower_sleeps_until_a_writer_seals() {
         "the runtime's thread woke {switches} times in about 600 ms while idle"
     );
 }
+
+/// An async wait cancelled mid-sleep (a timeout around it) takes its
+/// registration back: no `waiters` word is left set, which would make
+/// writers wake nobody on every seal.
+#[test]
+fn a_cancelled_async_wait_leaves_no_registration() {
+    let (file, path) = channel("cancelled");
+    let consumer = ChannelFile::open_consumer(&path, &[]).unwrap();
+    let options = StreamOptions {
+        follow: true,
+        ..StreamOptions::default()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let mut stream = Stream::new(&consumer, options);
+    let waiters = |cpu| file.channel().waiters(cpu).unwrap().load(Ordering::SeqCst);
+    for _ in 0..3 {
+        let r = rt.block_on(async {
+            tokio::time::timeout(Duration::from_millis(50), stream.next_event_async())
+                .await
+                .is_err()
+        });
+        assert!(r, "nothing was written: the wait times out");
+        assert_eq!((waiters(0), waiters(1)), (0, 0));
+    }
+    let _ = std::fs::remove_file(&path);
+}
