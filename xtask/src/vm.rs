@@ -357,34 +357,6 @@ fn sh(step: &str, cmd: &mut Command) {
     println!("    ok in {:.1}s", start.elapsed().as_secs_f64());
 }
 
-/// [`sh`], with the command's output in `log` instead of ours (so that two
-/// at once do not interleave); on failure, its last lines.
-fn sh_logged(step: &str, cmd: &mut Command, log: &Path) {
-    let shown = format!("{cmd:?}").replace('"', "");
-    println!("    {step}: {shown}\n    output -> {}", log.display());
-    let _ = std::io::stdout().flush();
-    let file =
-        fs::File::create(log).unwrap_or_else(|e| die(&format!("create {}: {e}", log.display())));
-    let err = file
-        .try_clone()
-        .unwrap_or_else(|e| die(&format!("{}: {e}", log.display())));
-    let start = Instant::now();
-    let status = cmd
-        .stdout(file)
-        .stderr(err)
-        .status()
-        .unwrap_or_else(|e| die(&format!("cannot start {shown}: {e}")));
-    if !status.success() {
-        let text = fs::read_to_string(log).unwrap_or_default();
-        print_tail(&text, 40);
-        die(&format!(
-            "step '{step}' failed ({status}): {shown} (output: {})",
-            log.display()
-        ));
-    }
-    println!("    {step}: ok in {:.1}s", start.elapsed().as_secs_f64());
-}
-
 /// Runs `cmd` and returns its stdout, or `None` if it cannot run or fails.
 fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.stderr(Stdio::null()).output().ok()?;
@@ -433,28 +405,9 @@ pub fn run(args: &[String]) {
     let test = t.time("guest test", || build_guest_test(&root, &vm));
     let relay = t.time("relay CLI", || build_relay_cli(&root, &vm));
     let (bpf_obj, bpf_loader) = t.time("BPF programs", || build_bpf(&root, &vm));
-    // Both kernels build at once: each build's serial stretches (linking
-    // vmlinux, kallsyms, BTF) leave a core idle that the other fills. Their
-    // make output goes to a log each (target/vm/[debug/]build.log).
-    let built: Vec<(PathBuf, Duration)> = std::thread::scope(|s| {
-        let builds: Vec<_> = kernels
-            .iter()
-            .map(|k| {
-                let bindgen = &bindgen;
-                s.spawn(move || {
-                    let start = Instant::now();
-                    (build_kernel(k, bindgen), start.elapsed())
-                })
-            })
-            .collect();
-        builds
-            .into_iter()
-            .map(|b| b.join().unwrap_or_else(|_| die("a kernel build panicked")))
-            .collect()
-    });
     let mut failed = Vec::new();
-    for (k, (kdir, took)) in kernels.iter().zip(built) {
-        t.0.push((k.step("kernel"), took));
+    for k in &kernels {
+        let kdir = t.time(k.step("kernel"), || build_kernel(k, &bindgen));
         let ko = t.time(k.step("module"), || build_module(&root, k, &kdir));
         let initramfs = t.time(k.step("initramfs"), || {
             pack_initramfs(
@@ -775,10 +728,9 @@ fn build_kernel(k: &Kernel, bindgen: &Path) -> PathBuf {
             ));
         }
     }
-    sh_logged(
-        &format!("build bzImage and modules ({})", k.name),
+    sh(
+        "build bzImage and modules",
         kmake(&kdir, bindgen, k.llvm).args([JOBS, "bzImage", "modules"]),
-        &k.dir.join("build.log"),
     );
     for f in [&bzimage, &symvers] {
         if !f.is_file() {
