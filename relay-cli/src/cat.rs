@@ -22,21 +22,7 @@ pub(crate) fn cat(
     } else {
         ChannelFile::open_snapshot(path)?
     };
-    let times = crate::time::Times::new(
-        output.time,
-        Some(file.channel().clock()),
-        file.channel().anchor(),
-        path,
-    )
-    .unwrap_or_else(|e| usage_error(e));
-    let cpus = file.geometry().cpu_count();
-    if let Some(cpu) = options.cpus.iter().find(|&&c| c >= cpus) {
-        usage_error(format!(
-            "--cpu {cpu}: {} has {cpus} CPU buffers (0 to {})",
-            path.display(),
-            cpus - 1
-        ));
-    }
+    let times = checked_times(&file, path, options, output);
     // A consumer commits a batch once stdout took it, so a batch must fit
     // in one write a pipe takes whole or refuses (PIPE_BUF), and SIGINT or
     // SIGTERM end the loop between batches instead of mid-way.
@@ -102,6 +88,31 @@ pub(crate) fn cat(
             subbufs: p.corrupt,
         })
     }
+}
+
+/// How `file`'s timestamps print, after a usage error for a `--cpu` the
+/// channel does not have or a `--time` its clock cannot give.
+fn checked_times(
+    file: &ChannelFile,
+    path: &Path,
+    options: &StreamOptions,
+    output: Output,
+) -> crate::time::Times {
+    let cpus = file.geometry().cpu_count();
+    if let Some(cpu) = options.cpus.iter().find(|&&c| c >= cpus) {
+        usage_error(format!(
+            "--cpu {cpu}: {} has {cpus} CPU buffers (0 to {})",
+            path.display(),
+            cpus - 1
+        ));
+    }
+    crate::time::Times::new(
+        output.time,
+        Some(file.channel().clock()),
+        file.channel().anchor(),
+        path,
+    )
+    .unwrap_or_else(|e| usage_error(e))
 }
 
 /// One event of a channel, copied out of its stream, waiting for its turn
@@ -203,12 +214,8 @@ impl<'a> Source<'a> {
                     ts,
                     total,
                 },
-                corrupt @ Event::Corrupt { .. } => {
-                    std::mem::swap(&mut p.times, &mut self.times);
-                    (p.path, p.channel) = (self.path, Some(self.name));
-                    p.print(corrupt);
-                    std::mem::swap(&mut p.times, &mut self.times);
-                    p.emit_notes();
+                Event::Corrupt { cpu, error } => {
+                    self.print(p, Event::Corrupt { cpu, error });
                     continue;
                 }
             };
@@ -245,21 +252,7 @@ pub(crate) fn cat_channels(
     let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     let mut sources = Vec::with_capacity(files.len());
     for ((file, path), name) in files.iter().zip(paths).zip(&names) {
-        let cpus = file.geometry().cpu_count();
-        if let Some(cpu) = options.cpus.iter().find(|&&c| c >= cpus) {
-            usage_error(format!(
-                "--cpu {cpu}: {} has {cpus} CPU buffers (0 to {})",
-                path.display(),
-                cpus - 1
-            ));
-        }
-        let times = crate::time::Times::new(
-            output.time,
-            Some(file.channel().clock()),
-            file.channel().anchor(),
-            path,
-        )
-        .unwrap_or_else(|e| usage_error(e));
+        let times = checked_times(file, path, options, output);
         sources.push(Source {
             stream: Stream::new(file, options.clone()),
             times,
