@@ -1,16 +1,16 @@
 //! Arbitrary bytes as a directory's per-CPU blktrace files, through the
-//! decoder and both printers: nothing panics or loops, every record parsed
-//! re-encodes to its own bytes, every problem points inside its file, and
-//! JSON lines stay one line each.
+//! decoder, both printers, the binary dump and the summary: nothing panics
+//! or loops, every record parsed re-encodes to its own bytes, every problem
+//! points inside its file, and JSON lines stay one line each.
 //!
 //! Input: byte 0 = flags (bit 0: decode cgroup records, bit 1: follow mode,
-//! bits 2-3: CPUs - 1); then each CPU's file but the last as a u16 length
+//! bits 2-3: CPUs - 1, bit 4: group the summary's digits); then each CPU's file but the last as a u16 length
 //! (little-endian) and that many bytes; the last file is the rest.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use relay_user::blktrace::{
-    encode_record, parse_record, CpuInput, Decoder, Item, Options, HEADER_LEN,
+    encode_record, parse_record, CpuInput, Decoder, Device, Item, Options, HEADER_LEN,
 };
 use std::time::Duration;
 
@@ -57,7 +57,14 @@ fuzz_target!(|data: &[u8]| {
             reader: *f,
         })
         .collect();
-    let mut decoder = Decoder::new(inputs, options);
+    let mut decoder = Decoder::new(
+        vec![Device {
+            name: "sdb".into(),
+            cpus: inputs,
+        }],
+        options,
+    );
+    decoder.dump_to(std::io::sink());
     // Each record yields at most one item; each file one more (its end).
     let bound = data.len() / HEADER_LEN + files.len() + 1;
     let mut items = 0;
@@ -90,4 +97,8 @@ fuzz_target!(|data: &[u8]| {
             Item::Idle => break,
         }
     }
+    decoder.finish_dump().expect("a sink takes everything");
+    line.clear();
+    decoder.summary().write_blkparse(&mut line, flags & 16 != 0);
+    assert!(line.ends_with(b"0.0%)\n"), "a summary ends with its skips line");
 });

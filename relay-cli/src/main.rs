@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod blkparse;
 mod cat;
 mod demo;
 mod docs;
@@ -15,6 +16,7 @@ mod time;
 mod verify;
 mod write;
 
+use blkparse::*;
 use cat::*;
 use demo::*;
 use kmod::*;
@@ -37,7 +39,7 @@ use relay_core::checked::{self, CpuTally, Verifier};
 use relay_core::frames::Frame;
 use relay_core::merge::Event;
 use relay_core::{ChannelFlags, Clock, FormatError, GeometryParams, Lost, Mode, ReadError};
-use relay_user::blktrace::{self, CpuInput, Decoder, Item, Severity};
+use relay_user::blktrace::{self, CpuInput, Decoder, Device, Item, Severity};
 use relay_user::frames::Until;
 use relay_user::kernel;
 use relay_user::os::monotonic_ns;
@@ -75,7 +77,9 @@ const EXAMPLES: &str = "Examples:
   relay cat /dev/shm/t.relay --follow         keep reading new records (consumes)
   relay cat a.relay b.relay                   several channels, merged, tagged by channel
   relay cat /sys/kernel/debug/block/sda       blktrace's per-CPU files (trace0..N, or saved
-                                              sda.blktrace.0..N), recognised, as blkparse prints them
+                                              sda.blktrace.0..N), recognised, as blkparse prints them,
+                                              its summary after (-q: none)
+  relay cat -d sda.bin DIR                    and blkparse's binary dump, for btt -i sda.bin
   relay cat --format raw DIR                  any relay channel's per-CPU files, raw
   relay snapshot /dev/shm/t.relay -o s.relay save what it holds now as a channel file
   relay stat /dev/shm/t.relay                 per-CPU produced/consumed/lost/fill
@@ -170,6 +174,13 @@ enum Command {
         /// or use shared writers).
         #[arg(long)]
         flush: bool,
+        /// --format blktrace: no summary after the events (blkparse -q).
+        #[arg(long = "no-summary", short = 'q')]
+        no_summary: bool,
+        /// --format blktrace: also write blkparse's binary dump (blkparse
+        /// -d FILE), which btt reads: `btt -i FILE`.
+        #[arg(long, short = 'd', value_name = "FILE")]
+        dump: Option<PathBuf>,
         /// How timestamps print: auto (seconds for a nanosecond clock, as
         /// perf script prints them; raw values otherwise and for frames),
         /// raw, mono (seconds), rel (seconds since the first record), wall
@@ -540,10 +551,15 @@ fn main() -> ExitCode {
             follow,
             cpus,
             latency,
+            no_summary,
+            dump,
             ..
         } => {
             if raw {
                 usage_error("--raw cannot be used with --format blktrace".into());
+            }
+            if json && dump.is_some() {
+                usage_error("--dump cannot be used with --json (it dumps what blkparse counts, as blkparse -d)".into());
             }
             if payload.is_some() {
                 usage_error(
@@ -562,7 +578,12 @@ fn main() -> ExitCode {
                 latency: Duration::from_millis(latency),
                 cgroup: json,
             };
-            cat_blktrace(&paths, options, json, &cpus)
+            let output = BlkparseOutput {
+                json,
+                summary: !no_summary,
+                dump,
+            };
+            cat_blktrace(&paths, options, &output, &cpus)
         }
         Command::Cat {
             paths,
@@ -577,7 +598,15 @@ fn main() -> ExitCode {
             latency,
             flush,
             time,
+            no_summary,
+            dump,
         } => {
+            if no_summary || dump.is_some() {
+                usage_error(format!(
+                    "{} is for --format blktrace",
+                    if no_summary { "--no-summary" } else { "--dump" }
+                ));
+            }
             let output = Output {
                 json,
                 raw,

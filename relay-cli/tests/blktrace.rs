@@ -10,189 +10,16 @@
 
 mod common;
 
+use common::blktrace::*;
 use common::relay;
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use relay_user::blktrace::{
-    category as c, encode_record, Endian, Trace, CGROUP, MAGIC, TN_MESSAGE, TN_PROCESS,
-    TN_TIMESTAMP, VERSION,
+    category as c, encode_record, Endian, CGROUP, TN_MESSAGE, TN_TIMESTAMP,
 };
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir()
-        .join(format!("relay-blktrace-{}", std::process::id()))
-        .join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Writes `<dir>/<base><cpu>` for every CPU.
-fn write_files(dir: &Path, base: &str, cpus: &[Vec<u8>]) {
-    for (cpu, bytes) in cpus.iter().enumerate() {
-        std::fs::write(dir.join(format!("{base}{cpu}")), bytes).unwrap();
-    }
-}
-
-/// Debian's blkparse on `<dir>/<dev>.blktrace.N`: its event lines (`-q`:
-/// no summary; `-o`: only events go to the file).
-fn blkparse(dir: &Path, dev: &str) -> Vec<u8> {
-    let out_file = dir.with_extension("blkparse.txt");
-    let run = Command::new("blkparse")
-        .args(["-q", "-i", dev, "-D"])
-        .arg(dir)
-        .arg("-o")
-        .arg(&out_file)
-        .output();
-    let run = match run {
-        Ok(o) => o,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-            "blkparse is not installed: these tests compare relay cat with Debian's blkparse. \
-             Install it with `apt-get install blktrace` (cargo xtask test does this)"
-        ),
-        Err(e) => panic!("cannot run blkparse: {e}"),
-    };
-    assert!(
-        run.status.success(),
-        "blkparse failed: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    std::fs::read(&out_file).unwrap()
-}
-
-fn relay_cat(args: &[&str], dir: &Path) -> Output {
-    relay()
-        .args(["cat", "--format", "blktrace"])
-        .args(args)
-        .arg(dir)
-        .output()
-        .expect("run relay")
-}
-
-/// Shows the first differing line of two outputs.
-fn assert_same(relay: &[u8], blkparse: &[u8]) {
-    if relay == blkparse {
-        return;
-    }
-    let (r, b) = (
-        String::from_utf8_lossy(relay),
-        String::from_utf8_lossy(blkparse),
-    );
-    for (i, (x, y)) in r.lines().zip(b.lines()).enumerate() {
-        assert_eq!(x, y, "line {} differs (relay left, blkparse right)", i + 1);
-    }
-    panic!(
-        "relay printed {} lines, blkparse {} (the shorter is a prefix)",
-        r.lines().count(),
-        b.lines().count()
-    );
-}
-
-const DEV: u32 = (8 << 20) | 16; // sdb
-const DM: u32 = (253 << 20) | 2; // a device-mapper device remapped onto sdb
-
-/// xorshift: deterministic variety.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// Per-CPU record lists, as the kernel would lay them out.
-struct Workload {
-    cpus: Vec<Vec<Trace>>,
-    seq: Vec<u32>,
-}
-
-fn base(cpu: u32) -> Trace {
-    Trace {
-        magic: MAGIC | u32::from(VERSION),
-        sequence: 0,
-        time: 0,
-        sector: 0,
-        bytes: 0,
-        action: 0,
-        pid: 0,
-        device: DEV,
-        cpu,
-        error: 0,
-        pdu: Vec::new(),
-    }
-}
-
-impl Workload {
-    fn new(cpus: usize) -> Self {
-        Workload {
-            cpus: vec![Vec::new(); cpus],
-            seq: vec![0; cpus],
-        }
-    }
-
-    /// An I/O event on `cpu` (sequence numbers per CPU, as the kernel's).
-    #[allow(clippy::too_many_arguments)]
-    fn event(
-        &mut self,
-        cpu: u32,
-        time: u64,
-        action: u32,
-        pid: u32,
-        sector: u64,
-        bytes: u32,
-        pdu: Vec<u8>,
-    ) {
-        self.seq[cpu as usize] += 1;
-        self.cpus[cpu as usize].push(Trace {
-            sequence: self.seq[cpu as usize],
-            time,
-            sector,
-            bytes,
-            action,
-            pid,
-            pdu,
-            ..base(cpu)
-        });
-    }
-
-    fn notify(&mut self, cpu: u32, time: u64, action: u32, pid: u32, pdu: Vec<u8>) {
-        self.cpus[cpu as usize].push(Trace {
-            time,
-            action,
-            pid,
-            pdu,
-            ..base(cpu)
-        });
-    }
-
-    fn name(&mut self, cpu: u32, time: u64, pid: u32, name: &str) {
-        let mut comm = name.as_bytes().to_vec();
-        comm.resize(16, 0);
-        self.notify(cpu, time, TN_PROCESS, pid, comm);
-    }
-
-    fn files(&self, endian: Endian) -> Vec<Vec<u8>> {
-        self.cpus
-            .iter()
-            .map(|recs| recs.iter().flat_map(|t| encode_record(t, endian)).collect())
-            .collect()
-    }
-}
-
-fn be64(v: u64) -> Vec<u8> {
-    v.to_be_bytes().to_vec()
-}
 
 /// A busy little trace: 4 CPUs (CPU 2 silent, its file empty), requests
 /// queued on one CPU and completed on another, merges, plugs, remaps,
@@ -532,16 +359,18 @@ fn event_lines_match_debian_blkparse() {
     );
     assert!(stderr.contains("cgroup-tagged message"), "{stderr}");
 
-    // The same files named as in debugfs (trace0..N) print the same.
-    let debugfs = scratch("debugfs");
+    // The same files named as in debugfs (block/sdb/trace0..N) print the
+    // same; the summary names the device after the directory.
+    let debugfs = scratch("debugfs").join("sdb");
+    std::fs::create_dir(&debugfs).unwrap();
     write_files(&debugfs, "trace", &tr.files(Endian::Little));
     std::fs::write(debugfs.join("dropped"), "0\n").unwrap();
     let out = relay_cat(&[], &debugfs);
     assert!(out.status.success());
     assert_same(&out.stdout, &expected);
 
-    // --cpu keeps that CPU's lines, unchanged.
-    let out = relay_cat(&["--cpu", "1"], &dir);
+    // --cpu keeps that CPU's lines, unchanged (-q: no summary).
+    let out = relay_cat(&["--cpu", "1", "-q"], &dir);
     let only: Vec<&str> = text.lines().filter(|l| cpu_of(l) == Some("1")).collect();
     assert!(!only.is_empty());
     assert_eq!(
@@ -566,7 +395,7 @@ fn several_devices_merge_as_blkparse_merges_them() {
     write_files(&both, "sdc.blktrace.", &sdc.files(Endian::Little));
     let out_file = both.with_extension("blkparse.txt");
     let run = Command::new("blkparse")
-        .args(["-q", "-i", "sdb", "-i", "sdc", "-D"])
+        .args(["-i", "sdb", "-i", "sdc", "-D"])
         .arg(&both)
         .arg("-o")
         .arg(&out_file)
@@ -576,6 +405,9 @@ fn several_devices_merge_as_blkparse_merges_them() {
     let expected = std::fs::read(&out_file).unwrap();
     let text = String::from_utf8_lossy(&expected);
     assert!(text.contains("  8,16 ") && text.contains("  8,32 "));
+    // One summary per device, in input order.
+    assert!(text.contains("\nTotal (sdb):\n") && text.contains("\nTotal (sdc):\n"));
+    assert!(text.find("Events (sdb)") < text.find("CPU0 (sdc)"));
 
     let (b, c) = (scratch("sdb"), scratch("sdc"));
     write_files(&b, "sdb.blktrace.", &sdb.files(Endian::Little));
@@ -650,7 +482,7 @@ fn json_gives_each_event_named_fields() {
     let tr = workload(5);
     let dir = scratch("json");
     write_files(&dir, "sdb.blktrace.", &tr.files(Endian::Little));
-    let text = relay_cat(&[], &dir);
+    let text = relay_cat(&["-q"], &dir);
     let json = relay_cat(&["--json"], &dir);
     assert!(json.status.success());
     let text = String::from_utf8_lossy(&text.stdout);
@@ -782,8 +614,15 @@ fn usage_errors_are_clear() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not one"));
     let out = relay_cat(&[], &dir.join("missing"));
     assert_eq!(out.status.code(), Some(3));
-    // An empty trace prints nothing and succeeds (as blkparse does).
+    // An empty trace prints only an empty summary and succeeds (as
+    // blkparse does), nothing with -q.
     let out = relay_cat(&[], &dir);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "\nThroughput (R/W): 0KiB/s / 0KiB/s\nEvents (usage): 0 entries\nSkips: 0 forward (0 -   0.0%)\n"
+    );
+    let out = relay_cat(&["-q"], &dir);
     assert!(out.status.success() && out.stdout.is_empty());
 }
 
@@ -828,7 +667,7 @@ fn blktrace_files_are_recognised() {
     let live = scratch("detect-live");
     write_files(&live, "trace", &[Vec::new(), Vec::new()]);
     std::fs::write(live.join("dropped"), b"0\n").unwrap();
-    let out = relay().arg("cat").arg(&live).output().unwrap();
+    let out = relay().args(["cat", "-q"]).arg(&live).output().unwrap();
     assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--format blktrace"));
     // A device directory under debugfs with no trace running.

@@ -64,8 +64,8 @@ pub use relay_core;
 /// (atomic pipe writes, termination signals turned into a flag).
 pub mod os {
     pub use crate::sys::{
-        catch_termination, die_on_sigpipe, end_by_signal, monotonic_anchor, monotonic_ns,
-        pin_to_cpu, possible_cpus, stdout_is_pipe, write_stdout, PIPE_BUF,
+        catch_termination, die_on_sigpipe, end_by_signal, locale_exists, monotonic_anchor,
+        monotonic_ns, pin_to_cpu, possible_cpus, stdout_is_pipe, write_stdout, PIPE_BUF,
     };
 }
 

@@ -121,6 +121,23 @@ impl RelayfsDir {
             .all(|h| h.is_some_and(|h| crate::blktrace::starts_a_record(&h)))
     }
 
+    /// The device these blktrace files trace, as blkparse names it: `sda`
+    /// for saved `sda.blktrace.N` files, the directory's name for the
+    /// kernel's `.../block/sda/trace0..N`.
+    pub fn blktrace_device(&self) -> String {
+        match self.base.strip_suffix(".blktrace.") {
+            Some(dev) => dev.to_string(),
+            None => self
+                .dir
+                .canonicalize()
+                .ok()
+                .as_deref()
+                .unwrap_or(&self.dir)
+                .file_name()
+                .map_or_else(|| self.base.clone(), |n| n.to_string_lossy().into_owned()),
+        }
+    }
+
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir

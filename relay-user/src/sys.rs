@@ -440,6 +440,25 @@ pub fn end_by_signal() {
     }
 }
 
+/// Whether the C library has the locale `name` (as `setlocale` would
+/// find it), without changing this process's locale.
+pub fn locale_exists(name: &str) -> bool {
+    let Ok(name) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: `name` is a NUL-terminated string that outlives the call;
+    // newlocale with no base locale only allocates a new locale object,
+    // which is freed at once and never used otherwise.
+    unsafe {
+        let locale = libc::newlocale(libc::LC_NUMERIC_MASK, name.as_ptr(), std::ptr::null_mut());
+        if locale.is_null() {
+            return false;
+        }
+        libc::freelocale(locale);
+    }
+    true
+}
+
 /// Restores SIGPIPE's default action (Rust's runtime ignores it): a
 /// command whose reader went away (`relay stat | head -1`) then ends
 /// silently, as `cat` and `ls` do, instead of failing its next print. Not

@@ -2,6 +2,8 @@
 // Each test binary uses its own part of this.
 #![allow(dead_code)]
 
+pub mod blktrace;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
