@@ -14,12 +14,19 @@ pub(crate) struct BlkparseOutput {
     pub dump: Option<PathBuf>,
 }
 
+/// What the printing loop does next, asked when the decoder has nothing
+/// to print and every few thousand events.
+pub(crate) enum Poll {
+    /// Go on (waiting a little first if idle).
+    Go,
+    /// Stop reading (the summary still follows).
+    Stop,
+}
+
 /// `relay cat --format blktrace DIR...`: every directory's per-CPU files
 /// (one device each) decoded and merged as blkparse merges them; text as
-/// blkparse prints it, or one JSON object per event. Records that cannot be
-/// decoded are reported on stderr as they come; skipped ones are warnings,
-/// malformed or unreadable ones make the exit code non-zero at the end.
-/// Following, SIGINT or SIGTERM end the reading, and the summary follows.
+/// blkparse prints it, or one JSON object per event. Following, SIGINT or
+/// SIGTERM end the reading, and the summary follows.
 pub(crate) fn cat_blktrace(
     dirs: &[PathBuf],
     options: blktrace::Options,
@@ -39,14 +46,6 @@ pub(crate) fn cat_blktrace(
     }
     let follow = options.follow;
     let mut decoder = Decoder::new(devices, options);
-    if let Some(path) = &output.dump {
-        let file = File::create(path).map_err(|source| Error::Io {
-            path: path.clone(),
-            op: "create",
-            source,
-        })?;
-        decoder.dump_to(io::BufWriter::with_capacity(128 << 10, file));
-    }
     let terminating = if follow {
         Some(
             relay_user::os::catch_termination().map_err(|source| Error::Io {
@@ -58,6 +57,36 @@ pub(crate) fn cat_blktrace(
     } else {
         None
     };
+    let result = print_decoded(&mut decoder, output, cpus, |_| {
+        if terminating.is_some_and(|t| t.load(Ordering::Acquire)) {
+            Poll::Stop
+        } else {
+            Poll::Go
+        }
+    });
+    relay_user::os::end_by_signal();
+    result
+}
+
+/// Prints what `decoder` hands out until it ends (or `poll` says stop, or
+/// stdout closes), then blkparse's summary (text, unless left out), and
+/// finishes the dump. Records that cannot be decoded are reported on stderr
+/// as they come; skipped ones are warnings, malformed or unreadable ones
+/// make the result an error at the end.
+pub(crate) fn print_decoded<R: io::Read>(
+    decoder: &mut Decoder<R>,
+    output: &BlkparseOutput,
+    cpus: &[u32],
+    mut poll: impl FnMut(&mut Decoder<R>) -> Poll,
+) -> Result<(), Error> {
+    if let Some(path) = &output.dump {
+        let file = File::create(path).map_err(|source| Error::Io {
+            path: path.clone(),
+            op: "create",
+            source,
+        })?;
+        decoder.dump_to(io::BufWriter::with_capacity(128 << 10, file));
+    }
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let mut line = Vec::new();
@@ -65,7 +94,15 @@ pub(crate) fn cat_blktrace(
     let mut first_bad: Option<PathBuf> = None;
     let mut backoff = Duration::from_millis(1);
     let mut closed = false;
+    let mut since_poll = 0u32;
     while let Some(item) = decoder.next_item() {
+        since_poll += 1;
+        if since_poll == 4096 {
+            since_poll = 0;
+            if let Poll::Stop = poll(decoder) {
+                break;
+            }
+        }
         match item {
             Item::Event(e) => {
                 backoff = Duration::from_millis(1);
@@ -98,7 +135,8 @@ pub(crate) fn cat_blktrace(
                 }
             }
             Item::Idle => {
-                if terminating.is_some_and(|t| t.load(Ordering::Acquire)) {
+                since_poll = 0;
+                if let Poll::Stop = poll(decoder) {
                     break;
                 }
                 if out.flush().is_err() {
@@ -131,7 +169,6 @@ pub(crate) fn cat_blktrace(
              (only available in binary output, --dump)"
         );
     }
-    relay_user::os::end_by_signal();
     match first_bad {
         None => Ok(()),
         Some(path) => Err(Error::Decode {

@@ -9,6 +9,7 @@ mod demo;
 mod docs;
 mod fmt;
 mod kmod;
+mod live_blktrace;
 mod print;
 mod snapshot;
 mod stat;
@@ -20,6 +21,7 @@ use blkparse::*;
 use cat::*;
 use demo::*;
 use kmod::*;
+use live_blktrace::*;
 use print::*;
 use snapshot::*;
 use stat::*;
@@ -80,6 +82,8 @@ const EXAMPLES: &str = "Examples:
                                               sda.blktrace.0..N), recognised, as blkparse prints them,
                                               its summary after (-q: none)
   relay cat -d sda.bin DIR                    and blkparse's binary dump, for btt -i sda.bin
+  relay blktrace /dev/sda -o DIR -w 10        blktrace + blkparse in one (root): trace, print live,
+                                              save blktrace's files in DIR; Ctrl-C ends it
   relay cat --format raw DIR                  any relay channel's per-CPU files, raw
   relay snapshot /dev/shm/t.relay -o s.relay save what it holds now as a channel file
   relay stat /dev/shm/t.relay                 per-CPU produced/consumed/lost/fill
@@ -97,7 +101,8 @@ Kernel module (root):
 Exit codes: 0 success; 1 relay verify found the stream wrong; 2 bad usage
 (a geometry no channel can have included); 3 an I/O error (a channel file
 truncated under relay included); 4 not a relay channel or frame stream, or
-a malformed one; 5 another consumer holds a CPU; 6 corrupt data was
+a malformed one; 5 another consumer holds a CPU (or another trace reads
+the device); 6 corrupt data was
 skipped (reported, its records counted lost), the rest delivered.
 On SIGINT, SIGTERM or SIGHUP, relay cat commits what it printed, then ends.";
 
@@ -187,6 +192,53 @@ enum Command {
         /// (UTC, through the channel's realtime anchor; JSON adds "wall").
         #[arg(long, value_enum, default_value_t = time::TimeArg::Auto)]
         time: time::TimeArg,
+    },
+    /// Trace block devices, as `blktrace -d DEV -o - | blkparse -i -` does
+    /// in one command (root): set each device's trace up (the block
+    /// layer's ioctls, blktrace's defaults), print every CPU's events
+    /// merged as they come, as blkparse prints them, and on Ctrl-C, SIGTERM
+    /// or the end of -w stop the trace, print what the kernel flushed, tear
+    /// the trace down and print blkparse's summary. A trace left set up by
+    /// a relay that was killed is torn down by the next run (said on
+    /// stderr); one another process reads is not (exit 5).
+    Blktrace {
+        /// Block devices (/dev/sda ...), each one device of the summary.
+        #[arg(required = true)]
+        devices: Vec<PathBuf>,
+        /// Also save each CPU's records in blktrace's layout
+        /// (DIR/<dev>.blktrace.<cpu>), which blkparse -i <dev> -D DIR, btt
+        /// and relay cat read.
+        #[arg(long, short = 'o', value_name = "DIR")]
+        output: Option<PathBuf>,
+        /// Stop after this long (seconds, or with a unit: 500ms, 2s).
+        #[arg(long = "stop-after", short = 'w', value_parser = parse_secs_or_unit, value_name = "SECONDS")]
+        stop_after: Option<u64>,
+        /// Size of a kernel sub-buffer: KiB, as blktrace -b takes it, or
+        /// with a suffix (K, M).
+        #[arg(long, short = 'b', default_value = "512K", value_parser = parse_kib)]
+        buffer_size: u64,
+        /// Kernel sub-buffers per CPU (blktrace -n).
+        #[arg(long, short = 'n', default_value_t = relay_user::blktrace::DEFAULT_BUFFERS)]
+        buffers: u32,
+        /// One JSON object per event (docs/JSON.md); no summary.
+        #[arg(long)]
+        json: bool,
+        /// No summary after the events (blkparse -q).
+        #[arg(long = "no-summary", short = 'q')]
+        no_summary: bool,
+        /// Also write blkparse's binary dump (blkparse -d FILE), for btt.
+        #[arg(long, short = 'd', value_name = "FILE")]
+        dump: Option<PathBuf>,
+        /// Only this CPU's events (repeatable; the summary counts all).
+        #[arg(long = "cpu")]
+        cpus: Vec<u32>,
+        /// Where debugfs is mounted.
+        #[arg(long, default_value = "/sys/kernel/debug")]
+        debugfs: PathBuf,
+        /// How long an idle CPU may hold back the others (ms, or with a
+        /// unit: 500us, 100ms, 1s).
+        #[arg(long, default_value = "100ms", value_parser = parse_ms)]
+        latency: u64,
     },
     /// Check a stream of checked payloads (relay demo, relay kernel load)
     /// against the loss accounting; exit 1 if anything is off. Consumes
@@ -447,16 +499,26 @@ fn detect_format(paths: &[PathBuf]) -> Format {
 /// A byte count: a number with an optional binary suffix K, M or G (64K
 /// is 65536), as lttng, perf and blktrace take them.
 fn parse_size(s: &str) -> Result<u64, String> {
+    parse_size_bare(s, 1, "65536 or 64K")
+}
+
+/// A byte count where a bare number is KiB, as blktrace's -b takes it
+/// (512 is 512 KiB); suffixes as parse_size.
+fn parse_kib(s: &str) -> Result<u64, String> {
+    parse_size_bare(s, 1 << 10, "512 (KiB) or 1M")
+}
+
+fn parse_size_bare(s: &str, bare: u64, like: &str) -> Result<u64, String> {
     let t = s.trim();
     let (digits, mult) = match t.as_bytes().last().map(u8::to_ascii_uppercase) {
         Some(b'K') => (&t[..t.len() - 1], 1u64 << 10),
         Some(b'M') => (&t[..t.len() - 1], 1 << 20),
         Some(b'G') => (&t[..t.len() - 1], 1 << 30),
-        _ => (t, 1),
+        _ => (t, bare),
     };
     let n: u64 = digits
         .parse()
-        .map_err(|_| format!("{s:?}: a byte count, like 65536 or 64K"))?;
+        .map_err(|_| format!("{s:?}: a byte count, like {like}"))?;
     n.checked_mul(mult)
         .ok_or_else(|| format!("{s:?}: too large"))
 }
@@ -472,8 +534,19 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
 /// A duration in milliseconds: a bare number is milliseconds; or a number
 /// with a unit: us, ms, s (rounded up to whole milliseconds).
 fn parse_ms(s: &str) -> Result<u64, String> {
+    parse_duration(s, 1000, "100 (ms)")
+}
+
+/// A duration in milliseconds: seconds, or a number with a unit (as
+/// parse_ms), as blktrace's -w takes seconds.
+fn parse_secs_or_unit(s: &str) -> Result<u64, String> {
+    parse_duration(s, 1_000_000, "2 (s)")
+}
+
+/// A duration in milliseconds; a bare number counts `bare_us`.
+fn parse_duration(s: &str, bare_us: u64, bare: &str) -> Result<u64, String> {
     let t = s.trim();
-    let bad = || format!("{s:?}: a duration, like 100 (ms), 500us, 100ms or 2s");
+    let bad = || format!("{s:?}: a duration, like {bare}, 500us, 100ms or 2s");
     let (digits, unit_us) = if let Some(d) = t.strip_suffix("us") {
         (d, 1u64)
     } else if let Some(d) = t.strip_suffix("ms") {
@@ -481,7 +554,7 @@ fn parse_ms(s: &str) -> Result<u64, String> {
     } else if let Some(d) = t.strip_suffix('s') {
         (d, 1_000_000)
     } else {
-        (t, 1000)
+        (t, bare_us)
     };
     let n: u64 = digits.parse().map_err(|_| bad())?;
     let us = n.checked_mul(unit_us).ok_or_else(bad)?;
@@ -504,7 +577,8 @@ fn main() -> ExitCode {
     }
     // `relay cat` sees a closed pipe as the end of its output and commits
     // what it wrote; every other command just ends with its reader.
-    if !matches!(cli.command, Command::Cat { .. }) {
+    // `relay blktrace` must live to tear its trace down.
+    if !matches!(cli.command, Command::Cat { .. } | Command::Blktrace { .. }) {
         relay_user::os::die_on_sigpipe();
     }
     let mut command = cli.command;
@@ -542,6 +616,49 @@ fn main() -> ExitCode {
                 g.total_size()
             );
         }),
+        Command::Blktrace {
+            devices,
+            output,
+            stop_after,
+            buffer_size,
+            buffers,
+            json,
+            no_summary,
+            dump,
+            cpus,
+            debugfs,
+            latency,
+        } => {
+            if json && dump.is_some() {
+                usage_error("--dump cannot be used with --json (it dumps what blkparse counts, as blkparse -d)".into());
+            }
+            let Ok(buffer_size) = u32::try_from(buffer_size) else {
+                usage_error(format!(
+                    "--buffer-size {buffer_size}: at most 4G - 1 (the kernel takes a u32)"
+                ));
+            };
+            if buffer_size == 0 || buffers == 0 {
+                usage_error("--buffer-size and --buffers must be above 0".into());
+            }
+            let options = LiveOptions {
+                devices,
+                save: output,
+                stop_after: stop_after.map(Duration::from_millis),
+                setup: relay_user::blktrace::SetupOptions {
+                    buffer_size,
+                    buffers,
+                    ..Default::default()
+                },
+                debugfs,
+                latency: Duration::from_millis(latency),
+            };
+            let output = BlkparseOutput {
+                json,
+                summary: !no_summary,
+                dump,
+            };
+            live_blktrace(&options, &output, &cpus)
+        }
         Command::Cat {
             paths,
             format: Some(Format::Blktrace),
@@ -749,6 +866,10 @@ fn report(e: Error) -> ExitCode {
     eprintln!("relay: {e}");
     ExitCode::from(match e {
         Error::Io { .. } | Error::Kernel(_) => exit::IO,
+        Error::Blktrace(
+            blktrace::SessionError::Busy { .. } | blktrace::SessionError::TracedBySysfs { .. },
+        ) => exit::BUSY,
+        Error::Blktrace(_) => exit::IO,
         Error::Decode { unreadable, .. } if unreadable > 0 => exit::IO,
         Error::Decode { .. } | Error::Corrupt { .. } | Error::Read { .. } => exit::SKIPPED,
         Error::Busy { .. } => exit::BUSY,

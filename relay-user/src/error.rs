@@ -71,6 +71,8 @@ pub enum Error {
     },
     /// A call into the kernel module failed.
     Kernel(KernelError),
+    /// A block device's trace could not be set up or driven.
+    Blktrace(crate::blktrace::SessionError),
     /// Records of an existing relay channel that could not be decoded or
     /// read (each was reported where it was found).
     Decode {
@@ -127,6 +129,7 @@ impl fmt::Display for Error {
                 write!(f, "{}: frame at byte {offset}: {what}", path.display())
             }
             Error::Kernel(e) => write!(f, "{e}"),
+            Error::Blktrace(e) => write!(f, "{e}"),
             Error::Decode { path, malformed, unreadable } => write!(
                 f,
                 "{}: {malformed} malformed records, {unreadable} unreadable files (reported above)",
@@ -153,6 +156,7 @@ impl std::error::Error for Error {
         match self {
             Error::Io { source, .. } => Some(source),
             Error::Kernel(e) => Some(e),
+            Error::Blktrace(e) => Some(e),
             _ => None,
         }
     }
@@ -170,5 +174,11 @@ pub(crate) fn io<'p>(path: &'p Path, op: &'static str) -> impl FnOnce(io::Error)
 impl From<KernelError> for Error {
     fn from(e: KernelError) -> Self {
         Error::Kernel(e)
+    }
+}
+
+impl From<crate::blktrace::SessionError> for Error {
+    fn from(e: crate::blktrace::SessionError) -> Self {
+        Error::Blktrace(e)
     }
 }

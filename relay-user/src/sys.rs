@@ -599,6 +599,10 @@ unsafe impl Plain for crate::kernel::RelayCpuStats {}
 unsafe impl Plain for crate::kernel::RelayLoad {}
 // SAFETY: as above.
 unsafe impl Plain for crate::kernel::RelayBench {}
+// SAFETY: `#[repr(C)]`, `u64`, `u32`, `u16` and byte-array fields with the
+// compiler's padding spelled out as byte arrays (size asserted 72 in
+// blktrace/session.rs), no pointer.
+unsafe impl Plain for crate::blktrace::session::BlkUserTraceSetup {}
 
 /// An ioctl request whose argument is a `T`: the number encodes
 /// `size_of::<T>()`, so a request cannot be sent with the wrong struct.
@@ -673,6 +677,11 @@ impl<T> Ioctl<T> {
         Self::new(ioc::READ | ioc::WRITE, ty, nr)
     }
 
+    /// `_IO(ty, nr)`: no argument (`T` is `()`).
+    pub const fn none(ty: u8, nr: u8) -> Self {
+        Self::new(0, ty, nr)
+    }
+
     /// The request number.
     pub const fn number(self) -> u32 {
         self.number
@@ -703,6 +712,13 @@ pub fn ioctl<T: Plain>(fd: BorrowedFd<'_>, request: Ioctl<T>, arg: &mut T) -> io
     // holds no pointers, and any bytes the driver leaves there are a valid
     // `T`.
     unsafe { ioctl_raw(fd, request.number, (arg as *mut T).cast()) }
+}
+
+/// `ioctl(fd, request, 0)` for a request that takes no argument (`_IO`).
+pub(crate) fn ioctl_none(fd: BorrowedFd<'_>, request: Ioctl<()>) -> io::Result<()> {
+    // SAFETY: the request encodes a zero-sized argument, so the driver
+    // reads and writes nothing through the (null) pointer.
+    unsafe { ioctl_raw(fd, request.number, std::ptr::null_mut()) }
 }
 
 /// RELAY_IOC_STATS: fills `out` (at most `out.len()` entries; the kernel

@@ -249,7 +249,15 @@ const REQUIRED: &[(&str, &str)] = &[
     ),
     (
         "relay-guest: blktrace ok",
-        "relay's blktrace decoder matches blkparse on a real trace",
+        "relay's blktrace decoder matches blkparse on a real trace, events and summary",
+    ),
+    (
+        "relay-guest: relay blktrace ok",
+        "relay blktrace traced a RAM disk live on every CPU: blkparse reads its saved files as relay cat does, the live events are the same, btt reads its dump",
+    ),
+    (
+        "relay-guest: relay blktrace after kill -9 ok",
+        "a trace left set up by a killed relay is torn down by the next run",
     ),
     ("relay-guest: rmmod ok", "rmmod succeeded"),
     ("relay_kmod: unloaded", "the module's exit ran"),
@@ -985,6 +993,7 @@ fn pack_initramfs(vm: &Path, kdir: &Path, bins: &[&Path; 5], root: &Path) -> Pat
     for (tool, dest) in [
         ("/usr/sbin/blktrace", "/bin/blktrace"),
         ("/usr/bin/blkparse", "/bin/blkparse"),
+        ("/usr/bin/btt", "/bin/btt"),
     ] {
         for (guest, host) in with_libraries(tool) {
             let guest = if guest == tool {

@@ -240,6 +240,8 @@ pub struct Decoder<R> {
     started: bool,
     summary: Summary,
     dump: Option<Dump>,
+    /// Follow mode, after [`Decoder::drain`]: read to the end, then end.
+    draining: bool,
 }
 
 /// Where blkparse's `-d` binary dump goes, and its first write error.
@@ -298,7 +300,16 @@ impl<R: Read> Decoder<R> {
             started: false,
             summary,
             dump: None,
+            draining: false,
         }
+    }
+
+    /// Follow mode: the writers have stopped (the trace was stopped and its
+    /// buffers flushed). What the files still hold is read and handed out,
+    /// waiting for no idle CPU, and then [`next_item`](Decoder::next_item)
+    /// returns `None`. A partial record left at the end is malformed.
+    pub fn drain(&mut self) {
+        self.draining = true;
     }
 
     /// Also writes blkparse's `-d` binary dump to `out`, as blkparse does:
@@ -326,6 +337,11 @@ impl<R: Read> Decoder<R> {
         }
     }
 
+    /// The inputs back (their readers, to finish whatever they wrap).
+    pub fn into_inputs(self) -> Vec<CpuInput<R>> {
+        self.streams.into_iter().map(|s| s.input).collect()
+    }
+
     /// The counts behind blkparse's summary, for what was handed out so far.
     pub fn summary(&self) -> &Summary {
         &self.summary
@@ -351,6 +367,15 @@ impl<R: Read> Decoder<R> {
             let next = if self.options.follow {
                 match self.follow_pick() {
                     Some(s) => s,
+                    None if self.draining
+                        && self.problems.is_empty()
+                        && self
+                            .streams
+                            .iter()
+                            .all(|s| s.state == State::Ended && s.queue.is_empty()) =>
+                    {
+                        return None
+                    }
                     None => return Some(Item::Idle),
                 }
             } else {
@@ -447,7 +472,7 @@ impl<R: Read> Decoder<R> {
     /// blkparse's `ms_prime`: reads up to a batch of records of stream `s`,
     /// taking in process notifies as it goes; returns the records queued.
     fn prime(&mut self, s: usize) -> usize {
-        let follow = self.options.follow;
+        let follow = self.options.follow && !self.draining;
         let mut counted = 0;
         let mut queued = 0;
         while counted < BATCH && self.streams[s].state == State::Open {

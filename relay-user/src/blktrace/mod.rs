@@ -91,11 +91,13 @@
 mod decode;
 mod event;
 mod record;
+pub(crate) mod session;
 mod summary;
 
 pub use decode::{CpuInput, Decoder, Device, Item, Options, Problem, Severity};
 pub use event::{Action, Event, What};
 pub use record::*;
+pub use session::{Session, SessionError, SetupOptions, DEFAULT_BUFFERS, DEFAULT_BUFFER_SIZE};
 pub use summary::Summary;
 
 #[cfg(test)]
