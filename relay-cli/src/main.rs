@@ -7,6 +7,7 @@ mod blkparse;
 mod cat;
 mod demo;
 mod docs;
+mod export;
 mod fmt;
 mod kmod;
 mod live_blktrace;
@@ -20,6 +21,7 @@ mod write;
 use blkparse::*;
 use cat::*;
 use demo::*;
+use export::*;
 use kmod::*;
 use live_blktrace::*;
 use print::*;
@@ -86,6 +88,7 @@ const EXAMPLES: &str = "Examples:
                                               save blktrace's files in DIR; Ctrl-C ends it
   relay cat --format raw DIR                  any relay channel's per-CPU files, raw
   relay snapshot /dev/shm/t.relay -o s.relay save what it holds now as a channel file
+  relay export --chrome t.json t.relay DIR    Chrome trace-event JSON for Perfetto's UI
   relay stat /dev/shm/t.relay                 per-CPU produced/consumed/lost/fill
   relay verify /dev/shm/t.relay               check checked payloads and the loss accounting
 
@@ -239,6 +242,20 @@ enum Command {
         /// unit: 500us, 100ms, 1s).
         #[arg(long, default_value = "100ms", value_parser = parse_ms)]
         latency: u64,
+    },
+    /// Write traces for viewers: Chrome trace-event JSON, which Perfetto's
+    /// UI (ui.perfetto.dev) and chrome://tracing open. Each source is one
+    /// process: a channel file (a snapshot, changes nothing) with a track
+    /// per CPU and its records as instant events, or a directory of
+    /// blktrace's files with a track per CPU and each request a slice from
+    /// queue to completion on its device's lanes.
+    Export {
+        /// Channel files and blktrace directories.
+        #[arg(required = true)]
+        sources: Vec<PathBuf>,
+        /// The JSON file to write.
+        #[arg(long, value_name = "FILE", required = true)]
+        chrome: PathBuf,
     },
     /// Check a stream of checked payloads (relay demo, relay kernel load)
     /// against the loss accounting; exit 1 if anything is off. Consumes
@@ -616,6 +633,7 @@ fn main() -> ExitCode {
                 g.total_size()
             );
         }),
+        Command::Export { sources, chrome } => export_chrome(&sources, &chrome),
         Command::Blktrace {
             devices,
             output,

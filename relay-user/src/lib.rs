@@ -44,6 +44,7 @@
 
 pub mod blktrace;
 pub mod error;
+pub mod export;
 pub mod file;
 pub mod frames;
 pub mod kernel;

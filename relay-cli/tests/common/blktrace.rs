@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use relay_user::blktrace::{encode_record, Endian, Trace, MAGIC, TN_PROCESS, VERSION};
+use relay_user::blktrace::{
+    category as c, encode_record, Endian, Trace, MAGIC, TN_PROCESS, VERSION,
+};
 
 use super::relay;
 
@@ -179,4 +181,98 @@ impl Workload {
 
 pub fn be64(v: u64) -> Vec<u8> {
     v.to_be_bytes().to_vec()
+}
+
+/// Requests queued, dispatched, completed over about 4 seconds: reads and
+/// writes of 512 B to 512 KiB, merges, requeues, unplugs, packet commands,
+/// driver data, on CPUs 0, 1 and 3 (CPU 2's file is empty).
+pub fn seconds_of_io(seed: u64) -> Workload {
+    let mut rng = Rng(seed);
+    let mut w = Workload::new(4);
+    let mut comm = b"fio".to_vec();
+    comm.resize(16, 0);
+    w.notify(0, 1_000, TN_PROCESS, 77, comm);
+    let busy = [0u32, 1, 3];
+    let mut t = 5_000_000u64;
+    let mut sector = 4096u64;
+    for _ in 0..3000 {
+        let cpu = busy[rng.below(3) as usize];
+        let dir = if rng.below(2) == 0 { c::READ } else { c::WRITE };
+        let bytes = 512 << rng.below(11);
+        let fs = c::FS | dir;
+        match rng.below(20) {
+            0 => {
+                let pc = c::PC | dir;
+                w.event(cpu, t, pc | c::QUEUE | 1, 77, 0, bytes, Vec::new());
+                w.event(
+                    cpu,
+                    t + 10,
+                    pc | c::ISSUE | 7,
+                    77,
+                    0,
+                    bytes,
+                    vec![0x28, 0, 0],
+                );
+                if rng.below(4) == 0 {
+                    w.event(cpu, t + 20, pc | c::REQUEUE | 6, 77, 0, bytes, Vec::new());
+                }
+                w.event(cpu, t + 30, pc | c::COMPLETE | 8, 77, 0, bytes, vec![0]);
+            }
+            1 => w.event(cpu, t, fs | c::QUEUE | 2, 77, sector, bytes, Vec::new()),
+            2 => w.event(cpu, t, fs | c::QUEUE | 3, 77, sector, bytes, Vec::new()),
+            3 => w.event(cpu, t, c::FS | 10, 77, 0, 0, be64(rng.below(9))),
+            4 => w.event(cpu, t, c::FS | 11, 77, 0, 0, be64(rng.below(9))),
+            5 => w.event(cpu, t, c::DRV_DATA | 17, 0, sector, 0, vec![1, 2, 3]),
+            _ => {
+                let done = busy[rng.below(3) as usize];
+                w.event(cpu, t, fs | c::QUEUE | 1, 77, sector, bytes, Vec::new());
+                w.event(
+                    cpu,
+                    t + 50,
+                    fs | c::ISSUE | 7,
+                    77,
+                    sector,
+                    bytes,
+                    Vec::new(),
+                );
+                if rng.below(10) == 0 {
+                    w.event(
+                        cpu,
+                        t + 60,
+                        fs | c::REQUEUE | 6,
+                        77,
+                        sector,
+                        bytes,
+                        Vec::new(),
+                    );
+                    w.event(
+                        cpu,
+                        t + 70,
+                        fs | c::ISSUE | 7,
+                        77,
+                        sector,
+                        bytes,
+                        Vec::new(),
+                    );
+                }
+                let late = t + 100_000 + rng.below(3_000_000);
+                w.event(
+                    done,
+                    late,
+                    fs | c::COMPLETE | 8,
+                    0,
+                    sector,
+                    bytes,
+                    Vec::new(),
+                );
+            }
+        }
+        sector += u64::from(bytes >> 9);
+        t += 1_000_000 + rng.below(400_000);
+    }
+    // Each CPU's file in time order, as the kernel writes it.
+    for cpu in &mut w.cpus {
+        cpu.sort_by_key(|t| t.time);
+    }
+    w
 }
