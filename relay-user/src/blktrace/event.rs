@@ -91,7 +91,7 @@ pub struct Event {
     pub what: What,
     /// The record (its `time` is the raw kernel time).
     pub trace: Trace,
-    /// The cgroup id, for cgroup-tagged records (with [`Options::cgroup`]).
+    /// The cgroup id, for cgroup-tagged records (with [`Options::cgroup`](super::Options::cgroup)).
     pub cgroup: Option<u64>,
     /// The pid's name, if a process notify gave one by the time it printed.
     pub process: Option<Vec<u8>>,
