@@ -209,7 +209,7 @@ enum Command {
         #[arg(required = true)]
         devices: Vec<PathBuf>,
         /// Also save each CPU's records in blktrace's layout
-        /// (DIR/<dev>.blktrace.<cpu>), which blkparse -i <dev> -D DIR, btt
+        /// (DIR/DEV.blktrace.CPU), which blkparse -i DEV -D DIR, btt
         /// and relay cat read.
         #[arg(long, short = 'o', value_name = "DIR")]
         output: Option<PathBuf>,
