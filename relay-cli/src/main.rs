@@ -88,6 +88,7 @@ const EXAMPLES: &str = "Examples:
                                               save blktrace's files in DIR; Ctrl-C ends it
   relay cat --format raw DIR                  any relay channel's per-CPU files, raw
   relay snapshot /dev/shm/t.relay -o s.relay save what it holds now as a channel file
+  relay export --ctf t.ctf t.relay            CTF for babeltrace2 and Trace Compass
   relay export --chrome t.json t.relay DIR    Chrome trace-event JSON for Perfetto's UI
   relay stat /dev/shm/t.relay                 per-CPU produced/consumed/lost/fill
   relay verify /dev/shm/t.relay               check checked payloads and the loss accounting
@@ -243,19 +244,25 @@ enum Command {
         #[arg(long, default_value = "100ms", value_parser = parse_ms)]
         latency: u64,
     },
-    /// Write traces for viewers: Chrome trace-event JSON, which Perfetto's
-    /// UI (ui.perfetto.dev) and chrome://tracing open. Each source is one
-    /// process: a channel file (a snapshot, changes nothing) with a track
-    /// per CPU and its records as instant events, or a directory of
-    /// blktrace's files with a track per CPU and each request a slice from
+    /// Write traces for viewers: CTF 1.8 (babeltrace2, Trace Compass) and
+    /// Chrome trace-event JSON (Perfetto's UI, chrome://tracing). Sources
+    /// are channel files (snapshots: nothing changes) and directories of
+    /// blktrace's files. In CTF, a stream per CPU, records (or blktrace
+    /// events) as events; one source's trace is DIR, several are DIR/1,
+    /// DIR/2, ... In Chrome JSON, each source a process with a track per
+    /// CPU, records as instant events, each blktrace request a slice from
     /// queue to completion on its device's lanes.
+    #[command(group(clap::ArgGroup::new("to").required(true).multiple(true).args(["chrome", "ctf"])))]
     Export {
         /// Channel files and blktrace directories.
         #[arg(required = true)]
         sources: Vec<PathBuf>,
-        /// The JSON file to write.
-        #[arg(long, value_name = "FILE", required = true)]
-        chrome: PathBuf,
+        /// The Chrome JSON file to write.
+        #[arg(long, value_name = "FILE")]
+        chrome: Option<PathBuf>,
+        /// The CTF trace directory to write (new or empty).
+        #[arg(long, value_name = "DIR")]
+        ctf: Option<PathBuf>,
     },
     /// Check a stream of checked payloads (relay demo, relay kernel load)
     /// against the loss accounting; exit 1 if anything is off. Consumes
@@ -633,7 +640,11 @@ fn main() -> ExitCode {
                 g.total_size()
             );
         }),
-        Command::Export { sources, chrome } => export_chrome(&sources, &chrome),
+        Command::Export {
+            sources,
+            chrome,
+            ctf,
+        } => export(&sources, &Targets { chrome, ctf }),
         Command::Blktrace {
             devices,
             output,

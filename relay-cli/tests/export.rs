@@ -114,7 +114,11 @@ fn blktrace_requests_become_slices_on_lanes_that_never_overlap() {
         .iter()
         .find(|e| e["name"] == "Q" && e["args"]["sector"] == first_q.sector)
         .expect("the first queue event");
-    assert_eq!(ns(&q["ts"]), first_q.time - genesis, "genesis {genesis} q {q} first {first_q:?}");
+    assert_eq!(
+        ns(&q["ts"]),
+        first_q.time - genesis,
+        "genesis {genesis} q {q} first {first_q:?}"
+    );
     assert_eq!(q["tid"], first_q.cpu);
 
     // Names: the device, its CPUs, its lanes.
@@ -179,4 +183,177 @@ fn channel_records_are_instants_on_their_cpus() {
         .unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert!(!missing.exists());
+}
+
+/// babeltrace2's text, timestamps as clock values (`--clock-cycles`): for
+/// each event, (timestamp, cpu, the fields' text).
+fn babeltrace2(dir: &std::path::Path) -> Vec<(u64, u64, String)> {
+    let out = std::process::Command::new("babeltrace2")
+        .arg("--clock-cycles")
+        .arg(dir)
+        .output()
+        .expect("babeltrace2 is installed (cargo xtask test installs Debian's babeltrace2)");
+    assert!(
+        out.status.success(),
+        "babeltrace2: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let ts = l[1..].split(']').next().unwrap().parse().unwrap();
+            let cpu = l
+                .split("cpu_id = ")
+                .nth(1)
+                .and_then(|r| r.split(' ').next())
+                .unwrap()
+                .parse()
+                .unwrap();
+            let fields = l.rsplit("}, { ").next().unwrap().trim_end_matches(" }");
+            (ts, cpu, fields.to_string())
+        })
+        .collect()
+}
+
+/// Sorted within runs of equal timestamps: a tie's order is the merge's.
+fn ties_sorted(mut v: Vec<(u64, u64, String)>) -> Vec<(u64, u64, String)> {
+    let mut i = 0;
+    while i < v.len() {
+        let j = i + v[i..].iter().take_while(|e| e.0 == v[i].0).count();
+        v[i..j].sort();
+        i = j;
+    }
+    v
+}
+
+#[test]
+fn ctf_reads_in_babeltrace2_as_relay_cat_prints_it() {
+    // A channel: records of two CPUs interleaved.
+    let path = tmp("ctf.relay");
+    let p = path.to_str().unwrap();
+    // Each `relay write` seals a sub-buffer as it ends: room for all.
+    let created = run(&[
+        "create",
+        p,
+        "--cpus",
+        "2",
+        "--subbuf-size",
+        "4K",
+        "--subbufs",
+        "64",
+    ]);
+    assert!(created.status.success());
+    for i in 0..40 {
+        let mut child = relay()
+            .args(["write", p, "--cpu", &(i % 2).to_string()])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("r{i}\n").as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+    let dir = tmp("ctf-channel");
+    let out = relay()
+        .args(["export", "--ctf"])
+        .arg(&dir)
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ours = babeltrace2(&dir);
+    let cat = run(&["cat", "--json", "--time", "raw", p]);
+    let expected: Vec<(u64, u64, String)> = String::from_utf8_lossy(&cat.stdout)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let hex = v["payload_hex"].as_str().unwrap();
+            let bytes: Vec<String> = (0..hex.len() / 2)
+                .map(|i| {
+                    format!(
+                        "[{i}] = {}",
+                        u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()
+                    )
+                })
+                .collect();
+            (
+                v["ts"].as_u64().unwrap(),
+                v["cpu"].as_u64().unwrap(),
+                format!(
+                    "type = {}, length = {}, payload = [ {} ]",
+                    v["type"],
+                    v["len"],
+                    bytes.join(", ")
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(expected.len(), 40);
+    assert_eq!(ties_sorted(ours), ties_sorted(expected));
+
+    // blktrace: every event, in blkparse's order, at blkparse's times.
+    let w = seconds_of_io(0xc7f);
+    let files = scratch("ctf-sdb");
+    write_files(&files, "sdb.blktrace.", &w.files(Endian::Little));
+    let dir = tmp("ctf-blktrace");
+    let out = relay()
+        .args(["export", "--ctf"])
+        .arg(&dir)
+        .arg(&files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ours = babeltrace2(&dir);
+    let cat = relay()
+        .args(["cat", "--format", "blktrace", "--json"])
+        .arg(&files)
+        .output()
+        .unwrap();
+    let expected: Vec<(u64, u64, String)> = String::from_utf8_lossy(&cat.stdout)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["ts"].as_u64().unwrap(),
+                v["cpu"].as_u64().unwrap(),
+                format!(
+                    "action = {}, rwbs = {}, sector = {}, bytes = {}, sequence = {}, pid = {}",
+                    v["action"], v["rwbs"], v["sector"], v["bytes"], v["sequence"], v["pid"]
+                ),
+            )
+        })
+        .collect();
+    assert!(expected.len() > 5000, "{}", expected.len());
+    let ours: Vec<(u64, u64, String)> = ours
+        .into_iter()
+        .map(|(ts, cpu, f)| {
+            let f = f.split(", process = ").next().unwrap().to_string();
+            (ts, cpu, f)
+        })
+        .collect();
+    assert_eq!(ties_sorted(ours), ties_sorted(expected));
+
+    // The directory must be new or empty.
+    let out = relay()
+        .args(["export", "--ctf"])
+        .arg(&dir)
+        .arg(&files)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
 }

@@ -79,8 +79,10 @@ const PACKAGES: &[&str] = &[
 ];
 
 /// What the host tests need (`cargo xtask test` installs these before
-/// `cargo test`): blkparse, which relay-cli's blktrace tests compare with.
-pub const HOST_PACKAGES: &[&str] = &["blktrace"];
+/// `cargo test`): blkparse and btt, which relay-cli's blktrace tests
+/// compare with, and babeltrace2, which reads what `relay export --ctf`
+/// writes.
+pub const HOST_PACKAGES: &[&str] = &["blktrace", "babeltrace2"];
 
 /// Lines the console log must contain (substring match), with what each means.
 const REQUIRED: &[(&str, &str)] = &[

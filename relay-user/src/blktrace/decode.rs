@@ -342,6 +342,12 @@ impl<R: Read> Decoder<R> {
         self.streams.into_iter().map(|s| s.input).collect()
     }
 
+    /// blkparse's genesis time: the raw time events are printed relative
+    /// to (known once the first event is handed out).
+    pub fn genesis(&self) -> Option<u64> {
+        self.genesis
+    }
+
     /// The counts behind blkparse's summary, for what was handed out so far.
     pub fn summary(&self) -> &Summary {
         &self.summary

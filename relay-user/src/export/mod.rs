@@ -3,5 +3,7 @@
 //! the trace.
 
 pub mod chrome;
+pub mod ctf;
 
 pub use chrome::ChromeTrace;
+pub use ctf::{ClockInfo, CtfTrace};
