@@ -68,7 +68,7 @@ impl RelayfsDir {
                     .map_or("DEV".into(), |n| n.to_string_lossy());
                 return Err(problem(format!(
                     "no trace0..N files: no blktrace is running on {dev} \
-                     (start one, `blktrace -d /dev/{dev}`, and read it here while it runs)"
+                     (trace it with `relay blktrace /dev/{dev}`)"
                 )));
             }
             0 => {

@@ -258,6 +258,10 @@ const REQUIRED: &[(&str, &str)] = &[
         "relay blktrace traced a RAM disk live on every CPU: blkparse reads its saved files as relay cat does, the live events are the same, btt reads its dump",
     ),
     (
+        "relay-guest: relay blktrace ctrl-c ok",
+        "SIGINT ends relay blktrace cleanly: events, summary, trace torn down, exit 0",
+    ),
+    (
         "relay-guest: relay blktrace after kill -9 ok",
         "a trace left set up by a killed relay is torn down by the next run",
     ),
