@@ -72,4 +72,4 @@ pub mod os {
 
 pub use relay_core::merge::{Event, Flow};
 pub use relayfs::RelayfsDir;
-pub use stream::{Stream, StreamOptions};
+pub use stream::{OwnedEvent, Stream, StreamOptions};

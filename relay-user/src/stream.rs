@@ -531,6 +531,82 @@ impl<'f, F: Borrow<ChannelFile> + 'f> Stream<'f, F> {
         };
         self.take(drain)
     }
+
+    /// The stream as a [`futures_core::Stream`] of owned events (tokio):
+    /// each is [`next_event_async`](Self::next_event_async)'s, its payload
+    /// copied, so that it outlives the next. A consumer's event is
+    /// committed when the next one is asked for, as with `next_event`.
+    #[cfg(feature = "tokio")]
+    pub fn into_events(self) -> impl futures_core::Stream<Item = OwnedEvent> + 'f
+    where
+        F: 'f,
+    {
+        futures_util::stream::unfold(self, |mut stream| async move {
+            let event = stream.next_event_async().await.map(OwnedEvent::from);
+            event.map(|e| (e, stream))
+        })
+    }
+}
+
+/// An [`Event`] that owns its payload (what [`Stream::into_events`]
+/// yields).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OwnedEvent {
+    /// A record of `cpu`.
+    Record {
+        /// The CPU that wrote it.
+        cpu: u32,
+        /// Its timestamp.
+        ts: u64,
+        /// Its producer-chosen type.
+        rtype: u16,
+        /// Its payload.
+        payload: Vec<u8>,
+    },
+    /// `cpu` lost records here (see [`Event::Lost`]).
+    Lost {
+        /// The CPU that lost them.
+        cpu: u32,
+        /// How many, by cause.
+        lost: relay_core::Lost,
+        /// The timestamp of the next record of `cpu`.
+        ts: u64,
+        /// Every loss of `cpu` reported so far, this one included.
+        total: relay_core::Lost,
+    },
+    /// A corrupt sub-buffer of `cpu` was skipped (its records are lost).
+    Corrupt {
+        /// The CPU.
+        cpu: u32,
+        /// What was wrong.
+        error: relay_core::ReadError,
+    },
+}
+
+impl From<Event<'_>> for OwnedEvent {
+    fn from(e: Event<'_>) -> Self {
+        match e {
+            Event::Record { cpu, record } => OwnedEvent::Record {
+                cpu,
+                ts: record.ts,
+                rtype: record.rtype,
+                payload: record.payload.to_vec(),
+            },
+            Event::Lost {
+                cpu,
+                lost,
+                ts,
+                total,
+            } => OwnedEvent::Lost {
+                cpu,
+                lost,
+                ts,
+                total,
+            },
+            Event::Corrupt { cpu, error } => OwnedEvent::Corrupt { cpu, error },
+        }
+    }
 }
 
 /// What [`Stream::prepare_sleep`] found.

@@ -375,3 +375,68 @@ fn a_cancelled_async_wait_leaves_no_registration() {
     }
     let _ = std::fs::remove_file(&path);
 }
+
+/// The stream as a `futures::Stream` of owned events: idle, it sleeps
+/// until a writer seals (a handful of switches, not a timer's), wakes with
+/// the record, and the event outlives the next poll.
+#[test]
+fn the_futures_stream_sleeps_until_a_writer_seals() {
+    use futures_util::StreamExt;
+    let (file, path) = channel("futures-stream");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let follower = std::thread::spawn(move || {
+        let consumer = ChannelFile::open_consumer(&path, &[]).unwrap();
+        let options = StreamOptions {
+            follow: true,
+            latency: Duration::from_millis(10),
+            ..StreamOptions::default()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let (events, switches) = rt.block_on(async {
+            let events = Stream::new(consumer, options).into_events();
+            let mut events = std::pin::pin!(events);
+            let before = voluntary_switches();
+            let first = events.next().await;
+            let switches = voluntary_switches() - before;
+            let second = events.next().await;
+            (vec![first, second], switches)
+        });
+        tx.send((events, switches)).unwrap();
+        let _ = std::fs::remove_file(&path);
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    let w = file.writer(1).unwrap();
+    w.write(1, &7u64.to_le_bytes(), &mut monotonic_ns).unwrap();
+    w.write(2, &8u64.to_le_bytes(), &mut monotonic_ns).unwrap();
+    assert!(w.flush(&mut monotonic_ns).sealed.is_some());
+    let (events, switches) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the seal woke the futures stream");
+    follower.join().unwrap();
+    let payloads: Vec<(u16, Vec<u8>)> = events
+        .into_iter()
+        .map(|e| match e {
+            Some(relay_user::OwnedEvent::Record {
+                cpu: 1,
+                rtype,
+                payload,
+                ..
+            }) => (rtype, payload),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        payloads,
+        vec![
+            (1, 7u64.to_le_bytes().to_vec()),
+            (2, 8u64.to_le_bytes().to_vec())
+        ]
+    );
+    assert!(
+        switches <= 8,
+        "the runtime's thread woke {switches} times in about 600 ms while idle"
+    );
+}
