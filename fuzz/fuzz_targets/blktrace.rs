@@ -94,7 +94,7 @@ fuzz_target!(|data: &[u8]| {
                 assert!(p.offset <= file.len() as u64, "{p}");
                 assert!(!p.to_string().is_empty());
             }
-            Item::Idle => break,
+            _ => break, // Idle
         }
     }
     decoder.finish_dump().expect("a sink takes everything");

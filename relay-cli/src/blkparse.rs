@@ -126,8 +126,8 @@ pub(crate) fn print_decoded<R: io::Read>(
                         eprintln!("relay: warning: {p}");
                         continue;
                     }
-                    Severity::Malformed => malformed += 1,
                     Severity::Io => unreadable += 1,
+                    _ => malformed += 1,
                 }
                 eprintln!("relay: {p}");
                 if first_bad.is_none() {
@@ -146,6 +146,7 @@ pub(crate) fn print_decoded<R: io::Read>(
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_millis(100));
             }
+            _ => {} // kinds of items this relay does not know
         }
     }
     if output.summary && !output.json && !closed {

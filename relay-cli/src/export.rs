@@ -166,7 +166,7 @@ fn write_all(
                                 unreadable: 0,
                             });
                         }
-                        Item::Idle => break,
+                        _ => break, // Idle: not following, the end
                     }
                 }
                 ClockInfo {

@@ -37,6 +37,7 @@ pub struct FrameReader<R> {
 /// How [`FrameReader::for_each`] treats "nothing to read" (`read()`
 /// returning 0).
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub enum Until {
     /// The end of the stream (a pipe at EOF, a non-follow read).
     Eof,

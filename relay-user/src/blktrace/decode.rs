@@ -14,6 +14,7 @@ use super::summary::Summary;
 
 /// How bad a [`Problem`] is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Severity {
     /// A record blkparse skips too (its CPU field, an unknown action): a
     /// warning; nothing else is affected.
@@ -103,6 +104,7 @@ impl Default for Options {
 
 /// What [`Decoder::next_item`] returns.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Item {
     /// An event to print.
     Event(Event),

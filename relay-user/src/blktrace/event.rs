@@ -6,6 +6,7 @@ use super::record::{category, major, minor, Trace};
 /// What happened to a request (the action code), with what blkparse
 /// decodes from the payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Action {
     /// `Q`: queued.
     Queue,
@@ -71,6 +72,7 @@ impl Action {
 
 /// What an event is.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum What {
     /// A file-system request's event.
     Fs(Action),
