@@ -175,13 +175,19 @@ struct Source<'a> {
     times: crate::time::Times,
     path: &'a Path,
     name: &'a str,
-    /// Its next event, copied out (events borrow their stream).
+    /// Its next event, copied out (events borrow their stream); handed out
+    /// by the stream, so a consumer commits it with the next call, which
+    /// comes only once it is printed and written.
     held: Option<Held>,
+    /// The stream ended.
+    ended: bool,
+    /// Following: since when it has had nothing to give.
+    idle_since: Option<Instant>,
 }
 
 impl<'a> Source<'a> {
     /// Prints `event` as this channel's.
-    fn print<W: Write>(&mut self, p: &mut Printer<'a, W>, event: Event<'_>) {
+    fn print(&mut self, p: &mut Printer<'a, Vec<u8>>, event: Event<'_>) {
         std::mem::swap(&mut p.times, &mut self.times);
         (p.path, p.channel) = (self.path, Some(self.name));
         p.print(event);
@@ -189,52 +195,94 @@ impl<'a> Source<'a> {
         p.emit_notes();
     }
 
-    /// Takes the stream's next record or loss into `held`, printing the
-    /// corrupt sub-buffers it finds on the way.
-    fn refill<W: Write>(&mut self, p: &mut Printer<'a, W>) {
-        while self.held.is_none() {
-            let Some(e) = self.stream.next_event() else {
-                return;
-            };
-            let held = match e {
-                Event::Record { cpu, record } => Held::Record {
-                    cpu,
-                    ts: record.ts,
-                    rtype: record.rtype,
-                    payload: record.payload.to_vec(),
-                },
-                Event::Lost {
-                    cpu,
-                    lost,
-                    ts,
-                    total,
-                } => Held::Lost {
-                    cpu,
-                    lost,
-                    ts,
-                    total,
-                },
-                Event::Corrupt { cpu, error } => {
-                    self.print(p, Event::Corrupt { cpu, error });
-                    continue;
+    /// Takes the stream's next record or loss into `held` if one is ready,
+    /// printing the corrupt sub-buffers it finds on the way (written at
+    /// once, before the stream is asked again).
+    fn refill(&mut self, p: &mut Printer<'a, Vec<u8>>, consumer: bool) {
+        while self.held.is_none() && !self.ended && !p.closed {
+            let mut corrupt = None;
+            let mut held = None;
+            let got = self.stream.try_next_batch(1, &mut |e| {
+                match e {
+                    Event::Record { cpu, record } => {
+                        held = Some(Held::Record {
+                            cpu,
+                            ts: record.ts,
+                            rtype: record.rtype,
+                            payload: record.payload.to_vec(),
+                        })
+                    }
+                    Event::Lost {
+                        cpu,
+                        lost,
+                        ts,
+                        total,
+                    } => {
+                        held = Some(Held::Lost {
+                            cpu,
+                            lost,
+                            ts,
+                            total,
+                        })
+                    }
+                    Event::Corrupt { cpu, error } => corrupt = Some((cpu, error)),
                 }
-            };
-            self.held = Some(held);
+                Flow::Take
+            });
+            match got {
+                None => self.ended = true,
+                Some(0) => {
+                    self.idle_since.get_or_insert_with(Instant::now);
+                    return;
+                }
+                Some(_) => self.idle_since = None,
+            }
+            if let Some((cpu, error)) = corrupt {
+                self.print(p, Event::Corrupt { cpu, error });
+                write_out(p, consumer);
+            }
+            self.held = held;
         }
     }
 }
 
-/// `relay cat a.relay b.relay ...`: snapshots of several channels, merged
-/// by timestamp (their clocks must agree) and tagged with the channel each
-/// event comes from (ties go to the channel named first).
+/// Writes what `p` printed: a consumer's at once (what it consumed must
+/// have reached stdout before its stream is asked again), a snapshot's in
+/// chunks of 64 KiB.
+fn write_out(p: &mut Printer<'_, Vec<u8>>, consumer: bool) {
+    if p.out.is_empty() || (!consumer && p.out.len() < 64 << 10) {
+        return;
+    }
+    if relay_user::os::write_stdout(&p.out).is_err() {
+        p.closed = true; // e.g. `| head`: what it took stays committed
+    }
+    p.out.clear();
+}
+
+/// `relay cat a.relay b.relay ...`: several channels, merged by timestamp
+/// (their clocks must agree) and tagged with the channel each event comes
+/// from (ties go to the channel named first). Snapshots, or, with
+/// `consume`, their consumer: each event is written to stdout before its
+/// channel is read on (and so committed). Following, an event prints once
+/// every channel has one ready or has been idle for the latency (as CPUs
+/// within a channel); the channels are then looked at with a back-off of
+/// 1 ms to the latency, not slept on.
 pub(crate) fn cat_channels(
     paths: &[PathBuf],
     options: &StreamOptions,
     output: Output,
+    consume: bool,
 ) -> Result<(), Error> {
+    let consumer = consume || options.follow;
     let files = paths
         .iter()
-        .map(|p| ChannelFile::open_snapshot(p))
+        .map(|p| {
+            if consumer {
+                ChannelFile::open_consumer(p, &options.cpus)
+            } else {
+                ChannelFile::open_snapshot(p)
+            }
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let clock = |f: &ChannelFile| f.channel().clock();
     let first = clock(&files[0]);
@@ -249,20 +297,27 @@ pub(crate) fn cat_channels(
             name(clock(f))
         ));
     }
+    let terminating = relay_user::os::catch_termination().map_err(|source| Error::Io {
+        path: paths[0].clone(),
+        op: "sigaction",
+        source,
+    })?;
     let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     let mut sources = Vec::with_capacity(files.len());
     for ((file, path), name) in files.iter().zip(paths).zip(&names) {
         let times = checked_times(file, path, options, output);
         sources.push(Source {
-            stream: Stream::new(file, options.clone()),
+            stream: Stream::new(file, options.clone()).stop_when(terminating),
             times,
             path,
             name,
             held: None,
+            ended: false,
+            idle_since: None,
         });
     }
     let mut p = Printer {
-        out: io::BufWriter::new(io::stdout().lock()),
+        out: Vec::with_capacity(128 << 10),
         path: paths[0].as_path(),
         json: output.json,
         raw: output.raw,
@@ -274,26 +329,48 @@ pub(crate) fn cat_channels(
         times: crate::time::Times::Raw,
         channel: None,
     };
-    for source in &mut sources {
-        source.refill(&mut p);
-    }
+    let latency = options.latency;
+    let mut backoff = Duration::from_millis(1);
     while !p.closed {
+        for source in &mut sources {
+            source.refill(&mut p, consumer);
+        }
+        // A channel with nothing yet holds the others back for the latency.
+        let waiting = sources.iter().any(|s| {
+            s.held.is_none() && !s.ended && s.idle_since.is_some_and(|t| t.elapsed() < latency)
+        });
         let next = sources
             .iter()
             .enumerate()
             .filter_map(|(i, s)| s.held.as_ref().map(|h| (h.ts(), i)))
             .min();
-        let Some((_, i)) = next else { break };
-        let Some(source) = sources.get_mut(i) else {
-            break;
-        };
-        if let Some(held) = source.held.take() {
-            source.print(&mut p, held.event());
+        match next {
+            Some((_, i)) if !waiting => {
+                backoff = Duration::from_millis(1);
+                let source = &mut sources[i];
+                if let Some(held) = source.held.take() {
+                    source.print(&mut p, held.event());
+                    write_out(&mut p, consumer);
+                }
+            }
+            None if sources.iter().all(|s| s.ended) => break,
+            _ => {
+                // Following, nothing to print yet: the output so far goes
+                // out, and the channels are looked at again soon.
+                if relay_user::os::write_stdout(&p.out).is_err() {
+                    p.closed = true;
+                }
+                p.out.clear();
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(latency.max(Duration::from_millis(1)));
+            }
         }
-        source.refill(&mut p);
     }
-    let _ = p.out.flush();
+    if !p.closed && relay_user::os::write_stdout(&p.out).is_err() {
+        p.closed = true;
+    }
     p.emit_notes();
+    relay_user::os::end_by_signal();
     if p.corrupt == 0 {
         Ok(())
     } else {

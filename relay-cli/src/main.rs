@@ -80,6 +80,7 @@ const EXAMPLES: &str = "Examples:
   relay cat /dev/shm/t.relay --json --cpu 0   one JSON object per line
   relay cat /dev/shm/t.relay --follow         keep reading new records (consumes)
   relay cat a.relay b.relay                   several channels, merged, tagged by channel
+                                              (--follow, --consume too)
   relay cat /sys/kernel/debug/block/sda       blktrace's per-CPU files (trace0..N, or saved
                                               sda.blktrace.0..N), recognised, as blkparse prints them,
                                               its summary after (-q: none)
@@ -136,9 +137,10 @@ enum Command {
     Cat {
         /// Channel files, relayfs directories, or `-`: frames on standard
         /// input (what a kernel channel file's read() returns). Several
-        /// channel files are one stream: their snapshots merged by
-        /// timestamp (their clocks must agree), each record tagged with its
-        /// channel's path.
+        /// channel files are one stream, merged by timestamp (their clocks
+        /// must agree), each record tagged with its channel's path: their
+        /// snapshots, or with --consume or --follow their consumer (each
+        /// record written out before its channel is read on).
         #[arg(required = true)]
         paths: Vec<PathBuf>,
         /// read() each PATH and decode frames instead of mapping it (a
@@ -769,19 +771,20 @@ fn main() -> ExitCode {
                 latency: Duration::from_millis(latency),
                 until_idle: None,
             };
-            // Several channel files: one stream of their snapshots.
+            // Several channel files: one stream, merged by timestamp.
             let channels = paths.len() > 1
                 && !read
                 && paths.iter().all(|p| p.as_os_str() != "-" && !p.is_dir());
-            if channels && (consume || follow || flush) {
-                usage_error(
-                    "several channels merge as snapshots: --consume, --follow and --flush \
-                     read one channel at a time"
-                        .into(),
-                );
-            }
             if channels {
-                cat_channels(&paths, &options, output)
+                if flush {
+                    for p in &paths {
+                        match open_producer(p) {
+                            Ok(f) => flush_all(&f),
+                            Err(e) => return report(e),
+                        }
+                    }
+                }
+                cat_channels(&paths, &options, output, consume)
             } else {
                 paths.iter().try_for_each(|p| {
                     if p.as_os_str() == "-" || read {

@@ -677,7 +677,8 @@ fn blktrace_files_are_recognised() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(
-        stderr.contains("no blktrace is running on sdz") && stderr.contains("relay blktrace /dev/sdz"),
+        stderr.contains("no blktrace is running on sdz")
+            && stderr.contains("relay blktrace /dev/sdz"),
         "{stderr}"
     );
 }

@@ -1088,10 +1088,41 @@ fn several_channels_merge_by_timestamp() {
             .contains(&format!("\"channel\":\"{pa}\"")),
         "{json}"
     );
-    // Consuming or following several channels is refused, naming why.
-    let out = run(&["cat", "--consume", pa, pb]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("merge as snapshots"));
+    // Consumed: the same merge, and then they are gone.
+    let consumed = ok(&run(&["cat", "--consume", pa, pb]));
+    assert_eq!(consumed, text);
+    assert_eq!(ok(&run(&["cat", "--consume", pa, pb])), "");
+    // Followed: records written to both while it runs come out merged, as
+    // they come; SIGINT ends it.
+    let mut follower = relay()
+        .args(["cat", "--follow", "--latency", "50ms", pa, pb])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines =
+        std::io::BufRead::lines(std::io::BufReader::new(follower.stdout.take().unwrap()));
+    let mut seen = Vec::new();
+    for i in 3..5 {
+        for (path, cpu, name) in [(&a, 0, "a"), (&b, 1, "b")] {
+            let out = spawn_writer(path, cpu, vec![format!("{name}{i}")])
+                .wait_with_output()
+                .unwrap();
+            assert!(out.status.success());
+            let line = lines.next().expect("a line").unwrap();
+            seen.push(line.rsplit(' ').next().unwrap().to_string());
+        }
+    }
+    assert_eq!(seen, ["a3", "b3", "a4", "b4"]);
+    assert_eq!(unsafe { libc::kill(follower.id() as i32, libc::SIGINT) }, 0);
+    let status = follower.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
+    assert_eq!(
+        ok(&run(&["cat", "--consume", pa, pb])),
+        "",
+        "the follower consumed them"
+    );
     // Another clock (header byte 104: 3, the kernel's local_clock) cannot merge.
     let c = tmp("merge-c.relay");
     std::fs::copy(&b, &c).unwrap();
