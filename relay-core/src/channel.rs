@@ -15,6 +15,7 @@ use crate::writer::{CpuLocal, Writer};
 
 /// Why a region could not be opened or created as a channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ChannelError {
     /// The region is smaller than the channel needs.
     Truncated {

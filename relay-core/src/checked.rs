@@ -56,6 +56,7 @@ pub struct Checked {
 
 /// Why a payload is not a valid checked payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CheckError {
     /// Shorter than [`MIN_LEN`].
     TooShort,

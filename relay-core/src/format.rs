@@ -254,6 +254,7 @@ impl ChannelHeader {
 /// late). A channel's clock decides how far its CPUs' times agree:
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
+#[non_exhaustive]
 pub enum Clock {
     /// Not stated.
     Unspecified = 0,

@@ -47,6 +47,9 @@ const KIND_LOST: u16 = 2;
 const KIND_CORRUPT: u16 = 3;
 
 /// One decoded frame.
+///
+/// Exhaustive on purpose, as [`crate::merge::Event`]: every frame counts
+/// toward the exact accounting, so a new kind must break every reader.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Frame<'b> {
     /// The stream begins (one per open file).
@@ -108,6 +111,7 @@ impl<'b> Frame<'b> {
 
 /// Why bytes are not a frame stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FrameError {
     /// `len` is shorter than the header, or than the kind's body.
     Length {

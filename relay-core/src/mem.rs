@@ -12,6 +12,7 @@ use crate::sync::AtomicU64;
 
 /// Why raw memory could not be used as channel words.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MemError {
     /// `ptr` is null.
     Null,

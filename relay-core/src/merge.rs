@@ -33,6 +33,10 @@ pub use tree::{nodes_for, Node};
 use tree::{Trees, Which};
 
 /// Something the merged stream delivers.
+///
+/// Exhaustive on purpose: a reader that let a kind of event it did not
+/// know pass unseen could not keep the loss accounting exact, so a new
+/// kind is a breaking change that every reader must answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event<'r> {
     /// A record of `cpu`.
@@ -581,6 +585,7 @@ impl Touched {
 
 /// Why [`Merger::new`] refused its arguments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MergerError {
     /// `nodes` is shorter than [`nodes_for`] the cursors.
     TooFewNodes {

@@ -133,6 +133,7 @@ impl Lost {
 
 /// Why the reader could not deliver a sub-buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReadError {
     /// Sub-buffer `seq` broke the format. It has been consumed (skipped);
     /// its records are lost, and the error says what was wrong.
