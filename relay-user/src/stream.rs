@@ -549,9 +549,9 @@ impl<'f, F: Borrow<ChannelFile> + 'f> Stream<'f, F> {
 }
 
 /// An [`Event`] that owns its payload (what [`Stream::into_events`]
-/// yields).
+/// yields). Exhaustive, as `Event` is: every kind counts toward the exact
+/// loss accounting.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum OwnedEvent {
     /// A record of `cpu`.
     Record {
