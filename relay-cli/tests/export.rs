@@ -357,3 +357,44 @@ fn ctf_reads_in_babeltrace2_as_relay_cat_prints_it() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
 }
+
+/// CPU numbers come from file names and headers: a huge one is one stream,
+/// not a table that size.
+#[test]
+fn a_huge_cpu_number_is_one_stream() {
+    let cpu = 4_000_000_000u32;
+    let dir = scratch("huge-cpu");
+    let trace = relay_user::blktrace::Trace {
+        sequence: 1,
+        time: 1_000,
+        sector: 8,
+        bytes: 4096,
+        action: c::FS | c::QUEUE | c::WRITE | 1,
+        pid: 1,
+        ..base(cpu)
+    };
+    std::fs::write(
+        dir.join(format!("sdb.blktrace.{cpu}")),
+        relay_user::blktrace::encode_record(&trace, Endian::Little),
+    )
+    .unwrap();
+    let ctf = tmp("huge-cpu-ctf");
+    let json = tmp("huge-cpu.json");
+    let out = relay()
+        .args(["export", "--ctf"])
+        .arg(&ctf)
+        .arg("--chrome")
+        .arg(&json)
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events = babeltrace2(&ctf);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].1, u64::from(cpu));
+    assert!(ctf.join(format!("stream_cpu{cpu}")).is_file());
+}

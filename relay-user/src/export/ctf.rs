@@ -27,6 +27,7 @@
 //! nested writer's record, a clock that stepped back) is stamped with the
 //! previous time instead, and counted ([`CtfTrace::clamped`]).
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -70,7 +71,9 @@ struct CpuStream {
 /// A CTF trace directory being written.
 pub struct CtfTrace {
     dir: PathBuf,
-    cpus: Vec<Option<CpuStream>>,
+    /// By CPU number (a map: the numbers come from file names and headers,
+    /// and need not be dense or small).
+    cpus: BTreeMap<u32, CpuStream>,
     clamped: u64,
 }
 
@@ -226,7 +229,7 @@ impl CtfTrace {
         }
         Ok(CtfTrace {
             dir: dir.to_path_buf(),
-            cpus: Vec::new(),
+            cpus: BTreeMap::new(),
             clamped: 0,
         })
     }
@@ -237,21 +240,20 @@ impl CtfTrace {
     }
 
     fn stream(&mut self, cpu: u32) -> io::Result<&mut CpuStream> {
-        let i = cpu as usize;
-        if self.cpus.len() <= i {
-            self.cpus.resize_with(i + 1, || None);
-        }
-        if self.cpus[i].is_none() {
-            let file = File::create(self.dir.join(format!("stream_cpu{cpu}")))?;
-            self.cpus[i] = Some(CpuStream {
-                file: io::BufWriter::with_capacity(PACKET_BYTES + HEADER_LEN, file),
-                events: Vec::with_capacity(PACKET_BYTES),
-                begin: 0,
-                last: 0,
-                discarded: 0,
-            });
-        }
-        Ok(self.cpus[i].as_mut().expect("just made"))
+        use std::collections::btree_map::Entry;
+        Ok(match self.cpus.entry(cpu) {
+            Entry::Occupied(s) => s.into_mut(),
+            Entry::Vacant(v) => {
+                let file = File::create(self.dir.join(format!("stream_cpu{cpu}")))?;
+                v.insert(CpuStream {
+                    file: io::BufWriter::with_capacity(PACKET_BYTES + HEADER_LEN, file),
+                    events: Vec::with_capacity(PACKET_BYTES),
+                    begin: 0,
+                    last: 0,
+                    discarded: 0,
+                })
+            }
+        })
     }
 
     /// Starts an event of `cpu` at `ts`; its fields follow in the packet.
@@ -259,8 +261,7 @@ impl CtfTrace {
         // A packet per CPU per PACKET_BYTES: written when it is full.
         if self
             .cpus
-            .get(cpu as usize)
-            .and_then(Option::as_ref)
+            .get(&cpu)
             .is_some_and(|s| s.events.len() >= PACKET_BYTES)
         {
             self.flush(cpu)?;
@@ -283,12 +284,12 @@ impl CtfTrace {
         if clamped {
             self.clamped += 1;
         }
-        Ok(&mut self.cpus[cpu as usize].as_mut().expect("made").events)
+        self.stream(cpu).map(|s| &mut s.events)
     }
 
     /// Writes `cpu`'s open packet out.
     fn flush(&mut self, cpu: u32) -> io::Result<()> {
-        let Some(Some(s)) = self.cpus.get_mut(cpu as usize) else {
+        let Some(s) = self.cpus.get_mut(&cpu) else {
             return Ok(());
         };
         if s.events.is_empty() {
@@ -367,11 +368,12 @@ impl CtfTrace {
 
     /// Writes every open packet out, and the metadata with `clock`.
     pub fn finish(mut self, clock: &ClockInfo) -> io::Result<()> {
-        for cpu in 0..self.cpus.len() {
-            self.flush(cpu as u32)?;
-            if let Some(s) = self.cpus[cpu].as_mut() {
-                s.file.flush()?;
-            }
+        let cpus: Vec<u32> = self.cpus.keys().copied().collect();
+        for cpu in cpus {
+            self.flush(cpu)?;
+        }
+        for s in self.cpus.values_mut() {
+            s.file.flush()?;
         }
         fs::write(self.dir.join("metadata"), metadata(clock))
     }
