@@ -1,11 +1,13 @@
 //! Arbitrary bytes as a directory's per-CPU blktrace files, through the
-//! decoder, both printers, the binary dump and the summary: nothing panics
-//! or loops, every record parsed re-encodes to its own bytes, every problem
-//! points inside its file, and JSON lines stay one line each.
+//! decoder, both printers, the binary dump, the summary and the Chrome
+//! export: nothing panics or loops, every record parsed re-encodes to its
+//! own bytes, every problem points inside its file, and JSON lines stay one
+//! line each.
 //!
-//! Input: byte 0 = flags (bit 0: decode cgroup records, bit 1: follow mode,
-//! bits 2-3: CPUs - 1, bit 4: group the summary's digits); then each CPU's file but the last as a u16 length
-//! (little-endian) and that many bytes; the last file is the rest.
+//! Input: byte 0 = flags (bit 0: decode cgroup records, bit 1: follow
+//! mode, bits 2-3: CPUs - 1, bit 4: group the summary's digits); then each
+//! CPU's file but the last as a u16 length (little-endian) and that many
+//! bytes; the last file is the rest.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -65,6 +67,7 @@ fuzz_target!(|data: &[u8]| {
         options,
     );
     decoder.dump_to(std::io::sink());
+    let mut chrome = relay_user::export::ChromeTrace::new(Vec::new()).expect("a Vec takes it");
     // Each record yields at most one item; each file one more (its end).
     let bound = data.len() / HEADER_LEN + files.len() + 1;
     let mut items = 0;
@@ -78,6 +81,7 @@ fuzz_target!(|data: &[u8]| {
         );
         match item {
             Item::Event(e) => {
+                chrome.blktrace(1, &e).expect("a Vec takes it");
                 line.clear();
                 e.write_blkparse(&mut line);
                 assert_eq!(line.last(), Some(&b'\n'));
@@ -98,6 +102,12 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     decoder.finish_dump().expect("a sink takes everything");
+    let json = chrome.finish().expect("a Vec takes it");
+    assert!(json.ends_with(b"]}\n"));
+    assert!(
+        !json.iter().any(|&b| b < 0x20 && b != b'\n'),
+        "raw control byte in the Chrome JSON"
+    );
     line.clear();
     decoder.summary().write_blkparse(&mut line, flags & 16 != 0);
     assert!(line.ends_with(b"0.0%)\n"), "a summary ends with its skips line");
