@@ -548,9 +548,9 @@ impl<'f, F: Borrow<ChannelFile> + 'f> Stream<'f, F> {
     }
 }
 
-/// An [`Event`] that owns its payload (what [`Stream::into_events`]
-/// yields). Exhaustive, as `Event` is: every kind counts toward the exact
-/// loss accounting.
+/// An [`Event`] that owns its payload (what `Stream::into_events` yields,
+/// with the `tokio` feature). Exhaustive, as `Event` is: every kind counts
+/// toward the exact loss accounting.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OwnedEvent {
     /// A record of `cpu`.
