@@ -124,70 +124,97 @@ impl Event {
     /// blkparse's RWBS column: F(lush), then D(iscard)/W(rite)/R(ead)/N(one),
     /// then F(UA), A(head), S(ync), M(eta).
     pub fn rwbs(&self) -> String {
-        let a = self.trace.action;
-        let mut s = String::new();
-        if a & category::FLUSH != 0 {
-            s.push('F');
-        }
-        s.push(if a & category::DISCARD != 0 {
-            'D'
-        } else if a & category::WRITE != 0 {
-            'W'
-        } else if self.trace.bytes != 0 {
-            'R'
-        } else {
-            'N'
-        });
-        for (bit, c) in [
-            (category::FUA, 'F'),
-            (category::AHEAD, 'A'),
-            (category::SYNC, 'S'),
-            (category::META, 'M'),
-        ] {
-            if a & bit != 0 {
-                s.push(c);
-            }
-        }
-        s
+        let (buf, len) = self.rwbs_bytes();
+        String::from_utf8_lossy(&buf[..len]).into_owned()
     }
 
-    /// The event as blkparse prints it (one line, with its newline).
+    /// The RWBS column in a buffer (at most 6 letters).
+    fn rwbs_bytes(&self) -> ([u8; 6], usize) {
+        let a = self.trace.action;
+        let (mut buf, mut len) = ([0u8; 6], 0);
+        let mut push = |c: u8| {
+            buf[len] = c;
+            len += 1;
+        };
+        if a & category::FLUSH != 0 {
+            push(b'F');
+        }
+        push(if a & category::DISCARD != 0 {
+            b'D'
+        } else if a & category::WRITE != 0 {
+            b'W'
+        } else if self.trace.bytes != 0 {
+            b'R'
+        } else {
+            b'N'
+        });
+        for (bit, c) in [
+            (category::FUA, b'F'),
+            (category::AHEAD, b'A'),
+            (category::SYNC, b'S'),
+            (category::META, b'M'),
+        ] {
+            if a & bit != 0 {
+                push(c);
+            }
+        }
+        (buf, len)
+    }
+
+    /// The event as blkparse prints it (one line, with its newline):
+    /// blkparse's `%3d,%-3d %2d %8d %5d.%09lu %5u %2s %3s ` and what
+    /// follows for the action, written digit by digit (no `format!`: a
+    /// trace has millions of lines).
     pub fn write_blkparse(&self, out: &mut Vec<u8>) {
         let t = &self.trace;
-        let (secs, nanos) = (
-            (self.time / 1_000_000_000) as i32,
-            self.time % 1_000_000_000,
-        );
+        let secs = (self.time / 1_000_000_000) as i32;
+        let nanos = self.time % 1_000_000_000;
         let dev = self.device();
         let (maj, min) = (major(dev) as i32, minor(dev) as i32);
+        let (cpu, sequence, pid, label): (i32, i32, u32, &[u8]) = match &self.what {
+            What::Message => (t.cpu as i32, 0, 0, b"m"),
+            What::Fs(a) | What::Pc(a) => (
+                self.cpu as i32,
+                t.sequence as i32,
+                t.pid,
+                a.label().as_bytes(),
+            ),
+        };
+        int(out, maj.into(), 3, Align::Right);
+        out.push(b',');
+        int(out, min.into(), 3, Align::Left);
+        out.push(b' ');
+        int(out, cpu.into(), 2, Align::Right);
+        out.push(b' ');
         if self.what == What::Message {
-            out.extend_from_slice(
-                format!(
-                    "{maj:>3},{min:<3} {:>2} {:>8} {secs:>5}.{nanos:09} {:>5} {:>2} {:>3} ",
-                    t.cpu as i32, "0", 0, "m", "N"
-                )
-                .as_bytes(),
-            );
+            pad(out, b"0", 8);
+        } else {
+            int(out, sequence.into(), 8, Align::Right);
+        }
+        out.push(b' ');
+        int(out, secs.into(), 5, Align::Right);
+        out.push(b'.');
+        zeros9(out, nanos);
+        out.push(b' ');
+        int(out, pid.into(), 5, Align::Right);
+        out.push(b' ');
+        pad(out, label, 2);
+        out.push(b' ');
+        if self.what == What::Message {
+            pad(out, b"N", 3);
+            out.push(b' ');
             out.extend_from_slice(self.message());
             out.push(b'\n');
             return;
         }
+        let (rwbs, len) = self.rwbs_bytes();
+        pad(out, &rwbs[..len], 3);
+        out.push(b' ');
         let (action, pc) = match &self.what {
             What::Fs(a) => (a, false),
             What::Pc(a) => (a, true),
             What::Message => return,
         };
-        out.extend_from_slice(
-            format!(
-                "{maj:>3},{min:<3} {:>2} {:>8} {secs:>5}.{nanos:09} {:>5} {:>2} {:>3} ",
-                self.cpu as i32,
-                t.sequence as i32,
-                t.pid,
-                action.label(),
-                self.rwbs()
-            )
-            .as_bytes(),
-        );
         let name = |out: &mut Vec<u8>| {
             out.push(b'[');
             out.extend_from_slice(self.process.as_deref().unwrap_or(b"(null)"));
@@ -195,32 +222,46 @@ impl Event {
         };
         let sectors = t.bytes >> 9;
         let sector_and_len = |out: &mut Vec<u8>| {
-            out.extend_from_slice(format!("{} + {sectors} ", t.sector).as_bytes());
+            int(out, t.sector.into(), 0, Align::Right);
+            out.extend_from_slice(b" + ");
+            int(out, sectors.into(), 0, Align::Right);
+            out.push(b' ');
         };
         // blkparse passes the payload to its printer only for pc D, I and C.
         let pdu = match action {
-            Action::Issue | Action::Insert | Action::Complete if pc => dump_pdu(self.payload()),
+            Action::Issue | Action::Insert | Action::Complete
+                if pc && !self.payload().is_empty() =>
+            {
+                Some(self.payload())
+            }
             _ => None,
+        };
+        let write_pdu = |out: &mut Vec<u8>| {
+            if let Some(p) = pdu {
+                out.push(b'(');
+                write_pdu_hex(out, p);
+                out.extend_from_slice(b") ");
+            }
         };
         match action {
             Action::Requeue | Action::Complete => {
                 if pc {
-                    if let Some(p) = pdu {
-                        out.extend_from_slice(format!("({p}) ").as_bytes());
-                    }
+                    write_pdu(out);
                 } else if sectors != 0 {
                     sector_and_len(out);
                 } else {
-                    out.extend_from_slice(format!("{} ", t.sector).as_bytes());
+                    int(out, t.sector.into(), 0, Align::Right);
+                    out.push(b' ');
                 }
-                out.extend_from_slice(format!("[{}]", i32::from(t.error)).as_bytes());
+                out.push(b'[');
+                int(out, t.error.into(), 0, Align::Right);
+                out.push(b']');
             }
             Action::Issue | Action::Insert | Action::Queue | Action::Bounce => {
                 if pc {
-                    out.extend_from_slice(format!("{} ", t.bytes).as_bytes());
-                    if let Some(p) = pdu {
-                        out.extend_from_slice(format!("({p}) ").as_bytes());
-                    }
+                    int(out, t.bytes.into(), 0, Align::Right);
+                    out.push(b' ');
+                    write_pdu(out);
                 } else if sectors != 0 {
                     sector_and_len(out);
                 }
@@ -235,7 +276,8 @@ impl Event {
             Action::Plug => name(out),
             Action::UnplugIo(n) | Action::UnplugTimer(n) => {
                 name(out);
-                out.extend_from_slice(format!(" {}", *n as u32).as_bytes());
+                out.push(b' ');
+                int(out, (*n as u32).into(), 0, Align::Right);
             }
             Action::Remap {
                 from_device,
@@ -243,17 +285,18 @@ impl Event {
                 ..
             } => {
                 sector_and_len(out);
-                out.extend_from_slice(
-                    format!(
-                        "<- ({},{}) {from_sector}",
-                        major(*from_device) as i32,
-                        minor(*from_device) as i32
-                    )
-                    .as_bytes(),
-                );
+                out.extend_from_slice(b"<- (");
+                int(out, (major(*from_device) as i32).into(), 0, Align::Right);
+                out.push(b',');
+                int(out, (minor(*from_device) as i32).into(), 0, Align::Right);
+                out.extend_from_slice(b") ");
+                int(out, (*from_sector).into(), 0, Align::Right);
             }
             Action::Split(at) => {
-                out.extend_from_slice(format!("{} / {} ", t.sector, *at as u32).as_bytes());
+                int(out, t.sector.into(), 0, Align::Right);
+                out.extend_from_slice(b" / ");
+                int(out, (*at as u32).into(), 0, Align::Right);
+                out.push(b' ');
                 name(out);
             }
         }
@@ -339,22 +382,123 @@ impl Event {
 
 /// blkparse's `dump_pdu`: hex bytes, stopping with ` ..` at a zero byte
 /// after which everything is zero; `None` for an empty payload.
+#[cfg(test)]
 pub(super) fn dump_pdu(pdu: &[u8]) -> Option<String> {
     if pdu.is_empty() {
         return None;
     }
-    let mut s = String::new();
+    let mut out = Vec::with_capacity(3 * pdu.len());
+    write_pdu_hex(&mut out, pdu);
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// [`dump_pdu`]'s text, appended; linear in the payload's length (the
+/// "everything after is zero" test is one position, found once).
+fn write_pdu_hex(out: &mut Vec<u8>, pdu: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let last_nonzero = pdu.iter().rposition(|&b| b != 0);
     for (i, &b) in pdu.iter().enumerate() {
         if i > 0 {
-            s.push(' ');
+            out.push(b' ');
         }
-        s.push_str(&format!("{b:02x}"));
-        if b == 0 && pdu[i..].iter().all(|&z| z == 0) {
-            s.push_str(" ..");
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 15)]);
+        if b == 0 && last_nonzero.is_none_or(|l| l < i) {
+            out.extend_from_slice(b" ..");
             break;
         }
     }
-    Some(s)
+}
+
+/// How [`int`] pads.
+#[derive(Clone, Copy)]
+enum Align {
+    Right,
+    Left,
+}
+
+/// A decimal integer padded with spaces to `width` (C's `%Nd`, `%-Nd`):
+/// a sign and a 64-bit magnitude, so the digits come from 64-bit division.
+fn int(out: &mut Vec<u8>, v: Int, width: usize, align: Align) {
+    let (negative, mut m) = match v {
+        Int::U(u) => (false, u),
+        Int::S(i) => (i < 0, i.unsigned_abs()),
+    };
+    let mut buf = [0u8; 21];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (m % 10) as u8;
+        m /= 10;
+        if m == 0 {
+            break;
+        }
+    }
+    if negative {
+        at -= 1;
+        buf[at] = b'-';
+    }
+    let digits = &buf[at..];
+    let fill = width.saturating_sub(digits.len());
+    match align {
+        Align::Right => {
+            out.resize(out.len() + fill, b' ');
+            out.extend_from_slice(digits);
+        }
+        Align::Left => {
+            out.extend_from_slice(digits);
+            out.resize(out.len() + fill, b' ');
+        }
+    }
+}
+
+/// An integer for [`int`]: unsigned (`u64`, and what widens to it) or
+/// signed (`i64`, and what widens to it).
+#[derive(Clone, Copy)]
+enum Int {
+    U(u64),
+    S(i64),
+}
+
+impl From<u64> for Int {
+    fn from(v: u64) -> Self {
+        Int::U(v)
+    }
+}
+
+impl From<u32> for Int {
+    fn from(v: u32) -> Self {
+        Int::U(v.into())
+    }
+}
+
+impl From<u16> for Int {
+    fn from(v: u16) -> Self {
+        Int::U(v.into())
+    }
+}
+
+impl From<i32> for Int {
+    fn from(v: i32) -> Self {
+        Int::S(v.into())
+    }
+}
+
+/// Text right-aligned to `width` (C's `%Ns`).
+fn pad(out: &mut Vec<u8>, text: &[u8], width: usize) {
+    out.resize(out.len() + width.saturating_sub(text.len()), b' ');
+    out.extend_from_slice(text);
+}
+
+/// Nanoseconds as nine digits (`%09lu` of a value below 10^9).
+fn zeros9(out: &mut Vec<u8>, nanos: u64) {
+    let mut buf = [b'0'; 9];
+    let mut m = nanos;
+    for d in buf.iter_mut().rev() {
+        *d = b'0' + (m % 10) as u8;
+        m /= 10;
+    }
+    out.extend_from_slice(&buf);
 }
 
 /// Appends `bytes` as a JSON string (invalid UTF-8 replaced).

@@ -619,4 +619,11 @@ fn pdu_dumps_stop_at_trailing_zeros() {
     assert_eq!(dump_pdu(&[0]).as_deref(), Some("00 .."));
     assert_eq!(dump_pdu(&[0, 1, 0, 0]).as_deref(), Some("00 01 00 .."));
     assert_eq!(dump_pdu(&[0xab, 0xcd]).as_deref(), Some("ab cd"));
+    // Zeros up to a last non-zero byte print whole (and the test of "all
+    // zero from here" is not a scan from every zero: 64 KiB is quick).
+    let mut long = vec![0u8; 65_534];
+    long.push(1);
+    let text = dump_pdu(&long).unwrap();
+    assert!(text.ends_with("00 01") && !text.contains(".."));
+    assert_eq!(text.len(), 3 * long.len() - 1);
 }
