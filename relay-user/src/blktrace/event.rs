@@ -307,76 +307,78 @@ impl Event {
     pub fn write_json(&self, out: &mut Vec<u8>) {
         let t = &self.trace;
         let dev = self.device();
-        // docs/JSON.md: `kind` first (fs, pc or message), `ts` the time.
-        let kind = match &self.what {
-            What::Message => "message",
-            What::Fs(_) => "fs",
-            What::Pc(_) => "pc",
+        let num = |out: &mut Vec<u8>, key: &[u8], v: Int| {
+            out.extend_from_slice(key);
+            int(out, v, 0, Align::Right);
         };
-        let mut s = format!(
-            "{{\"kind\":\"{kind}\",\"ts\":{},\"cpu\":{},\"major\":{},\"minor\":{},\"pid\":{}",
-            self.time,
-            self.cpu,
-            major(dev),
-            minor(dev),
-            t.pid
-        );
+        // docs/JSON.md: `kind` first (fs, pc or message), `ts` the time.
+        out.extend_from_slice(match &self.what {
+            What::Message => b"{\"kind\":\"message\"",
+            What::Fs(_) => b"{\"kind\":\"fs\"",
+            What::Pc(_) => b"{\"kind\":\"pc\"",
+        });
+        num(out, b",\"ts\":", self.time.into());
+        num(out, b",\"cpu\":", self.cpu.into());
+        num(out, b",\"major\":", major(dev).into());
+        num(out, b",\"minor\":", minor(dev).into());
+        num(out, b",\"pid\":", t.pid.into());
         let (action, pc) = match &self.what {
             What::Message => {
-                s.push_str(",\"action\":\"m\",\"message\":");
-                json_string(&mut s, self.message());
+                out.extend_from_slice(b",\"action\":\"m\",\"message\":");
+                json_string(out, self.message());
                 if let Some(id) = self.cgroup {
-                    s.push_str(&format!(",\"cgroup\":{id}"));
+                    num(out, b",\"cgroup\":", id.into());
                 }
-                s.push_str("}\n");
-                out.extend_from_slice(s.as_bytes());
+                out.extend_from_slice(b"}\n");
                 return;
             }
             What::Fs(a) => (a, false),
             What::Pc(a) => (a, true),
         };
-        s.push_str(&format!(
-            ",\"sequence\":{},\"action\":\"{}\",\"rwbs\":\"{}\",\"sector\":{},\"bytes\":{},\"error\":{}",
-            t.sequence,
-            action.label(),
-            self.rwbs(),
-            t.sector,
-            t.bytes,
-            t.error
-        ));
+        num(out, b",\"sequence\":", t.sequence.into());
+        out.extend_from_slice(b",\"action\":\"");
+        out.extend_from_slice(action.label().as_bytes());
+        out.extend_from_slice(b"\",\"rwbs\":\"");
+        let (rwbs, len) = self.rwbs_bytes();
+        out.extend_from_slice(&rwbs[..len]);
+        out.push(b'"');
+        num(out, b",\"sector\":", t.sector.into());
+        num(out, b",\"bytes\":", t.bytes.into());
+        num(out, b",\"error\":", t.error.into());
         match action {
             Action::UnplugIo(n) | Action::UnplugTimer(n) => {
-                s.push_str(&format!(",\"requests\":{n}"))
+                num(out, b",\"requests\":", (*n).into())
             }
-            Action::Split(at) => s.push_str(&format!(",\"split_sector\":{at}")),
+            Action::Split(at) => num(out, b",\"split_sector\":", (*at).into()),
             Action::Remap {
                 from_device,
                 from_sector,
                 ..
-            } => s.push_str(&format!(
-                ",\"from_major\":{},\"from_minor\":{},\"from_sector\":{from_sector}",
-                major(*from_device),
-                minor(*from_device)
-            )),
+            } => {
+                num(out, b",\"from_major\":", major(*from_device).into());
+                num(out, b",\"from_minor\":", minor(*from_device).into());
+                num(out, b",\"from_sector\":", (*from_sector).into());
+            }
             _ => {}
         }
         if pc {
-            s.push_str(",\"pdu_hex\":\"");
-            for b in self.payload() {
-                s.push_str(&format!("{b:02x}"));
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b",\"pdu_hex\":\"");
+            for &b in self.payload() {
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 15)]);
             }
-            s.push('"');
+            out.push(b'"');
         }
         if let Some(id) = self.cgroup {
-            s.push_str(&format!(",\"cgroup\":{id}"));
+            num(out, b",\"cgroup\":", id.into());
         }
-        s.push_str(",\"process\":");
+        out.extend_from_slice(b",\"process\":");
         match &self.process {
-            Some(p) => json_string(&mut s, p),
-            None => s.push_str("null"),
+            Some(p) => json_string(out, p),
+            None => out.extend_from_slice(b"null"),
         }
-        s.push_str("}\n");
-        out.extend_from_slice(s.as_bytes());
+        out.extend_from_slice(b"}\n");
     }
 }
 
@@ -502,18 +504,27 @@ fn zeros9(out: &mut Vec<u8>, nanos: u64) {
 }
 
 /// Appends `bytes` as a JSON string (invalid UTF-8 replaced).
-fn json_string(s: &mut String, bytes: &[u8]) {
-    s.push('"');
+fn json_string(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
     for c in String::from_utf8_lossy(bytes).chars() {
         match c {
-            '"' => s.push_str("\\\""),
-            '\\' => s.push_str("\\\\"),
-            '\n' => s.push_str("\\n"),
-            '\t' => s.push_str("\\t"),
-            '\r' => s.push_str("\\r"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => s.push_str(&format!("\\u{:04x}", c as u32)),
-            c => s.push(c),
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                let v = c as u32 as usize;
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[v >> 4]);
+                out.push(HEX[v & 15]);
+            }
+            c => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
         }
     }
-    s.push('"');
+    out.push(b'"');
 }
