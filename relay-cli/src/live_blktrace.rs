@@ -126,6 +126,15 @@ pub(crate) fn live_blktrace(
     for t in &mut traced {
         t.session.start()?;
     }
+    let names: Vec<&str> = traced.iter().map(|t| t.session.name()).collect();
+    eprintln!(
+        "relay blktrace: tracing {} ({}Ctrl-C or SIGTERM ends it)",
+        names.join(", "),
+        match options.stop_after {
+            Some(d) => format!("for {} ms; ", d.as_millis()),
+            None => String::new(),
+        }
+    );
     let deadline = options.stop_after.map(|d| Instant::now() + d);
     let mut decoder = Decoder::new(
         devices,
