@@ -110,5 +110,8 @@ fuzz_target!(|data: &[u8]| {
     );
     line.clear();
     decoder.summary().write_blkparse(&mut line, flags & 16 != 0);
-    assert!(line.ends_with(b"0.0%)\n"), "a summary ends with its skips line");
+    assert!(
+        line.ends_with(b"0.0%)\n"),
+        "a summary ends with its skips line"
+    );
 });
