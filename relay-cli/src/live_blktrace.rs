@@ -23,37 +23,17 @@ pub(crate) struct LiveOptions {
     pub latency: Duration,
 }
 
-/// A trace file read through, its bytes also written to blktrace's saved
-/// file, and counted.
-struct Tee {
+/// A trace file read through, its bytes counted.
+struct Counted {
     file: File,
-    saved: Option<(PathBuf, io::BufWriter<File>)>,
     read: Rc<Cell<u64>>,
 }
 
-impl io::Read for Tee {
+impl io::Read for Counted {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.file.read(buf)?;
         self.read.set(self.read.get().wrapping_add(n as u64));
-        if let Some((path, out)) = &mut self.saved {
-            out.write_all(&buf[..n]).map_err(|e| {
-                io::Error::new(e.kind(), format!("saving to {}: {e}", path.display()))
-            })?;
-        }
         Ok(n)
-    }
-}
-
-impl Tee {
-    fn finish(&mut self) -> Result<(), Error> {
-        match &mut self.saved {
-            Some((path, out)) => out.flush().map_err(|source| Error::Io {
-                path: path.clone(),
-                op: "write",
-                source,
-            }),
-            None => Ok(()),
-        }
     }
 }
 
@@ -86,6 +66,8 @@ pub(crate) fn live_blktrace(
     }
     let mut traced = Vec::new();
     let mut devices = Vec::new();
+    // blktrace's saved files, in the decoder's input order.
+    let mut saves = Vec::new();
     for device in &options.devices {
         let session = Session::setup(device, &options.debugfs, &options.setup)?;
         if session.tore_down_stale() {
@@ -99,25 +81,20 @@ pub(crate) fn live_blktrace(
         let mut inputs = Vec::new();
         let mut read = Vec::new();
         for (cpu, path, file) in RelayfsDir::open(session.dir())?.into_files() {
-            let saved = match &options.save {
-                Some(dir) => {
-                    let to = dir.join(format!("{name}.blktrace.{cpu}"));
-                    let f = File::create(&to).map_err(|source| Error::Io {
-                        path: to.clone(),
-                        op: "create",
-                        source,
-                    })?;
-                    Some((to, io::BufWriter::with_capacity(256 << 10, f)))
-                }
-                None => None,
-            };
+            if let Some(dir) = &options.save {
+                let to = dir.join(format!("{name}.blktrace.{cpu}"));
+                let f = File::create(&to).map_err(|source| Error::Io {
+                    path: to.clone(),
+                    op: "create",
+                    source,
+                })?;
+                saves.push(Some(io::BufWriter::with_capacity(256 << 10, f)));
+            } else {
+                saves.push(None);
+            }
             let count = Rc::new(Cell::new(0));
             read.push((cpu, count.clone()));
-            let reader = Tee {
-                file,
-                saved,
-                read: count,
-            };
+            let reader = Counted { file, read: count };
             inputs.push(CpuInput { path, cpu, reader });
         }
         devices.push(Device { name, cpus: inputs });
@@ -144,6 +121,11 @@ pub(crate) fn live_blktrace(
             cgroup: output.json,
         },
     );
+    for (i, save) in saves.into_iter().enumerate() {
+        if let Some(out) = save {
+            decoder.save_to(i, out);
+        }
+    }
     let mut stop_error = None;
     let printed = print_decoded(&mut decoder, output, cpus, |decoder| {
         let due =
@@ -192,11 +174,12 @@ pub(crate) fn live_blktrace(
             result = result.and(Err(e.into()));
         }
     }
-    for input in decoder.into_inputs() {
-        let mut tee = input.reader;
-        if let Err(e) = tee.finish() {
-            result = result.and(Err(e));
-        }
+    if let Err(source) = decoder.finish_saves() {
+        result = result.and(Err(Error::Io {
+            path: options.save.clone().unwrap_or_default(),
+            op: "write",
+            source,
+        }));
     }
     if let Some(e) = stop_error {
         result = result.and(Err(e.into()));

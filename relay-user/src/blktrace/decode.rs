@@ -138,6 +138,11 @@ struct Stream<R> {
     idle_since: Option<Instant>,
     /// A cgroup-tagged message was dropped (reported once).
     warned_cgroup: bool,
+    /// Where the records read are saved (`relay blktrace -o`): each
+    /// record's bytes as parsed, so a torn one is not saved.
+    save: Option<Box<dyn Write + Send>>,
+    /// Warnings found while reading (torn records), for the decoder.
+    warnings: Vec<Problem>,
 }
 
 enum Next {
@@ -187,18 +192,43 @@ impl<R: Read> Stream<R> {
         }
     }
 
-    /// The next record of this file.
-    fn next_record(&mut self, follow: bool) -> Result<Next, Problem> {
+    /// The next record of this file. `live`: the file is a live relay
+    /// file, whose read() can return space a writer reserved and has not
+    /// filled yet (relay has no commit): zeros where a record will be.
+    /// Those bytes are consumed and the record lost; the zeros are skipped
+    /// to the next record's magic, with a warning.
+    fn next_record(&mut self, follow: bool, live: bool) -> Result<Next, Problem> {
         loop {
             let avail = self.buf.get(self.start..).unwrap_or(&[]);
             let have = avail.len();
             match parse_record(avail, self.endian) {
                 Ok((trace, endian, len)) => {
+                    if let Some(out) = self.save.as_mut() {
+                        if let Err(e) = out.write_all(&avail[..len]) {
+                            let what = format!("saving the record: {e}");
+                            return Err(self.problem(self.offset, "save", what, Severity::Io));
+                        }
+                    }
                     let at = self.offset;
                     self.endian = Some(endian);
                     self.start += len;
                     self.offset += len as u64;
                     return Ok(Next::Record(trace, at));
+                }
+                Err(_) if live && avail.len() >= 4 && avail[..4] == [0; 4] => {
+                    // A torn record: skip to the next magic (or keep the
+                    // last 3 bytes, which may begin one).
+                    let skip = (1..avail.len())
+                        .find(|&k| crate::blktrace::starts_a_record(&avail[k..]))
+                        .unwrap_or(avail.len().saturating_sub(3).max(1));
+                    let what = format!(
+                        "{skip} bytes a writer had reserved but not yet filled when read() \
+                         returned them (relay has no commit): a record lost, skipped"
+                    );
+                    let p = self.problem(self.offset, "magic", what, Severity::Skipped);
+                    self.warnings.push(p);
+                    self.start += skip;
+                    self.offset += skip as u64;
                 }
                 Err(e) if e.incomplete() => match self.fill() {
                     Ok(0) if follow => return Ok(Next::Wait),
@@ -290,6 +320,8 @@ impl<R: Read> Decoder<R> {
                 state: State::Open,
                 idle_since: None,
                 warned_cgroup: false,
+                save: None,
+                warnings: Vec::new(),
             })
             .collect();
         Decoder {
@@ -326,6 +358,30 @@ impl<R: Read> Decoder<R> {
             out: Box::new(out),
             error: None,
         });
+    }
+
+    /// Saves the records of input `index` (in the order given to
+    /// [`Decoder::new`], devices' CPUs one after the other) to `out`, each
+    /// as read, so that the saved file holds exactly the records decoded
+    /// (`relay blktrace -o`). Call [`finish_saves`](Decoder::finish_saves)
+    /// at the end.
+    pub fn save_to(&mut self, index: usize, out: impl Write + Send + 'static) {
+        if let Some(s) = self.streams.get_mut(index) {
+            s.save = Some(Box::new(out));
+        }
+    }
+
+    /// Flushes what [`save_to`](Decoder::save_to) writes; the first error.
+    pub fn finish_saves(&mut self) -> io::Result<()> {
+        let mut result = Ok(());
+        for s in &mut self.streams {
+            if let Some(out) = s.save.as_mut() {
+                if let Err(e) = out.flush() {
+                    result = result.and(Err(e));
+                }
+            }
+        }
+        result
     }
 
     /// Flushes the dump; the first error writing it, if any.
@@ -375,6 +431,8 @@ impl<R: Read> Decoder<R> {
             let next = if self.options.follow {
                 match self.follow_pick() {
                     Some(s) => s,
+                    // A problem found while looking goes out first.
+                    None if !self.problems.is_empty() => continue,
                     None if self.draining
                         && self.problems.is_empty()
                         && self
@@ -481,11 +539,15 @@ impl<R: Read> Decoder<R> {
     /// taking in process notifies as it goes; returns the records queued.
     fn prime(&mut self, s: usize) -> usize {
         let follow = self.options.follow && !self.draining;
+        let live = self.options.follow;
         let mut counted = 0;
         let mut queued = 0;
         while counted < BATCH && self.streams[s].state == State::Open {
             let st = &mut self.streams[s];
-            let (trace, offset) = match st.next_record(follow) {
+            let next = st.next_record(follow, live);
+            self.problems.extend(st.warnings.drain(..));
+            let st = &mut self.streams[s];
+            let (trace, offset) = match next {
                 Ok(Next::Record(t, o)) => (t, o),
                 Ok(Next::Wait) => break,
                 Ok(Next::End) => {

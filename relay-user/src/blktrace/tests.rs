@@ -627,3 +627,29 @@ fn pdu_dumps_stop_at_trailing_zeros() {
     assert!(text.ends_with("00 01") && !text.contains(".."));
     assert_eq!(text.len(), 3 * long.len() - 1);
 }
+
+#[test]
+fn a_live_file_skips_space_reserved_but_not_yet_written() {
+    // relay's read() can return a reservation before its writer filled it:
+    // zeros where a record will be, consumed. Following a live file, they
+    // are skipped to the next record with a warning; in a saved file they
+    // stay malformed, as blkparse sees them.
+    let mut bytes = file(&[trace(1, 10, Q, 0)], Endian::Little);
+    bytes.extend_from_slice(&[0u8; 48 + 13]);
+    bytes.extend(file(&[trace(3, 30, Q, 0)], Endian::Little));
+    let follow = Options {
+        follow: true,
+        latency: Duration::ZERO,
+        ..Options::default()
+    };
+    let (events, problems) = decode(&[bytes.clone()], follow);
+    let seqs: Vec<u32> = events.iter().map(|e| e.trace.sequence).collect();
+    assert_eq!(seqs, [1, 3]);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].severity, Severity::Skipped);
+    assert_eq!(problems[0].offset, 48);
+    assert!(problems[0].what.starts_with("61 bytes a writer had reserved"), "{}", problems[0]);
+    let (events, problems) = decode(&[bytes], Options::default());
+    assert_eq!(events.len(), 1);
+    assert_eq!(problems[0].severity, Severity::Malformed);
+}
