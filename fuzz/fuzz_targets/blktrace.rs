@@ -68,8 +68,9 @@ fuzz_target!(|data: &[u8]| {
     );
     decoder.dump_to(std::io::sink());
     let mut chrome = relay_user::export::ChromeTrace::new(Vec::new()).expect("a Vec takes it");
-    // Each record yields at most one item; each file one more (its end).
-    let bound = data.len() / HEADER_LEN + files.len() + 1;
+    // Each record yields at most one item, and following, one warning for
+    // torn bytes skipped before it; each file one more (its end).
+    let bound = 2 * (data.len() / HEADER_LEN) + 2 * files.len() + 1;
     let mut items = 0;
     let mut line = Vec::new();
     while let Some(item) = decoder.next_item() {
