@@ -648,7 +648,13 @@ fn a_live_file_skips_space_reserved_but_not_yet_written() {
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert_eq!(problems[0].severity, Severity::Skipped);
     assert_eq!(problems[0].offset, 48);
-    assert!(problems[0].what.starts_with("61 bytes a writer had reserved"), "{}", problems[0]);
+    assert!(
+        problems[0]
+            .what
+            .starts_with("61 bytes a writer had reserved"),
+        "{}",
+        problems[0]
+    );
     let (events, problems) = decode(&[bytes], Options::default());
     assert_eq!(events.len(), 1);
     assert_eq!(problems[0].severity, Severity::Malformed);
