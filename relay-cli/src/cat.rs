@@ -3,6 +3,8 @@
 
 use super::*;
 
+use relay_user::OwnedEvent;
+
 pub(crate) fn cat(
     path: &Path,
     options: &StreamOptions,
@@ -115,60 +117,6 @@ fn checked_times(
     .unwrap_or_else(|e| usage_error(e))
 }
 
-/// One event of a channel, copied out of its stream, waiting for its turn
-/// in the merge of several channels.
-enum Held {
-    Record {
-        cpu: u32,
-        ts: u64,
-        rtype: u16,
-        payload: Vec<u8>,
-    },
-    Lost {
-        cpu: u32,
-        lost: Lost,
-        ts: u64,
-        total: Lost,
-    },
-}
-
-impl Held {
-    fn ts(&self) -> u64 {
-        match self {
-            Held::Record { ts, .. } | Held::Lost { ts, .. } => *ts,
-        }
-    }
-
-    fn event(&self) -> Event<'_> {
-        match self {
-            Held::Record {
-                cpu,
-                ts,
-                rtype,
-                payload,
-            } => Event::Record {
-                cpu: *cpu,
-                record: relay_core::Record {
-                    ts: *ts,
-                    rtype: *rtype,
-                    payload,
-                },
-            },
-            Held::Lost {
-                cpu,
-                lost,
-                ts,
-                total,
-            } => Event::Lost {
-                cpu: *cpu,
-                lost: *lost,
-                ts: *ts,
-                total: *total,
-            },
-        }
-    }
-}
-
 /// One of the channels `relay cat a b` merges.
 struct Source<'a> {
     stream: Stream<'a>,
@@ -178,7 +126,7 @@ struct Source<'a> {
     /// Its next event, copied out (events borrow their stream); handed out
     /// by the stream, so a consumer commits it with the next call, which
     /// comes only once it is printed and written.
-    held: Option<Held>,
+    held: Option<OwnedEvent>,
     /// The stream ended.
     ended: bool,
     /// Following: since when it has had nothing to give.
@@ -204,28 +152,8 @@ impl<'a> Source<'a> {
             let mut held = None;
             let got = self.stream.try_next_batch(1, &mut |e| {
                 match e {
-                    Event::Record { cpu, record } => {
-                        held = Some(Held::Record {
-                            cpu,
-                            ts: record.ts,
-                            rtype: record.rtype,
-                            payload: record.payload.to_vec(),
-                        })
-                    }
-                    Event::Lost {
-                        cpu,
-                        lost,
-                        ts,
-                        total,
-                    } => {
-                        held = Some(Held::Lost {
-                            cpu,
-                            lost,
-                            ts,
-                            total,
-                        })
-                    }
                     Event::Corrupt { cpu, error } => corrupt = Some((cpu, error)),
+                    e => held = Some(OwnedEvent::from(e)),
                 }
                 Flow::Take
             });
@@ -342,7 +270,10 @@ pub(crate) fn cat_channels(
         let next = sources
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| s.held.as_ref().map(|h| (h.ts(), i)))
+            .filter_map(|(i, s)| match s.held {
+                Some(OwnedEvent::Record { ts, .. } | OwnedEvent::Lost { ts, .. }) => Some((ts, i)),
+                _ => None,
+            })
             .min();
         match next {
             Some((_, i)) if !waiting => {

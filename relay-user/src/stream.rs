@@ -584,6 +584,43 @@ pub enum OwnedEvent {
     },
 }
 
+impl OwnedEvent {
+    /// The event, borrowed back as the stream's [`Event`] (to print it as
+    /// one).
+    pub fn event(&self) -> Event<'_> {
+        match self {
+            OwnedEvent::Record {
+                cpu,
+                ts,
+                rtype,
+                payload,
+            } => Event::Record {
+                cpu: *cpu,
+                record: relay_core::Record {
+                    ts: *ts,
+                    rtype: *rtype,
+                    payload,
+                },
+            },
+            OwnedEvent::Lost {
+                cpu,
+                lost,
+                ts,
+                total,
+            } => Event::Lost {
+                cpu: *cpu,
+                lost: *lost,
+                ts: *ts,
+                total: *total,
+            },
+            OwnedEvent::Corrupt { cpu, error } => Event::Corrupt {
+                cpu: *cpu,
+                error: *error,
+            },
+        }
+    }
+}
+
 impl From<Event<'_>> for OwnedEvent {
     fn from(e: Event<'_>) -> Self {
         match e {
