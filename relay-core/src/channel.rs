@@ -61,11 +61,16 @@ pub(crate) struct CpuBuffer<'a> {
     pub(crate) count: u32,
     /// `count`, for the division when it is not a power of two.
     pub(crate) count_nz: core::num::NonZeroU64,
-    /// `size - 1`: a head word's offset bits.
-    pub(crate) size_mask: u64,
-    /// `count * size - 1` when `count` is a power of two, else 0: the
+    /// `size - 1`, a head word's offset bits, when `count` is a power of
+    /// two; else 0, so that the writer's fast path ([`crate::format::Head::has_room`])
+    /// never finds room and every record takes the path that divides.
+    pub(crate) room_mask: u64,
+    /// `count * size - 8` when `count` is a power of two, else 0: the
     /// writer's fast path turns a head word into the record's byte offset
-    /// in `data` with one AND (`seq % count * size + off`).
+    /// in `data` with one AND (`seq % count * size + off`, a multiple of 8
+    /// even for a head word a hostile process wrote). With `room_mask`'s
+    /// room test, that offset plus the record's bytes is at most `data`'s
+    /// length, which the fast path relies on to index unchecked.
     pub(crate) data_mask: u64,
     pub(crate) head: &'a AtomicU64,
     /// The fixed producer words (head, statistics).
@@ -409,9 +414,13 @@ impl<'a> Channel<'a> {
             shift: g.subbuf_shift(),
             count: g.subbuf_count(),
             count_nz: core::num::NonZeroU64::new(g.subbuf_count().into())?,
-            size_mask: u64::from(g.subbuf_size()) - 1,
+            room_mask: if g.subbuf_count().is_power_of_two() {
+                u64::from(g.subbuf_size()) - 1
+            } else {
+                0
+            },
             data_mask: if g.subbuf_count().is_power_of_two() {
-                (u64::from(g.subbuf_size()) << g.subbuf_count().trailing_zeros()) - 1
+                (u64::from(g.subbuf_size()) << g.subbuf_count().trailing_zeros()) - 8
             } else {
                 0
             },

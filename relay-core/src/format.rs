@@ -573,9 +573,10 @@ impl Head {
     }
 
     /// Whether `word` is an open head with room for `total` more bytes in
-    /// its sub-buffer (`size_mask = size - 1`): the writer's fast path, with
+    /// its sub-buffer (`size_mask = size - 1`; a mask of 0 admits nothing,
+    /// since `total > 0`): the writer's fast path, with
     /// no decoding. For an open head `(word - 1) & size_mask` is `off - 1`
-    /// (`1 <= off <= size`); `total <= 2^32` and `size <= 2^30`: no wrap.
+    /// (`1 <= off <= size`); `total < 2^63` and `size <= 2^30`: no wrap.
     #[inline(always)]
     pub const fn has_room(word: u64, size_mask: u64, total: u64) -> bool {
         word & 1 == 0 && (word.wrapping_sub(1) & size_mask).wrapping_add(total) <= size_mask

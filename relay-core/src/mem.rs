@@ -151,6 +151,7 @@ pub(crate) fn local_add(w: &crate::sync::AtomicU64, v: u64) -> u64 {
 /// with hundreds of CPUs in turn is many records away, and otherwise a
 /// cache miss every record.
 #[inline(always)]
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) fn prefetch(bytes: &[u8], at: usize) {
     #[cfg(all(target_arch = "x86_64", not(loom)))]
     if let Some(b) = bytes.get(at) {

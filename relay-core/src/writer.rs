@@ -59,7 +59,7 @@
 use crate::channel::CpuBuffer;
 use crate::format::{
     close_flags, consumer, producer, record_total, subbuf, Commit, Head, RecordHeader, Seal,
-    RECORD_ALIGN, RECORD_HEADER_SIZE, SUBBUF_HEADER_SIZE,
+    RECORD_HEADER_SIZE, SUBBUF_HEADER_SIZE,
 };
 use crate::policy::{may_open, reclaim_push, required_seal, Mode, RECLAIM_ATTEMPTS};
 
@@ -131,6 +131,55 @@ const HDR: u64 = SUBBUF_HEADER_SIZE as u64;
 #[inline(always)]
 fn data_after_claim() {
     fence(Ordering::Release);
+}
+
+/// The largest payload [`Writer::write`] copies inline.
+#[cfg(not(loom))]
+const SMALL_COPY: usize = 64;
+
+/// Copies `n` bytes from `src` to `dst` with two or four unaligned loads
+/// and stores of 8 or 16 bytes, overlapping in the middle: a small record's
+/// copy without a call (a call to `memcpy` makes the writer's fast path
+/// save and restore registers around it).
+///
+/// # Safety
+///
+/// `8 <= n <= SMALL_COPY`; `src` is valid for `n` bytes of reads and `dst`
+/// for `n` bytes of writes, and they do not overlap.
+#[cfg(not(loom))]
+#[inline(always)]
+unsafe fn copy_small(src: *const u8, dst: *mut u8, n: usize) {
+    // SAFETY: every access is at an offset `k` of `src` or `dst` with
+    // `k + width <= n` (`k = 0`, `16`, or `n - width`, with `width <= n`
+    // as each branch tests), inside what the caller gave.
+    unsafe {
+        if n <= 16 {
+            let a = src.cast::<u64>().read_unaligned();
+            let z = src.add(n.wrapping_sub(8)).cast::<u64>().read_unaligned();
+            dst.cast::<u64>().write_unaligned(a);
+            dst.add(n.wrapping_sub(8)).cast::<u64>().write_unaligned(z);
+        } else if n <= 32 {
+            let a = src.cast::<u128>().read_unaligned();
+            let z = src.add(n.wrapping_sub(16)).cast::<u128>().read_unaligned();
+            dst.cast::<u128>().write_unaligned(a);
+            dst.add(n.wrapping_sub(16))
+                .cast::<u128>()
+                .write_unaligned(z);
+        } else {
+            let a = src.cast::<u128>().read_unaligned();
+            let b = src.add(16).cast::<u128>().read_unaligned();
+            let y = src.add(n.wrapping_sub(32)).cast::<u128>().read_unaligned();
+            let z = src.add(n.wrapping_sub(16)).cast::<u128>().read_unaligned();
+            dst.cast::<u128>().write_unaligned(a);
+            dst.add(16).cast::<u128>().write_unaligned(b);
+            dst.add(n.wrapping_sub(32))
+                .cast::<u128>()
+                .write_unaligned(y);
+            dst.add(n.wrapping_sub(16))
+                .cast::<u128>()
+                .write_unaligned(z);
+        }
+    }
 }
 
 /// Why a record was not written. Each refusal is counted in the statistics.
@@ -353,19 +402,24 @@ impl<'a, S: Sharing> Writer<'a, S> {
 
     /// The fast path's claim: if `head` is open with room for `total` more
     /// bytes and the head word still holds it, moves the head past the
-    /// record and returns the record's byte position in the CPU's data.
+    /// record and returns the record's byte position in the CPU's data,
+    /// with `pos + total <= data.len() * 8`.
+    ///
+    /// That bound holds for any `head`, even one a hostile process wrote:
+    /// `room_mask` is non-zero only when `count` is a power of two, and then
+    /// `pos = head & data_mask` (a multiple of 8) has offset bits at most
+    /// `o = head & room_mask`, with `o + total <= size` (`has_room`), above
+    /// a multiple of `size` below `count * size`, which is `data`'s length
+    /// in bytes.
     #[inline(always)]
     fn claim(&self, head: u64, total: u64) -> Option<u64> {
         let b = &self.b;
-        if Head::has_room(head, b.size_mask, total)
-            && b.data_mask != 0
+        if Head::has_room(head, b.room_mask, total)
             && S::cas(b.head, head, head.wrapping_add(total))
         {
             // Our stores into the sub-buffer come after whoever opened it
             // took the slot (see `data_after_claim`).
             data_after_claim();
-            // `has_room`: the record starts inside sub-buffer `head >> shift`,
-            // so `head & data_mask` is `seq % count * size + off`.
             return Some(head & b.data_mask);
         }
         None
@@ -474,7 +528,7 @@ impl<'a, S: Sharing> Writer<'a, S> {
     }
 
     /// The whole write of a record that fits the open sub-buffer, straight
-    /// line: claim, mark, one `memcpy`, header, commit. Anything else is
+    /// line: claim, mark, copy, header, commit. Anything else is
     /// [`Self::write_slow`]. Under loom, which models atomics only, every
     /// write takes the grant path with word stores.
     #[inline(always)]
@@ -485,59 +539,82 @@ impl<'a, S: Sharing> Writer<'a, S> {
         clock: &mut impl FnMut() -> u64,
     ) -> Result<Committed, WriteError> {
         #[cfg(not(loom))]
-        {
-            let b = &self.b;
-            let len = payload.len();
-            let head = b.head.load(Ordering::Acquire);
-            let ts = clock();
-            // No sub-buffer holds 2^30 bytes; below that nothing overflows.
-            if len < 1 << 30 {
-                let total =
-                    ((len + RECORD_HEADER_SIZE + RECORD_ALIGN - 1) & !(RECORD_ALIGN - 1)) as u64;
-                if let Some(pos) = self.claim(head, total) {
-                    // `pos + total <= count * size`, the data's bytes
-                    // (`claim`): the range exists; the casts are lossless.
-                    let at = (pos >> 3) as usize;
-                    let Some([w0, w1, payload_words @ ..]) =
-                        b.data.get(at..at + (total >> 3) as usize)
-                    else {
-                        return Err(self.refused::<COUNT>(WriteError::Full));
-                    };
-                    let len_field = (len as u32).wrapping_add(RECORD_HEADER_SIZE as u32);
-                    w0.store(
-                        RecordHeader::word0(len_field, 0, crate::format::record_flags::RESERVED),
-                        Ordering::Relaxed,
-                    );
-                    // The time now: one value fewer to keep across the copy.
-                    w1.store(ts, Ordering::Relaxed);
-                    if let Some(last) = payload_words.last() {
-                        // Zero padding; the copy then overwrites its bytes.
-                        last.store(0, Ordering::Relaxed);
-                    }
-                    // SAFETY: `payload_words` is this reservation's payload:
-                    // `total / 8 - 2 = ceil(len / 8)` words, at least `len`
-                    // bytes, which no other writer writes; a copying reader
-                    // in overwrite mode may race it and discards what it
-                    // read, as `Grant::copy_payload`'s SAFETY says. An
-                    // `AtomicU64` may be written through its pointer.
-                    unsafe {
-                        core::ptr::copy_nonoverlapping(
-                            payload.as_ptr(),
-                            payload_words.as_ptr().cast::<u8>().cast_mut(),
-                            len,
-                        )
-                    };
-                    w0.store(RecordHeader::word0(len_field, rtype, 0), Ordering::Relaxed);
-                    let slot = pos.wrapping_shr(b.shift) as usize;
-                    return Ok(self.commit_add(
-                        head.wrapping_shr(b.shift),
-                        b.commits.get(slot),
-                        Commit::RECORD.wrapping_add(total),
-                    ));
-                }
-            }
-        }
+        return self.write_fast::<COUNT>(rtype, payload, clock);
+        #[cfg(loom)]
         self.write_slow::<COUNT>(rtype, payload, clock)
+    }
+
+    /// The fast path's straight line. Payloads of 8 to [`SMALL_COPY`] bytes
+    /// are copied inline, others with `memcpy`.
+    #[cfg(not(loom))]
+    #[inline(always)]
+    fn write_fast<const COUNT: bool>(
+        &self,
+        rtype: u16,
+        payload: &[u8],
+        clock: &mut impl FnMut() -> u64,
+    ) -> Result<Committed, WriteError> {
+        let b = &self.b;
+        let len = payload.len();
+        let head = b.head.load(Ordering::Acquire);
+        let ts = clock();
+        // A slice holds at most `isize::MAX` bytes: this does not wrap, and
+        // a payload too big for a sub-buffer fails `claim`'s room test.
+        let total = (len as u64)
+            .wrapping_add((RECORD_HEADER_SIZE + crate::format::RECORD_ALIGN - 1) as u64)
+            & !(crate::format::RECORD_ALIGN as u64 - 1);
+        let Some(pos) = self.claim(head, total) else {
+            return self.write_slow::<COUNT>(rtype, payload, clock);
+        };
+        // `claim`: `total <= size <= 2^30`, so `len` fits the `u32`.
+        let len_field = (len as u32).wrapping_add(RECORD_HEADER_SIZE as u32);
+        // `pos < count * size`: the slot is below `count`, the cast lossless.
+        let slot = pos.wrapping_shr(b.shift) as usize;
+        let add = Commit::RECORD.wrapping_add(total);
+        // `total / 8 >= 2` words: the header's two and `ceil(len / 8)`.
+        let words = (total >> 3) as usize;
+        // SAFETY: `claim` returned `pos` with `pos + total <= data.len() * 8`
+        // (its doc says why, for any head) and `pos % 8 == 0`, so the
+        // record's `words` words from `data[pos / 8]` exist, and
+        // `1 <= words - 1`. The CAS on the
+        // head gave them to this call alone: no writer stores to them. An
+        // `AtomicU64` may be written through its pointer. Readers: in
+        // no-overwrite mode none reads them before the seal this commit
+        // makes possible. In overwrite mode a copying reader may read them
+        // while this runs, by design: it copied a slot a reclaiming writer
+        // took back, and its later check (the seal's round, or the claim
+        // CAS) fails, so it discards the torn copy (`Grant::copy_payload`).
+        // `copy_small`'s contract: `8 <= len <= SMALL_COPY` is tested, and
+        // the payload words hold at least `len` bytes.
+        unsafe {
+            let record = b.data.as_ptr().byte_add(pos as usize);
+            let w0 = &*record;
+            w0.store(
+                RecordHeader::word0(len_field, 0, crate::format::record_flags::RESERVED),
+                Ordering::Relaxed,
+            );
+            // Zero padding, which the copy then overwrites where the payload
+            // reaches; for an empty payload this is the time's word, stored
+            // next.
+            (*record.add(words - 1)).store(0, Ordering::Relaxed);
+            (*record.add(1)).store(ts, Ordering::Relaxed);
+            let src = payload.as_ptr();
+            let dst = record.add(2).cast::<u8>().cast_mut();
+            if (8..=SMALL_COPY).contains(&len) {
+                copy_small(src, dst, len);
+            } else {
+                core::ptr::copy_nonoverlapping(src, dst, len);
+            }
+            w0.store(RecordHeader::word0(len_field, rtype, 0), Ordering::Relaxed);
+        }
+        // SAFETY: `commits` has `count` words (`CpuBuffer`), and `slot < count`.
+        let commit = unsafe { b.commits.get_unchecked(slot) };
+        let now = S::add(commit, add).wrapping_add(add);
+        // Only a closed sub-buffer can be complete: one test of the top bit.
+        if now & Commit::CLOSED != 0 {
+            return Ok(self.seal_slot_if_complete(slot, now));
+        }
+        Ok(Committed::default())
     }
 
     /// [`Self::write`] through a grant: for a record that opens a
@@ -766,9 +843,38 @@ impl<'a, S: Sharing> Writer<'a, S> {
     #[inline(never)]
     fn seal_if_complete(&self, seq: u64, now: u64) -> Committed {
         if Commit::is_complete(now, self.b.size()) {
-            return self.seal_records(seq, self.b.slot(seq), Commit::records(now), 0);
+            let slot = self.b.slot(seq);
+            // What the native fast path relies on to name the sub-buffer it
+            // completed from its slot alone (`seal_slot_if_complete`).
+            #[cfg(loom)]
+            assert_eq!(
+                self.b
+                    .seals
+                    .get(slot)
+                    .map(|w| Seal::decode(w.load(Ordering::Acquire))),
+                Some(Seal::Opening(seq)),
+                "a completing commit finds its slot's seal Opening(seq)"
+            );
+            return self.seal_records(seq, slot, Commit::records(now), 0);
         }
         Committed::default()
+    }
+
+    /// [`Self::seal_if_complete`] for the sub-buffer in slot `slot`, which
+    /// the slot's seal word names: `Opening(seq)` from the moment its
+    /// opener took the slot (before the head moved into it, so every writer
+    /// that reserved in it sees that) until it is sealed, which only the
+    /// commit that completes it does. The fast path keeps one value fewer
+    /// for it. Any other seal word is a hostile process's: nothing sealed.
+    #[cfg(not(loom))]
+    #[cold]
+    #[inline(never)]
+    fn seal_slot_if_complete(&self, slot: usize, now: u64) -> Committed {
+        let seal = self.b.seals.get(slot).map(|w| w.load(Ordering::Acquire));
+        match seal.map(Seal::decode) {
+            Some(Seal::Opening(seq)) => self.seal_if_complete(seq, now),
+            _ => Committed::default(),
+        }
     }
 
     /// [`Self::seal`], with the records a repair counted abandoned.
@@ -816,7 +922,7 @@ impl<'w, 'a, S: Sharing> Grant<'w, 'a, S> {
             record,
             commit: b.commits.get(pos.wrapping_shr(b.shift) as usize),
             seq,
-            off: pos & b.size_mask,
+            off: pos & b.size().wrapping_sub(1),
             total,
             payload_len,
             ts,
@@ -837,7 +943,7 @@ impl<'w, 'a, S: Sharing> Grant<'w, 'a, S> {
     ) -> Self {
         let b = &writer.b;
         // `slot < count`, `off < size`: the position is inside the data.
-        let pos = ((b.slot(seq) as u64) << b.shift) | (off & b.size_mask);
+        let pos = ((b.slot(seq) as u64) << b.shift) | (off & b.size().wrapping_sub(1));
         Self::new(writer, seq, pos, total, payload_len, ts, opened)
     }
 
