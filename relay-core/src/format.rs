@@ -927,17 +927,25 @@ impl<'b> Records<'b> {
         }
     }
 
+    /// The record at `off`, if its header fits and its `len` is at least
+    /// a header and at most what is left: three tests a record, on bytes
+    /// that may change under the reader (a sub-buffer read in place).
     #[inline]
     fn next_raw(&mut self) -> Option<(u16, Record<'b>)> {
-        let w0 = read_u64(self.content, self.off)?;
-        let ts = read_u64(self.content, self.off + 8)?;
+        let rest = self.content.get(self.off..)?;
+        let (header, _) = rest.split_first_chunk::<RECORD_HEADER_SIZE>()?;
+        let [w0, ts] = [0, 8].map(|at| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&header[at..at + 8]);
+            u64::from_le_bytes(a)
+        });
         let len = lo(w0) as usize;
-        let payload = self
-            .content
-            .get(self.off + RECORD_HEADER_SIZE..self.off.checked_add(len)?)?;
+        let payload = rest.get(RECORD_HEADER_SIZE..len)?;
+        // `off + len <= content.len()`, which a slice keeps below
+        // `isize::MAX`: adding the padding does not wrap.
         self.off = self
             .off
-            .checked_add((len + RECORD_ALIGN - 1) & !(RECORD_ALIGN - 1))?;
+            .wrapping_add((len + RECORD_ALIGN - 1) & !(RECORD_ALIGN - 1));
         Some((
             (w0 >> 48) as u16,
             Record {

@@ -297,6 +297,10 @@ const REQUIRED_RELEASE: &[(&str, &str)] = &[
         "relay-guest: bench: size=64 clock=tsc",
         "the same stamped with rdtsc",
     ),
+    (
+        "relay-guest: bench: size=1024 clock=tsc",
+        "1 KiB stamped with rdtsc",
+    ),
 ];
 
 /// Lines only the checking kernel's log has.
