@@ -18,8 +18,14 @@
 //! 16 bytes a node, so a step up a tree is one load of a sibling and one
 //! store, in a few kilobytes that stay in the cache. Every index is masked
 //! by `2P - 1` into a tree of exactly `2P` nodes, so the compiler proves
-//! each access in bounds: no checks, no panics, on a path taken once a
-//! record.
+//! each access in bounds: no checks, no panics. The one path taken once a
+//! record, a key's change (`Trees::set`), walks by byte offsets without
+//! masks, branch-free, where its SAFETY comment proves them in bounds.
+
+/// A node's size, a power of two (sibling and parent offsets are bit
+/// operations on it, see `Trees::set`).
+const NODE: usize = core::mem::size_of::<Node>();
+const _: () = assert!(NODE.is_power_of_two());
 
 /// One of the two trees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -216,13 +222,40 @@ impl<'t> Trees<'t> {
             return;
         }
         let t = self.tree(w);
-        let mut q = mask + 1 + i;
-        let mut m = e;
-        put(t, q, m);
-        while q > 1 {
-            m = m.min(get(t, q ^ 1));
-            q >>= 1;
-            put(t, q, m);
+        if t.len() != 2 * (mask + 1) {
+            return; // `Trees::of` made none: no cursors
+        }
+        let base = t.as_mut_ptr().cast::<u8>();
+        // Node `q` is at byte `q * NODE`; its sibling's offset differs in
+        // one bit, its parent's is half, rounded down to a node.
+        // Below `2P * NODE <= 2^36` (`P <= 2^31`, `MAX_CURSORS`): no wrap.
+        let mut at = (mask + 1 + i).wrapping_mul(NODE);
+        let (mut lo, mut hi) = (e.0 as u64, (e.0 >> 64) as u64);
+        // SAFETY: `base` is the start of `t`'s `2P` nodes (`P = mask + 1`,
+        // tested above), which `t` borrows mutably, so node `q` is the
+        // `Node` at byte `q * NODE` (a slice's stride), aligned. Every
+        // offset used is of a node in `1..2P`: `at` starts at node
+        // `P + i < 2P` (`i < n <= P`) and only moves to a node's parent
+        // while above node 1 (`NODE` is a power of two, so halving and
+        // rounding down to a multiple of it is the parent's), and a node
+        // `2..2P` with its lowest bit flipped stays below `2P` (a power of
+        // two). Unchecked, as the path taken once a record: a level is a
+        // sibling's load, a comparison, two conditional moves and a store.
+        unsafe {
+            base.add(at).cast::<Node>().write(Node(e));
+            while at > NODE {
+                let s = base.add(at ^ NODE).cast::<Node>().read().0 .0;
+                let (slo, shi) = (s as u64, (s >> 64) as u64);
+                let lt = s < (u128::from(hi) << 64 | u128::from(lo));
+                // Which sibling wins is as good as random when CPUs take
+                // turns: conditional moves, not a branch that mispredicts.
+                lo = core::hint::select_unpredictable(lt, slo, lo);
+                hi = core::hint::select_unpredictable(lt, shi, hi);
+                at = (at >> 1) & !(NODE - 1);
+                base.add(at)
+                    .cast::<Node>()
+                    .write(Node(Entry(u128::from(hi) << 64 | u128::from(lo))));
+            }
         }
     }
 
