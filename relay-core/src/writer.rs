@@ -576,9 +576,9 @@ impl<'a, S: Sharing> Writer<'a, S> {
         // SAFETY: `claim` returned `pos` with `pos + total <= data.len() * 8`
         // (its doc says why, for any head) and `pos % 8 == 0`, so the
         // record's `words` words from `data[pos / 8]` exist, and
-        // `1 <= words - 1`. The CAS on the
-        // head gave them to this call alone: no writer stores to them. An
-        // `AtomicU64` may be written through its pointer. Readers: in
+        // `1 <= words - 1`. The CAS on the head gave them to this call
+        // alone: no writer stores to them. An `AtomicU64` may be written
+        // through its pointer. Readers: in
         // no-overwrite mode none reads them before the seal this commit
         // makes possible. In overwrite mode a copying reader may read them
         // while this runs, by design: it copied a slot a reclaiming writer
