@@ -528,7 +528,8 @@ impl<'a, S: Sharing> Writer<'a, S> {
     }
 
     /// The whole write of a record that fits the open sub-buffer, straight
-    /// line: claim, mark, copy, header, commit. Anything else is
+    /// line: claim, mark, copy (payloads of 8 to [`SMALL_COPY`] bytes
+    /// inline, others with `memcpy`), header, commit. Anything else is
     /// [`Self::write_slow`]. Under loom, which models atomics only, every
     /// write takes the grant path with word stores.
     #[inline(always)]
@@ -538,83 +539,72 @@ impl<'a, S: Sharing> Writer<'a, S> {
         payload: &[u8],
         clock: &mut impl FnMut() -> u64,
     ) -> Result<Committed, WriteError> {
-        #[cfg(not(loom))]
-        return self.write_fast::<COUNT>(rtype, payload, clock);
         #[cfg(loom)]
-        self.write_slow::<COUNT>(rtype, payload, clock)
-    }
-
-    /// The fast path's straight line. Payloads of 8 to [`SMALL_COPY`] bytes
-    /// are copied inline, others with `memcpy`.
-    #[cfg(not(loom))]
-    #[inline(always)]
-    fn write_fast<const COUNT: bool>(
-        &self,
-        rtype: u16,
-        payload: &[u8],
-        clock: &mut impl FnMut() -> u64,
-    ) -> Result<Committed, WriteError> {
-        let b = &self.b;
-        let len = payload.len();
-        let head = b.head.load(Ordering::Acquire);
-        let ts = clock();
-        // A slice holds at most `isize::MAX` bytes: this does not wrap, and
-        // a payload too big for a sub-buffer fails `claim`'s room test.
-        let total = (len as u64)
-            .wrapping_add((RECORD_HEADER_SIZE + crate::format::RECORD_ALIGN - 1) as u64)
-            & !(crate::format::RECORD_ALIGN as u64 - 1);
-        let Some(pos) = self.claim(head, total) else {
-            return self.write_slow::<COUNT>(rtype, payload, clock);
-        };
-        // `claim`: `total <= size <= 2^30`, so `len` fits the `u32`.
-        let len_field = (len as u32).wrapping_add(RECORD_HEADER_SIZE as u32);
-        // `pos < count * size`: the slot is below `count`, the cast lossless.
-        let slot = pos.wrapping_shr(b.shift) as usize;
-        let add = Commit::RECORD.wrapping_add(total);
-        // `total / 8 >= 2` words: the header's two and `ceil(len / 8)`.
-        let words = (total >> 3) as usize;
-        // SAFETY: `claim` returned `pos` with `pos + total <= data.len() * 8`
-        // (its doc says why, for any head) and `pos % 8 == 0`, so the
-        // record's `words` words from `data[pos / 8]` exist, and
-        // `1 <= words - 1`. The CAS on the head gave them to this call
-        // alone: no writer stores to them. An `AtomicU64` may be written
-        // through its pointer. Readers: in
-        // no-overwrite mode none reads them before the seal this commit
-        // makes possible. In overwrite mode a copying reader may read them
-        // while this runs, by design: it copied a slot a reclaiming writer
-        // took back, and its later check (the seal's round, or the claim
-        // CAS) fails, so it discards the torn copy (`Grant::copy_payload`).
-        // `copy_small`'s contract: `8 <= len <= SMALL_COPY` is tested, and
-        // the payload words hold at least `len` bytes.
-        unsafe {
-            let record = b.data.as_ptr().byte_add(pos as usize);
-            let w0 = &*record;
-            w0.store(
-                RecordHeader::word0(len_field, 0, crate::format::record_flags::RESERVED),
-                Ordering::Relaxed,
-            );
-            // Zero padding, which the copy then overwrites where the payload
-            // reaches; for an empty payload this is the time's word, stored
-            // next.
-            (*record.add(words - 1)).store(0, Ordering::Relaxed);
-            (*record.add(1)).store(ts, Ordering::Relaxed);
-            let src = payload.as_ptr();
-            let dst = record.add(2).cast::<u8>().cast_mut();
-            if (8..=SMALL_COPY).contains(&len) {
-                copy_small(src, dst, len);
-            } else {
-                core::ptr::copy_nonoverlapping(src, dst, len);
+        return self.write_slow::<COUNT>(rtype, payload, clock);
+        #[cfg(not(loom))]
+        {
+            let b = &self.b;
+            let len = payload.len();
+            let head = b.head.load(Ordering::Acquire);
+            let ts = clock();
+            // A slice holds at most `isize::MAX` bytes: this does not wrap, and
+            // a payload too big for a sub-buffer fails `claim`'s room test.
+            let total = (len as u64)
+                .wrapping_add((RECORD_HEADER_SIZE + crate::format::RECORD_ALIGN - 1) as u64)
+                & !(crate::format::RECORD_ALIGN as u64 - 1);
+            let Some(pos) = self.claim(head, total) else {
+                return self.write_slow::<COUNT>(rtype, payload, clock);
+            };
+            // `claim`: `total <= size <= 2^30`, so `len` fits the `u32`.
+            let len_field = (len as u32).wrapping_add(RECORD_HEADER_SIZE as u32);
+            // `pos < count * size`: the slot is below `count`, the cast lossless.
+            let slot = pos.wrapping_shr(b.shift) as usize;
+            let add = Commit::RECORD.wrapping_add(total);
+            // `total / 8 >= 2` words: the header's two and `ceil(len / 8)`.
+            let words = (total >> 3) as usize;
+            // SAFETY: `claim` returned `pos` with `pos + total <= data.len() * 8`
+            // (its doc says why, for any head) and `pos % 8 == 0`, so the
+            // record's `words` words from `data[pos / 8]` exist, and
+            // `1 <= words - 1`. The CAS on the head gave them to this call
+            // alone: no writer stores to them. An `AtomicU64` may be written
+            // through its pointer. Readers: in
+            // no-overwrite mode none reads them before the seal this commit
+            // makes possible. In overwrite mode a copying reader may read them
+            // while this runs, by design: it copied a slot a reclaiming writer
+            // took back, and its later check (the seal's round, or the claim
+            // CAS) fails, so it discards the torn copy (`Grant::copy_payload`).
+            // `copy_small`'s contract: `8 <= len <= SMALL_COPY` is tested, and
+            // the payload words hold at least `len` bytes.
+            unsafe {
+                let record = b.data.as_ptr().byte_add(pos as usize);
+                let w0 = &*record;
+                w0.store(
+                    RecordHeader::word0(len_field, 0, crate::format::record_flags::RESERVED),
+                    Ordering::Relaxed,
+                );
+                // Zero padding, which the copy then overwrites where the payload
+                // reaches; for an empty payload this is the time's word, stored
+                // next.
+                (*record.add(words - 1)).store(0, Ordering::Relaxed);
+                (*record.add(1)).store(ts, Ordering::Relaxed);
+                let src = payload.as_ptr();
+                let dst = record.add(2).cast::<u8>().cast_mut();
+                if (8..=SMALL_COPY).contains(&len) {
+                    copy_small(src, dst, len);
+                } else {
+                    core::ptr::copy_nonoverlapping(src, dst, len);
+                }
+                w0.store(RecordHeader::word0(len_field, rtype, 0), Ordering::Relaxed);
             }
-            w0.store(RecordHeader::word0(len_field, rtype, 0), Ordering::Relaxed);
+            // SAFETY: `commits` has `count` words (`CpuBuffer`), and `slot < count`.
+            let commit = unsafe { b.commits.get_unchecked(slot) };
+            let now = S::add(commit, add).wrapping_add(add);
+            // Only a closed sub-buffer can be complete: one test of the top bit.
+            if now & Commit::CLOSED != 0 {
+                return Ok(self.seal_slot_if_complete(slot, now));
+            }
+            Ok(Committed::default())
         }
-        // SAFETY: `commits` has `count` words (`CpuBuffer`), and `slot < count`.
-        let commit = unsafe { b.commits.get_unchecked(slot) };
-        let now = S::add(commit, add).wrapping_add(add);
-        // Only a closed sub-buffer can be complete: one test of the top bit.
-        if now & Commit::CLOSED != 0 {
-            return Ok(self.seal_slot_if_complete(slot, now));
-        }
-        Ok(Committed::default())
     }
 
     /// [`Self::write`] through a grant: for a record that opens a
