@@ -16,7 +16,9 @@ per_cpu=${2:-12000}
 payload=${3:-binary}
 dir=${TMPDIR:-/dev/shm}
 command -v hyperfine >/dev/null || { echo "cat.sh: needs hyperfine (apt install hyperfine)" >&2; exit 2; }
-cargo build --release -q -p relay-cli -p relay-user --example interleaved
+# Two builds: with --example, cargo builds that example and nothing else.
+cargo build --release -q -p relay-cli
+cargo build --release -q -p relay-user --example interleaved
 root=$(cargo metadata --format-version 1 --no-deps | sed 's/.*"target_directory":"\([^"]*\)".*/\1/')
 relay=$root/release/relay
 records=$((cpus * per_cpu))

@@ -8,34 +8,50 @@ pub(crate) const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
 6061626364656667686970717273747576777879\
 8081828384858687888990919293949596979899";
 
-/// Appends `n` in decimal.
-pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+/// Appends `n` in decimal. Below 10,000 (CPUs, types, lengths) from the
+/// pairs table, a copy of constant size; above, its digits into a fixed
+/// array, which goes into `out` whole before the length is cut back.
+pub(crate) fn push_u64(out: &mut Vec<u8>, n: u64) {
+    let pair = |v: u64| {
+        let i = v as usize * 2;
+        [PAIRS[i], PAIRS[i + 1]]
+    };
     if n < 10 {
         out.push(b'0' + n as u8);
-        return;
+    } else if n < 100 {
+        out.extend_from_slice(&pair(n));
+    } else if n < 1000 {
+        let [a, b] = pair(n % 100);
+        out.extend_from_slice(&[b'0' + (n / 100) as u8, a, b]);
+    } else if n < 10_000 {
+        let ([a, b], [c, d]) = (pair(n / 100), pair(n % 100));
+        out.extend_from_slice(&[a, b, c, d]);
+    } else {
+        push_u64_long(out, n);
     }
-    if n < 100 {
-        let pair = n as usize * 2;
-        out.extend_from_slice(&PAIRS[pair..pair + 2]);
-        return;
-    }
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
+}
+
+/// [`push_u64`] from 10,000 up.
+#[cold]
+fn push_u64_long(out: &mut Vec<u8>, mut n: u64) {
+    let digits = n.ilog10() as usize + 1;
+    let mut buf = [0u8; 20];
+    let mut i = digits;
     while n >= 100 {
         let pair = (n % 100) as usize * 2;
         n /= 100;
         i -= 2;
-        digits[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+        buf[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
     }
     if n >= 10 {
         let pair = n as usize * 2;
-        i -= 2;
-        digits[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+        buf[..2].copy_from_slice(&PAIRS[pair..pair + 2]);
     } else {
-        i -= 1;
-        digits[i] = b'0' + n as u8;
+        buf[0] = b'0' + n as u8;
     }
-    out.extend_from_slice(&digits[i..]);
+    let start = out.len();
+    out.extend_from_slice(&buf);
+    out.truncate(start + digits);
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -51,51 +67,56 @@ const HEX_PAIRS: [[u8; 2]; 256] = {
     t
 };
 
-/// Appends `bytes` as lowercase hex, two digits per byte: eight bytes at
-/// a time into sixteen digits at fixed offsets (no per-byte index math).
-pub(crate) fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    let start = out.len();
-    out.resize(start + 2 * bytes.len(), 0);
-    let dst = &mut out[start..];
-    let mut chunks = bytes.chunks_exact(8);
-    let mut dsts = dst.chunks_exact_mut(16);
-    for (src, d) in (&mut chunks).zip(&mut dsts) {
-        for (i, &b) in src.iter().enumerate() {
-            d[2 * i..2 * i + 2].copy_from_slice(&HEX_PAIRS[usize::from(b)]);
+/// Appends `bytes` as lowercase hex, two digits per byte: sixteen bytes
+/// at a time into a buffer of 32 digits at fixed offsets, which goes into
+/// `out` in one copy of constant size.
+pub(crate) fn push_hex(out: &mut Vec<u8>, mut bytes: &[u8]) {
+    while let Some((block, rest)) = bytes.split_first_chunk::<16>() {
+        let mut buf = [[0u8; 2]; 16];
+        for (d, &b) in buf.iter_mut().zip(block) {
+            *d = HEX_PAIRS[usize::from(b)];
         }
+        out.extend_from_slice(buf.as_flattened());
+        bytes = rest;
     }
-    let tail = dsts.into_remainder();
-    for (d, &b) in tail.chunks_exact_mut(2).zip(chunks.remainder()) {
-        d.copy_from_slice(&HEX_PAIRS[usize::from(b)]);
+    for &b in bytes {
+        out.extend_from_slice(&HEX_PAIRS[usize::from(b)]);
     }
 }
 
+/// Whether `escape_default` prints `b` as itself: printable ASCII other
+/// than the quotes and the backslash.
+const fn is_plain(b: u8) -> bool {
+    (b.wrapping_sub(0x20) < 0x5f) & (b != b'"') & (b != b'\'') & (b != b'\\')
+}
+
+/// Whether every byte of `block` prints as itself. Its four tests go
+/// into four accumulators, so the loop becomes four vector compares (one
+/// accumulator gets shuffled into something much slower).
+fn all_plain(block: &[u8; 16]) -> bool {
+    let (mut range, mut quote, mut apostrophe, mut backslash) = (0u8, 0u8, 0u8, 0u8);
+    for &b in block {
+        range |= u8::from(b.wrapping_sub(0x20) >= 0x5f);
+        quote |= u8::from(b == b'"');
+        apostrophe |= u8::from(b == b'\'');
+        backslash |= u8::from(b == b'\\');
+    }
+    range | quote | apostrophe | backslash == 0
+}
+
 /// The index of the first byte of `bytes` that `push_escaped` escapes:
-/// eight bytes at a time while none does (bit tricks on a `u64`), then
-/// byte by byte.
+/// sixteen bytes at a time while none does, then byte by byte.
 fn first_escaped(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // Whether some byte of `x` is below `n` (n <= 128) / above `n` (n < 128).
-    let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGH != 0;
-    let above = |x: u64, n: u64| (x.wrapping_add(ONES * (127 - n)) | x) & HIGH != 0;
-    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH != 0;
     let mut at = 0;
-    while let Some(chunk) = bytes.get(at..at + 8) {
-        let x = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
-        if below(x, 0x20)
-            || above(x, 0x7e)
-            || zero(x ^ (ONES * u64::from(b'"')))
-            || zero(x ^ (ONES * u64::from(b'\'')))
-            || zero(x ^ (ONES * u64::from(b'\\')))
-        {
+    while let Some(block) = bytes.get(at..).and_then(|rest| rest.first_chunk::<16>()) {
+        if !all_plain(block) {
             break;
         }
-        at += 8;
+        at += 16;
     }
     bytes[at..]
         .iter()
-        .position(|&b| escaped_len(b) != 1)
+        .position(|&b| !is_plain(b))
         .map(|i| at + i)
 }
 
@@ -120,37 +141,75 @@ const ESCAPES: [u64; 256] = {
     t
 };
 
-/// How many bytes `b` escapes to.
-fn escaped_len(b: u8) -> usize {
-    (ESCAPES[usize::from(b)] >> 32) as usize
+/// Every escape fits the four bytes each store writes.
+const _: () = {
+    let mut b = 0;
+    while b < 256 {
+        assert!(ESCAPES[b] >> 32 >= 1 && ESCAPES[b] >> 32 <= 4);
+        b += 1;
+    }
+};
+
+/// Whether every byte of `block` escapes to `\xNN` (four bytes): neither
+/// printable ASCII nor a tab, carriage return or line feed. As
+/// [`all_plain`], one accumulator a test.
+fn all_hex(block: &[u8; 16]) -> bool {
+    let (mut printable, mut tab, mut cr, mut lf) = (0u8, 0u8, 0u8, 0u8);
+    for &b in block {
+        printable |= u8::from(b.wrapping_sub(0x20) < 0x5f);
+        tab |= u8::from(b == b'\t');
+        cr |= u8::from(b == b'\r');
+        lf |= u8::from(b == b'\n');
+    }
+    printable | tab | cr | lf == 0
+}
+
+/// Appends the escapes of up to 16 bytes: into a small buffer, a byte at
+/// a time through `ESCAPES` (one load, four bytes stored, of which the
+/// escape's length count); the buffer goes into `out` whole (a copy of
+/// constant size) and the length is cut back to what was written.
+fn push_escaped_block(out: &mut Vec<u8>, block: &[u8]) {
+    let mut buf = [0u8; 4 * 16 + 4];
+    let mut at = 0usize;
+    for &b in block.iter().take(16) {
+        let e = ESCAPES[usize::from(b)];
+        // At most 4 * 15 before the last byte: the mask changes nothing,
+        // it shows the compiler that the store is in bounds.
+        let a = at & 63;
+        buf[a..a + 4].copy_from_slice(&(e as u32).to_le_bytes());
+        at = a + (e >> 32) as usize;
+    }
+    let start = out.len();
+    out.extend_from_slice(&buf[..64]);
+    out.truncate(start + at);
 }
 
 /// Appends `bytes` escaped as `std::ascii::escape_default` escapes each
 /// byte: printable ASCII as is, `\t \r \n \\ \' \"`, anything else `\xNN`.
-/// Up to the first byte that needs escaping, eight bytes at a time; from
-/// there, a byte at a time through `ESCAPES`: one load, and four bytes
-/// stored (of which the escape's length count) into a stack buffer whose
-/// bounds the compiler can see.
+/// Up to the first byte that needs escaping, sixteen bytes at a time;
+/// from there, sixteen at a time: a block of bytes that all escape to
+/// `\xNN` (binary data) at fixed offsets, four bytes each, others through
+/// [`push_escaped_block`].
 pub(crate) fn push_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
     let Some(first) = first_escaped(bytes) else {
         out.extend_from_slice(bytes);
         return;
     };
-    let (plain, rest) = bytes.split_at(first);
+    let (plain, mut rest) = bytes.split_at(first);
     out.extend_from_slice(plain);
-    let mut buf = [0u8; 4 * 64 + 4];
-    for chunk in rest.chunks(64) {
-        let mut at = 0usize;
-        for &b in chunk {
-            let e = ESCAPES[usize::from(b)];
-            // At most 4 * 63 before the last byte: the clamp only shows
-            // the compiler that the store is in bounds.
-            let a = at.min(4 * 64);
-            buf[a..a + 4].copy_from_slice(&(e as u32).to_le_bytes());
-            at = a + (e >> 32) as usize;
+    while let Some((block, tail)) = rest.split_first_chunk::<16>() {
+        if all_hex(block) {
+            let mut buf = [0u8; 4 * 16];
+            for (escape, &b) in buf.chunks_exact_mut(4).zip(block) {
+                escape.copy_from_slice(&(ESCAPES[usize::from(b)] as u32).to_le_bytes());
+            }
+            out.extend_from_slice(&buf);
+        } else {
+            push_escaped_block(out, block);
         }
-        out.extend_from_slice(&buf[..at.min(buf.len())]);
+        rest = tail;
     }
+    push_escaped_block(out, rest);
 }
 
 /// How payload bytes print (`relay cat --payload`).
@@ -309,6 +368,52 @@ mod tests {
             let want: String = bytes[..n].iter().map(|b| format!("{b:02x}")).collect();
             assert_eq!(out, format!("x{want}").as_bytes(), "{n} bytes");
         }
+    }
+
+    #[test]
+    fn escapes_every_length_and_block_boundary() {
+        let std = |bytes: &[u8]| -> Vec<u8> {
+            bytes
+                .iter()
+                .flat_map(|&b| std::ascii::escape_default(b))
+                .collect()
+        };
+        // Plain, hex-escaped and short escapes, in blocks that are all one
+        // kind or change kind at every offset.
+        for n in 0..=70usize {
+            for kinds in [&b"a"[..], b"\x07", b"\n", b"a\xff", b"\"\x00", b"ab\tc\x80"] {
+                for change in 0..=n {
+                    let bytes: Vec<u8> = (0..n)
+                        .map(|i| {
+                            if i < change {
+                                b'p'
+                            } else {
+                                kinds[i % kinds.len()]
+                            }
+                        })
+                        .collect();
+                    let mut out = b"<".to_vec();
+                    push_escaped(&mut out, &bytes);
+                    assert_eq!(out[1..], std(&bytes), "{n} bytes, {kinds:?} from {change}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn decimal_at_every_digit_count() {
+        let mut n = 1u64;
+        for _ in 0..20 {
+            for v in [n - 1, n, n + 1, n.saturating_mul(9)] {
+                let mut out = b"x".to_vec();
+                push_u64(&mut out, v);
+                assert_eq!(out, format!("x{v}").as_bytes());
+            }
+            n = n.saturating_mul(10);
+        }
+        let mut out = Vec::new();
+        push_u64(&mut out, u64::MAX);
+        assert_eq!(out, u64::MAX.to_string().as_bytes());
     }
 
     #[test]

@@ -15,8 +15,26 @@ pub(crate) struct Output {
     pub(crate) time: crate::time::TimeArg,
 }
 
+/// Where a [`Printer`] writes: a `Vec` takes each record's line in place
+/// (formatted straight into it, not copied), anything else through
+/// `write_all` from the printer's line buffer.
+pub(crate) trait Sink: Write {
+    /// The buffer to format into, if this sink is one.
+    fn in_place(&mut self) -> Option<&mut Vec<u8>> {
+        None
+    }
+}
+
+impl Sink for Vec<u8> {
+    fn in_place(&mut self) -> Option<&mut Vec<u8>> {
+        Some(self)
+    }
+}
+
+impl<W: Write> Sink for io::BufWriter<W> {}
+
 /// `relay cat`'s output.
-pub(crate) struct Printer<'p, W: Write> {
+pub(crate) struct Printer<'p, W: Sink> {
     pub(crate) out: W,
     pub(crate) path: &'p Path,
     pub(crate) json: bool,
@@ -36,7 +54,7 @@ pub(crate) struct Printer<'p, W: Write> {
     pub(crate) channel: Option<&'p str>,
 }
 
-impl<W: Write> Printer<'_, W> {
+impl<W: Sink> Printer<'_, W> {
     /// A decoded frame, printed as the merged event it carries.
     pub(crate) fn frame(&mut self, frame: Frame<'_>) {
         match frame {
@@ -70,42 +88,23 @@ impl<W: Write> Printer<'_, W> {
         let r = match event {
             Event::Record { record, .. } if self.raw => out.write_all(record.payload),
             Event::Record { cpu, record } => {
-                use crate::fmt::push_u64;
-                let l = &mut self.line;
-                l.clear();
-                if json {
-                    l.extend_from_slice(b"{\"kind\":\"record\",\"ts\":");
-                    push_u64(l, record.ts);
-                    self.times.push_json(l, record.ts);
-                    if let Some(c) = self.channel {
-                        l.extend_from_slice(b",\"channel\":");
-                        crate::fmt::push_json_string(l, c.as_bytes());
+                let line = Line {
+                    times: &mut self.times,
+                    channel: self.channel,
+                    payload: self.payload,
+                    json,
+                };
+                match out.in_place() {
+                    Some(buf) => {
+                        line.push(buf, cpu, &record);
+                        Ok(())
                     }
-                    l.extend_from_slice(b",\"cpu\":");
-                    push_u64(l, cpu.into());
-                    l.extend_from_slice(b",\"type\":");
-                    push_u64(l, record.rtype.into());
-                    l.extend_from_slice(b",\"len\":");
-                    push_u64(l, record.payload.len() as u64);
-                    self.payload.push_json_field(l, record.payload);
-                    l.extend_from_slice(b"}\n");
-                } else {
-                    self.times.push(l, record.ts);
-                    if let Some(c) = self.channel {
-                        l.push(b' ');
-                        l.extend_from_slice(c.as_bytes());
+                    None => {
+                        self.line.clear();
+                        line.push(&mut self.line, cpu, &record);
+                        out.write_all(&self.line)
                     }
-                    l.extend_from_slice(b" cpu");
-                    push_u64(l, cpu.into());
-                    l.extend_from_slice(b" type=");
-                    push_u64(l, record.rtype.into());
-                    l.extend_from_slice(b" len=");
-                    push_u64(l, record.payload.len() as u64);
-                    l.push(b' ');
-                    self.payload.push(l, record.payload);
-                    l.push(b'\n');
                 }
-                out.write_all(l)
             }
             Event::Lost {
                 cpu,
@@ -180,6 +179,53 @@ impl<W: Write> Printer<'_, W> {
     pub(crate) fn emit_notes(&mut self) {
         for note in self.notes.drain(..) {
             eprintln!("{note}");
+        }
+    }
+}
+
+/// How a record's line is formatted: the printer's settings, borrowed.
+struct Line<'a> {
+    times: &'a mut crate::time::Times,
+    channel: Option<&'a str>,
+    payload: crate::fmt::Payload,
+    json: bool,
+}
+
+impl Line<'_> {
+    /// Appends `record`'s line (text or JSON) to `l`.
+    fn push(self, l: &mut Vec<u8>, cpu: u32, record: &relay_core::Record<'_>) {
+        use crate::fmt::push_u64;
+        if self.json {
+            l.extend_from_slice(b"{\"kind\":\"record\",\"ts\":");
+            push_u64(l, record.ts);
+            self.times.push_json(l, record.ts);
+            if let Some(c) = self.channel {
+                l.extend_from_slice(b",\"channel\":");
+                crate::fmt::push_json_string(l, c.as_bytes());
+            }
+            l.extend_from_slice(b",\"cpu\":");
+            push_u64(l, cpu.into());
+            l.extend_from_slice(b",\"type\":");
+            push_u64(l, record.rtype.into());
+            l.extend_from_slice(b",\"len\":");
+            push_u64(l, record.payload.len() as u64);
+            self.payload.push_json_field(l, record.payload);
+            l.extend_from_slice(b"}\n");
+        } else {
+            self.times.push(l, record.ts);
+            if let Some(c) = self.channel {
+                l.push(b' ');
+                l.extend_from_slice(c.as_bytes());
+            }
+            l.extend_from_slice(b" cpu");
+            push_u64(l, cpu.into());
+            l.extend_from_slice(b" type=");
+            push_u64(l, record.rtype.into());
+            l.extend_from_slice(b" len=");
+            push_u64(l, record.payload.len() as u64);
+            l.push(b' ');
+            self.payload.push(l, record.payload);
+            l.push(b'\n');
         }
     }
 }

@@ -115,21 +115,36 @@ fn push_seconds(out: &mut Vec<u8>, ns: u64) {
 }
 
 /// `.NNNNNNNNN` of `frac < 10^9`: one digit, then four pairs from the
-/// table (constant divisors: multiplications), not nine divisions.
+/// table (constant divisors: multiplications), not nine divisions; the ten
+/// bytes go into `out` in one copy of constant size.
 fn push_nanos(out: &mut Vec<u8>, frac: u64) {
     let frac = frac % 1_000_000_000;
-    out.push(b'.');
-    out.push(b'0' + (frac / 100_000_000) as u8);
     let rest = frac % 100_000_000;
-    for pair in [
+    let mut buf = [
+        b'.',
+        b'0' + (frac / 100_000_000) as u8,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ];
+    for (at, pair) in [
         rest / 1_000_000,
         rest / 10_000 % 100,
         rest / 100 % 100,
         rest % 100,
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let i = pair as usize * 2;
-        out.extend_from_slice(&crate::fmt::PAIRS[i..i + 2]);
+        buf[2 + 2 * at..4 + 2 * at].copy_from_slice(&crate::fmt::PAIRS[i..i + 2]);
     }
+    out.extend_from_slice(&buf);
 }
 
 /// ISO 8601 UTC with nanoseconds, from ns since the Unix epoch.
