@@ -196,20 +196,26 @@ pub(crate) fn push_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
         return;
     };
     let (plain, mut rest) = bytes.split_at(first);
-    out.extend_from_slice(plain);
+    if !plain.is_empty() {
+        out.extend_from_slice(plain);
+    }
     while let Some((block, tail)) = rest.split_first_chunk::<16>() {
         if all_hex(block) {
-            let mut buf = [0u8; 4 * 16];
-            for (escape, &b) in buf.chunks_exact_mut(4).zip(block) {
-                escape.copy_from_slice(&(ESCAPES[usize::from(b)] as u32).to_le_bytes());
+            let start = out.len();
+            out.extend_from_slice(&[0; 4 * 16]);
+            if let Some(escapes) = out[start..].first_chunk_mut::<{ 4 * 16 }>() {
+                for (escape, &b) in escapes.chunks_exact_mut(4).zip(block) {
+                    escape.copy_from_slice(&(ESCAPES[usize::from(b)] as u32).to_le_bytes());
+                }
             }
-            out.extend_from_slice(&buf);
         } else {
             push_escaped_block(out, block);
         }
         rest = tail;
     }
-    push_escaped_block(out, rest);
+    if !rest.is_empty() {
+        push_escaped_block(out, rest);
+    }
 }
 
 /// How payload bytes print (`relay cat --payload`).
