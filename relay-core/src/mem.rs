@@ -153,18 +153,51 @@ pub(crate) fn local_add(w: &crate::sync::AtomicU64, v: u64) -> u64 {
 #[inline(always)]
 #[cfg_attr(loom, allow(dead_code))]
 pub(crate) fn prefetch(bytes: &[u8], at: usize) {
-    #[cfg(all(target_arch = "x86_64", not(loom)))]
-    if let Some(b) = bytes.get(at) {
-        // SAFETY: `prefetcht0` changes no register, flag or memory and
-        // never faults; the address is of a byte `bytes` holds.
-        unsafe {
-            core::arch::asm!(
-                "prefetcht0 byte ptr [{p}]",
-                p = in(reg) b as *const u8,
-                options(nostack, readonly, preserves_flags),
-            );
+    Region::of(bytes).prefetch(at);
+}
+
+/// A byte range to prefetch from later, held without a borrow: a prefetch
+/// reads nothing a program can see and never faults, so the range may be
+/// gone by the time it is used (the hint is then wasted, never wrong).
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(loom, allow(dead_code))]
+pub(crate) struct Region {
+    start: *const u8,
+    len: usize,
+}
+
+#[cfg_attr(loom, allow(dead_code))]
+impl Region {
+    /// The range `bytes` covers now.
+    #[inline(always)]
+    pub(crate) fn of(bytes: &[u8]) -> Self {
+        Region {
+            start: bytes.as_ptr(),
+            len: bytes.len(),
         }
     }
-    #[cfg(not(all(target_arch = "x86_64", not(loom))))]
-    let _ = (bytes, at);
+
+    /// Asks the CPU to start loading the cache line of byte `at` of the
+    /// range (nothing if `at` is out of it).
+    #[inline(always)]
+    pub(crate) fn prefetch(self, at: usize) {
+        #[cfg(all(target_arch = "x86_64", not(loom)))]
+        if at < self.len {
+            // Not dereferenced: an address, which `wrapping_add` makes
+            // without any claim on what it points to.
+            let p = self.start.wrapping_add(at);
+            // SAFETY: `prefetcht0` changes no register, flag or memory and
+            // never faults, whatever the address (so a range since
+            // unmapped or reused is harmless).
+            unsafe {
+                core::arch::asm!(
+                    "prefetcht0 byte ptr [{p}]",
+                    p = in(reg) p,
+                    options(nostack, readonly, preserves_flags),
+                );
+            }
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(loom))))]
+        let _ = (self, at);
+    }
 }

@@ -23,11 +23,14 @@
 //! nothing until its barrier is the earliest. A CPU keeps the lead without
 //! a look at the others while its records are no later than the runner-up
 //! (a run), and records of a run are handed out straight from the
-//! sub-buffer.
+//! sub-buffer. With more sub-buffer bytes in turn than a core's cache
+//! holds, a run also prefetches the runner-up's records, so the CPU that
+//! leads next does not start cold.
 
 mod tree;
 
 use crate::format::{Record, Records};
+use crate::mem::Region;
 use crate::reader::{CpuReader, Lost, ReadError};
 pub use tree::{nodes_for, Node};
 use tree::{Trees, Which};
@@ -125,6 +128,15 @@ enum Taken {
     Other,
 }
 
+/// What a core's caches are taken to hold of the sub-buffers CPUs lead in
+/// turn (a typical second-level cache, 512 KiB): beyond it the next CPU's
+/// records are prefetched while the current one's are handed out.
+const CACHED: usize = 512 << 10;
+
+/// A cursor's loaded sub-buffer and the offset of its next record: where
+/// to prefetch the records of the CPU likely to lead next.
+type Ahead = Option<(Region, usize)>;
+
 /// A cursor's next record, decoded: its payload's range and where the
 /// record after it starts (offsets in the sub-buffer), and its type.
 #[derive(Clone, Copy, Debug)]
@@ -165,7 +177,10 @@ impl NextRecord {
 /// The run goes on while its records are at most `low`, ends at one later
 /// than `high`, and in between the exact limit, computed once, decides. A
 /// switch of CPU thus costs no walk when the next record is later than the
-/// CPU left last (`high`): the one-record-per-CPU case.
+/// CPU left last (`high`): the one-record-per-CPU case. After a run of
+/// several records the walk is taken at the switch (it would be due at the
+/// next run's second record anyway), which names the runner-up to
+/// prefetch.
 #[derive(Clone, Copy, Debug)]
 struct Limit {
     low: u64,
@@ -184,6 +199,15 @@ impl Limit {
         }
     }
 
+    /// The bounds when the exact limit is known.
+    #[inline]
+    fn exact(limit: u64) -> Self {
+        Limit {
+            low: limit,
+            high: limit,
+        }
+    }
+
     /// Whether a record at `ts` (not the run's first) belongs to the run.
     #[inline(always)]
     fn admits(&mut self, ts: u64, exact: &mut impl FnMut() -> u64) -> bool {
@@ -194,7 +218,7 @@ impl Limit {
             return false;
         }
         let e = exact();
-        *self = Limit { low: e, high: e };
+        *self = Limit::exact(e);
         ts <= e
     }
 }
@@ -513,13 +537,15 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
     /// Hands out records of the loaded sub-buffer while their timestamps are
     /// at most `limit` (at least the next one, which `head_ts` vouched
     /// for), up to `max`, until `f` declines one; saves progress once.
-    /// Returns how many `f` took, and whether it declined one.
+    /// Prefetches the records of `runner_up` (see [`Cursor::ahead`]) as far
+    /// as it gets. Returns how many `f` took, and whether it declined one.
     fn run(
         &mut self,
         limit: &mut Limit,
         exact: &mut impl FnMut() -> u64,
         max: usize,
         f: &mut impl FnMut(Event<'_>) -> Flow,
+        runner_up: Ahead,
     ) -> (usize, bool) {
         let cpu = self.cpu();
         let Some(l) = self.loaded.as_ref() else {
@@ -551,6 +577,15 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
             let Some(payload) = decoded.payload(bytes) else {
                 break;
             };
+            // The CPU likely to lead next is as cold as this one was: load
+            // its records as far as this run got (two lines a record, so
+            // records of up to 128 bytes miss none), while this one's are
+            // handed out, rather than one miss at a time when it leads.
+            if let Some((theirs, at)) = runner_up {
+                let ahead = at.wrapping_add(off.wrapping_sub(start));
+                theirs.prefetch(ahead);
+                theirs.prefetch(ahead.wrapping_add(64));
+            }
             let record = Record {
                 ts,
                 rtype: decoded.rtype,
@@ -589,6 +624,20 @@ impl<'a, B: AsMut<[u8]> + AsRef<[u8]>> Cursor<'a, B> {
     /// head.
     fn runs_now(&self) -> bool {
         self.head.is_some() && self.pos.is_some() && !self.handed_out && self.plain()
+    }
+
+    /// Where this cursor's next records are, for a prefetch while another
+    /// leads (see [`Cursor::run`]), its first line asked for now; `None`
+    /// when the sub-buffers of all `cursors` fit a core's cache, so the
+    /// prefetch would cost, not save.
+    fn ahead(&self, cursors: usize) -> Ahead {
+        let l = self.loaded.as_ref()?;
+        if l.content.saturating_mul(cursors) <= CACHED {
+            return None;
+        }
+        let region = Region::of(self.bytes(l));
+        region.prefetch(l.off);
+        Some((region, l.off))
     }
 
     /// The time up to which this CPU (which has nothing readable now)
@@ -778,7 +827,7 @@ where
         if let Some((i, mut limit, was_drain)) = self.run {
             if was_drain == drain {
                 if let Some(ts) = cursors.get_mut(i).and_then(|c| c.head_ts()) {
-                    if limit.admits(ts, &mut || Self::exact_limit(trees, drain)) {
+                    if limit.admits(ts, &mut || Self::exact_limit(trees, drain).0) {
                         self.run = Some((i, limit, drain));
                         trees.update(Which::Ready, i, ts);
                         return Ok(i);
@@ -897,10 +946,14 @@ where
     }
 
     /// How far the top of the ready tree may run: to the next CPU's next
-    /// event or the earliest idle barrier.
-    fn exact_limit(trees: &Trees<'_>, drain: bool) -> u64 {
-        let next = trees.second_key(Which::Ready).unwrap_or(u64::MAX);
-        next.min(Self::idle_limit(trees, drain))
+    /// event or the earliest idle barrier; and that next CPU, the
+    /// runner-up.
+    fn exact_limit(trees: &Trees<'_>, drain: bool) -> (u64, Option<usize>) {
+        let (next, runner_up) = match trees.second(Which::Ready) {
+            Some((j, key)) => (key, Some(j)),
+            None => (u64::MAX, None),
+        };
+        (next.min(Self::idle_limit(trees, drain)), runner_up)
     }
 
     /// Whether [`Self::next`] would deliver an event (`None`) or why not,
@@ -971,9 +1024,10 @@ where
                     // The run that ends the loop may go on next time, while
                     // its cursor still leads (before it is repositioned).
                     self.run = None;
+                    let mut ahead = None;
                     while let Some(c) = cursors.get_mut(i) {
-                        let mut exact = || Self::exact_limit(&trees, drain);
-                        let (n, stopped) = c.run(&mut limit, &mut exact, max - count, f);
+                        let mut exact = || Self::exact_limit(&trees, drain).0;
+                        let (n, stopped) = c.run(&mut limit, &mut exact, max - count, f, ahead);
                         declined = stopped;
                         count += n;
                         let ts = match c.head {
@@ -991,7 +1045,19 @@ where
                         if idle < lead || !cursors.get(w).is_some_and(Cursor::runs_now) {
                             break;
                         }
-                        limit = Limit::new(lead, ts, barrier);
+                        // After a run of several records the next likely
+                        // is one too: its exact limit is due anyway, and
+                        // with it the runner-up, whose records the run
+                        // prefetches. After one record, the bounds may
+                        // spare the walk (the CPUs-in-turn case).
+                        (limit, ahead) = if n > 1 {
+                            let (exact, runner_up) = Self::exact_limit(&trees, drain);
+                            let n = cursors.len();
+                            let ahead = runner_up.and_then(|j| cursors.get(j)?.ahead(n));
+                            (Limit::exact(exact), ahead)
+                        } else {
+                            (Limit::new(lead, ts, barrier), None)
+                        };
                         (i, switched) = (w, switched || w != i);
                     }
                     if switched {

@@ -194,8 +194,9 @@ impl<'t> Trees<'t> {
         get(self.tree_ref(w), leaf).key().unwrap_or(u64::MAX)
     }
 
-    /// The smallest key in tree `w` but the top's.
-    pub(super) fn second_key(&self, w: Which) -> Option<u64> {
+    /// The cursor with the smallest key in tree `w` but the top's (the
+    /// runner-up), and that key.
+    pub(super) fn second(&self, w: Which) -> Option<(usize, u64)> {
         let (t, mask) = (self.tree_ref(w), self.mask);
         let mut q = mask + 1 + self.top(w)?;
         let mut best = Entry::absent(0);
@@ -203,7 +204,7 @@ impl<'t> Trees<'t> {
             best = best.min(get(t, q ^ 1));
             q >>= 1;
         }
-        best.key()
+        Some((best.cursor()?, best.key()?))
     }
 
     /// Whether cursor `i` is in tree `w`.
@@ -328,7 +329,7 @@ mod tests {
                     .collect();
                 sorted.sort();
                 assert_eq!(t.top(Which::Ready), sorted.first().map(|e| e.1));
-                assert_eq!(t.second_key(Which::Ready), sorted.get(1).map(|e| e.0));
+                assert_eq!(t.second(Which::Ready), sorted.get(1).map(|&(k, i)| (i, k)));
                 for (j, k) in model.iter().enumerate() {
                     assert_eq!(t.contains(Which::Ready, j), k.is_some());
                     assert_eq!(t.contains(Which::Idle, j), k.is_none());
