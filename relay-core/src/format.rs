@@ -767,9 +767,10 @@ pub struct Record<'b> {
 }
 
 /// How far ahead of its walk [`SubbufView::parse`] asks for the
-/// sub-buffer's bytes: a dozen cache lines, about the latency of a load
-/// from memory at the walk's pace.
-const WALK_PREFETCH: usize = 768;
+/// sub-buffer's bytes: 48 cache lines, about a load's latency from memory
+/// at the walk's pace (of 384 to 6,144 bytes, the fastest on the 256-CPU
+/// drain; BENCHMARKS.md).
+const WALK_PREFETCH: usize = 3072;
 
 impl<'b> SubbufView<'b> {
     /// Validates `bytes` (one whole sub-buffer) as sub-buffer `seq` of `cpu`
@@ -823,13 +824,19 @@ impl<'b> SubbufView<'b> {
         )?;
         let content_bytes = bytes.get(..content).unwrap_or(&[]);
 
-        // Walk the framing once; `Records` then trusts it.
+        // Walk the framing once; `Records` then trusts it. Its first lines
+        // are asked for at once, the rest as it goes.
+        let region = crate::mem::Region::of(content_bytes);
+        for ahead in (0..WALK_PREFETCH).step_by(64) {
+            region.prefetch(ahead);
+        }
         let mut off = SUBBUF_HEADER_SIZE;
         let mut records: u64 = 0;
         while off < content {
             // Each record's length says where the next one is: without a
-            // prefetch ahead, a cold sub-buffer is one miss a record.
-            crate::mem::prefetch(content_bytes, off + WALK_PREFETCH);
+            // prefetch ahead, a cold sub-buffer is one miss a record. (Past
+            // the content it is the next sub-buffer's or nothing: no test.)
+            region.prefetch_any(off.wrapping_add(WALK_PREFETCH));
             let w0 = read_u64(content_bytes, off).unwrap_or(0);
             let len = lo(w0) as usize;
             let flags = (w0 >> 48) as u16;

@@ -181,21 +181,31 @@ impl Region {
     /// range (nothing if `at` is out of it).
     #[inline(always)]
     pub(crate) fn prefetch(self, at: usize) {
-        #[cfg(all(target_arch = "x86_64", not(loom)))]
         if at < self.len {
-            // Not dereferenced: an address, which `wrapping_add` makes
-            // without any claim on what it points to.
-            let p = self.start.wrapping_add(at);
-            // SAFETY: `prefetcht0` changes no register, flag or memory and
-            // never faults, whatever the address (so a range since
-            // unmapped or reused is harmless).
-            unsafe {
-                core::arch::asm!(
-                    "prefetcht0 byte ptr [{p}]",
-                    p = in(reg) p,
-                    options(nostack, readonly, preserves_flags),
-                );
-            }
+            self.prefetch_any(at);
+        }
+    }
+
+    /// Asks the CPU to start loading the cache line `at` bytes from the
+    /// range's start, in it or not: for a loop that would otherwise test
+    /// every time (past the end, the line is the memory that follows, or
+    /// nothing mapped; either way no result changes).
+    #[inline(always)]
+    pub(crate) fn prefetch_any(self, at: usize) {
+        // Not dereferenced: an address, which `wrapping_add` makes without
+        // any claim on what it points to.
+        #[cfg(all(target_arch = "x86_64", not(loom)))]
+        let p = self.start.wrapping_add(at);
+        // SAFETY: `prefetcht0` changes no register, flag or memory and never
+        // faults, whatever the address (so one past the range, or in a range
+        // since unmapped or reused, is harmless).
+        #[cfg(all(target_arch = "x86_64", not(loom)))]
+        unsafe {
+            core::arch::asm!(
+                "prefetcht0 byte ptr [{p}]",
+                p = in(reg) p,
+                options(nostack, readonly, preserves_flags),
+            );
         }
         #[cfg(not(all(target_arch = "x86_64", not(loom))))]
         let _ = (self, at);
