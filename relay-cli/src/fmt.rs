@@ -294,29 +294,6 @@ pub(crate) fn push_base64(out: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
-/// `bytes` as a JSON string, quoted (invalid UTF-8 replaced; control
-/// characters escaped).
-pub(crate) fn push_json_string(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.push(b'"');
-    for c in String::from_utf8_lossy(bytes).chars() {
-        match c {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '\n' => out.extend_from_slice(b"\\n"),
-            '\t' => out.extend_from_slice(b"\\t"),
-            '\r' => out.extend_from_slice(b"\\r"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes())
-            }
-            c => {
-                let mut b = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
-            }
-        }
-    }
-    out.push(b'"');
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

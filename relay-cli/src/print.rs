@@ -67,7 +67,7 @@ impl<W: Sink> Printer<'_, W> {
                     l.extend_from_slice(b"{\"kind\":\"corrupt\",\"cpu\":");
                     crate::fmt::push_u64(l, cpu.into());
                     l.extend_from_slice(b",\"error\":");
-                    crate::fmt::push_json_string(l, message.as_bytes());
+                    relay_user::json::push_string(l, message.as_bytes());
                     l.extend_from_slice(b"}\n");
                     self.closed = self.out.write_all(l).is_err();
                 }
@@ -135,7 +135,7 @@ impl<W: Sink> Printer<'_, W> {
                     };
                     let channel = self.channel.map_or(String::new(), |c| {
                         let mut v = b",\"channel\":".to_vec();
-                        crate::fmt::push_json_string(&mut v, c.as_bytes());
+                        relay_user::json::push_string(&mut v, c.as_bytes());
                         String::from_utf8_lossy(&v).into_owned()
                     });
                     writeln!(
@@ -159,10 +159,10 @@ impl<W: Sink> Printer<'_, W> {
                     crate::fmt::push_u64(l, cpu.into());
                     if let Some(c) = self.channel {
                         l.extend_from_slice(b",\"channel\":");
-                        crate::fmt::push_json_string(l, c.as_bytes());
+                        relay_user::json::push_string(l, c.as_bytes());
                     }
                     l.extend_from_slice(b",\"error\":");
-                    crate::fmt::push_json_string(l, error.to_string().as_bytes());
+                    relay_user::json::push_string(l, error.to_string().as_bytes());
                     l.extend_from_slice(b"}\n");
                     out.write_all(l)
                 } else {
@@ -201,7 +201,7 @@ impl Line<'_> {
             self.times.push_json(l, record.ts);
             if let Some(c) = self.channel {
                 l.extend_from_slice(b",\"channel\":");
-                crate::fmt::push_json_string(l, c.as_bytes());
+                relay_user::json::push_string(l, c.as_bytes());
             }
             l.extend_from_slice(b",\"cpu\":");
             push_u64(l, cpu.into());

@@ -15,6 +15,8 @@
 //!   printed as Debian's `blkparse` prints them.
 //! - [`FrameReader`]: the frames a channel file's `read()` returns (from a
 //!   pipe or the file), decoded.
+//! - [`json`]: JSON string literals, escaped alike by every JSON relay
+//!   writes.
 //! - [`kernel`]: the kernel module's ioctls (create, destroy, flush,
 //!   statistics, load generator, benchmark).
 //!
@@ -47,6 +49,7 @@ pub mod error;
 pub mod export;
 pub mod file;
 pub mod frames;
+pub mod json;
 pub mod kernel;
 pub mod producer;
 pub mod relayfs;

@@ -325,7 +325,7 @@ impl Event {
         let (action, pc) = match &self.what {
             What::Message => {
                 out.extend_from_slice(b",\"action\":\"m\",\"message\":");
-                json_string(out, self.message());
+                crate::json::push_string(out, self.message());
                 if let Some(id) = self.cgroup {
                     num(out, b",\"cgroup\":", id.into());
                 }
@@ -375,7 +375,7 @@ impl Event {
         }
         out.extend_from_slice(b",\"process\":");
         match &self.process {
-            Some(p) => json_string(out, p),
+            Some(p) => crate::json::push_string(out, p),
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(b"}\n");
@@ -501,30 +501,4 @@ fn zeros9(out: &mut Vec<u8>, nanos: u64) {
         m /= 10;
     }
     out.extend_from_slice(&buf);
-}
-
-/// Appends `bytes` as a JSON string (invalid UTF-8 replaced).
-fn json_string(out: &mut Vec<u8>, bytes: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
-    for c in String::from_utf8_lossy(bytes).chars() {
-        match c {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '\n' => out.extend_from_slice(b"\\n"),
-            '\t' => out.extend_from_slice(b"\\t"),
-            '\r' => out.extend_from_slice(b"\\r"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                let v = c as u32 as usize;
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[v >> 4]);
-                out.push(HEX[v & 15]);
-            }
-            c => {
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-            }
-        }
-    }
-    out.push(b'"');
 }

@@ -28,6 +28,7 @@ use std::io::{self, Write};
 use relay_core::reader::Lost;
 
 use crate::blktrace::{self, Action, What};
+use crate::json::push_str;
 
 /// Requests in flight kept per device before the oldest are dropped.
 pub const IN_FLIGHT_LIMIT: usize = 1 << 16;
@@ -67,22 +68,6 @@ fn micros(ns: u64) -> String {
     format!("{}.{:03}", ns / 1000, ns % 1000)
 }
 
-/// A JSON string literal (invalid UTF-8 replaced).
-fn string(s: &mut String, text: &str) {
-    s.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => s.push_str("\\\""),
-            '\\' => s.push_str("\\\\"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                s.push_str(&format!("\\u{:04x}", c as u32));
-            }
-            c => s.push(c),
-        }
-    }
-    s.push('"');
-}
-
 impl<W: Write> ChromeTrace<W> {
     /// Starts the file.
     pub fn new(mut out: W) -> io::Result<Self> {
@@ -110,7 +95,7 @@ impl<W: Write> ChromeTrace<W> {
         self.line.push_str(&format!(
             "{{\"ph\":\"M\",\"pid\":{pid},\"name\":\"process_name\",\"args\":{{\"name\":"
         ));
-        string(&mut self.line, name);
+        push_str(&mut self.line, name);
         self.line.push_str("}}");
         self.emit()
     }
@@ -145,7 +130,7 @@ impl<W: Write> ChromeTrace<W> {
             "{{\"ph\":\"i\",\"s\":\"t\",\"pid\":{pid},\"tid\":{cpu},\"ts\":{},\"name\":",
             micros(ts)
         ));
-        string(&mut self.line, name);
+        push_str(&mut self.line, name);
         self.line.push_str(",\"args\":{");
         self.line.push_str(args);
         self.line.push_str("}}");
@@ -199,7 +184,7 @@ impl<W: Write> ChromeTrace<W> {
         );
         if e.what == What::Message {
             args = String::from("\"message\":");
-            string(&mut args, &String::from_utf8_lossy(e.message()));
+            push_str(&mut args, &String::from_utf8_lossy(e.message()));
         }
         self.instant(pid, e.cpu, e.time, &name, &args)?;
         let What::Fs(action) = &e.what else {
