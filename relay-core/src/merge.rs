@@ -1052,8 +1052,8 @@ where
                         // spare the walk (the CPUs-in-turn case).
                         (limit, ahead) = if n > 1 {
                             let (exact, runner_up) = Self::exact_limit(&trees, drain);
-                            let n = cursors.len();
-                            let ahead = runner_up.and_then(|j| cursors.get(j)?.ahead(n));
+                            let cpus = cursors.len();
+                            let ahead = runner_up.and_then(|j| cursors.get(j)?.ahead(cpus));
                             (Limit::exact(exact), ahead)
                         } else {
                             (Limit::new(lead, ts, barrier), None)
